@@ -1,0 +1,113 @@
+"""The ``shmoareg`` command line.
+
+Exit codes: 0 done, 1 internal error, 2 bad input, 3 out of memory, 130 cancelled
+(SIGINT/SIGTERM). stderr carries one human-readable line; ``--progress json`` prints
+JSON lines on stdout (see :mod:`shmoareg.progress`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Optional, Sequence
+
+from shmoareg import __version__
+from shmoareg.errors import Cancelled, ExitCode, InputError, is_out_of_memory
+from shmoareg.progress import MODES as PROGRESS_MODES
+from shmoareg.progress import Progress
+
+
+def _register_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("register", help="register a moving image onto a fixed image",
+                                   description="Register a moving image onto a fixed image and write the "
+                                               "transform, warped images, Jacobian and summary.json.")
+    parser.add_argument("--fixed", required=True, type=Path, help="fixed (reference) image")
+    parser.add_argument("--moving", required=True, type=Path, help="moving image, to be aligned to the fixed one")
+    parser.add_argument("--fixed-seg", type=Path, help="label map on the fixed image's grid (for Dice)")
+    parser.add_argument("--moving-seg", type=Path, help="label map on the moving image's grid (warped too)")
+    parser.add_argument("--output-dir", required=True, type=Path, help="folder for the outputs (created)")
+    parser.add_argument("--model", default="none", help="network model name or checkpoint path; "
+                        "'none' optimises the field on the pair alone (default)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--refine-steps", type=int, help="optimisation steps on the pair "
+                        "(default 150 on CPU, 300 on GPU; 0 uses the network prediction alone)")
+    parser.add_argument("--affine", action=argparse.BooleanOptionalAction, default=True,
+                        help="affine initialisation (centre of mass then Mattes MI affine; default on)")
+    parser.add_argument("--diffeomorphic", action=argparse.BooleanOptionalAction, default=True,
+                        help="optimise a velocity field integrated by scaling and squaring (default on)")
+    parser.add_argument("--grid-spacing", type=float, help="isotropic network-grid spacing in mm "
+                        "(default: the fixed image's finest spacing, coarsened to fit --max-grid-voxels)")
+    parser.add_argument("--max-grid-voxels", type=int, default=2_000_000)
+    parser.add_argument("--intensity", default="auto", choices=("auto", "mr", "ct", "none"),
+                        help="intensity normalisation: MR percentiles, CT window, or auto-detect")
+    parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="intensity window mapped to [0, 1] (overrides --intensity)")
+    parser.add_argument("--fixed-landmarks", type=Path, help="CSV or .mrk.json points in the fixed image (TRE)")
+    parser.add_argument("--moving-landmarks", type=Path, help="corresponding points in the moving image")
+    parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES,
+                        help="json: one JSON object per line on stdout; bar: a text bar on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``shmoareg`` command."""
+    parser = argparse.ArgumentParser(prog="shmoareg", description="SHMoAReg deformable image registration")
+    parser.add_argument("--version", action="version", version=f"shmoareg {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _register_parser(subparsers)
+    return parser
+
+
+def _run_register(args: argparse.Namespace, progress: Progress) -> None:
+    from shmoareg.pipeline import RegistrationRequest, register
+
+    request = RegistrationRequest(
+        fixed=args.fixed, moving=args.moving, output_dir=args.output_dir,
+        fixed_segmentation=args.fixed_seg, moving_segmentation=args.moving_seg,
+        model=args.model, device=args.device, refine_steps=args.refine_steps, affine=args.affine,
+        grid_spacing=args.grid_spacing, max_grid_voxels=args.max_grid_voxels, intensity=args.intensity,
+        window=tuple(args.window) if args.window else None, diffeomorphic=args.diffeomorphic,
+        fixed_landmarks=args.fixed_landmarks, moving_landmarks=args.moving_landmarks)
+    summary = register(request, progress)
+    if args.progress != "json":
+        print(f"done in {summary['seconds']['total']:.1f} s; outputs in {args.output_dir}")
+
+
+def _raise_cancelled(signum: int, frame: object) -> None:
+    raise Cancelled(f"signal {signum}")
+
+
+def _crash_log(error: BaseException) -> str:
+    with tempfile.NamedTemporaryFile("w", prefix="shmoareg-crash-", suffix=".log", delete=False) as log:
+        log.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+        return log.name
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_cancelled)
+    progress = Progress(args.progress)
+    try:
+        _run_register(args, progress)
+        return ExitCode.OK
+    except InputError as error:
+        code, message = ExitCode.BAD_INPUT, f"error: {error}"
+    except (Cancelled, KeyboardInterrupt):
+        code, message = ExitCode.CANCELLED, "cancelled: the run was stopped and no outputs were written"
+    except Exception as error:  # noqa: BLE001 - every failure must become one line and an exit code
+        if is_out_of_memory(error):
+            code = ExitCode.OUT_OF_MEMORY
+            message = ("error: out of memory; try --device cpu, a coarser --grid-spacing or a smaller "
+                       "--max-grid-voxels")
+        else:
+            code = ExitCode.ERROR
+            message = f"error: internal failure ({type(error).__name__}: {str(error).strip()[:200]}); " \
+                      f"traceback in {_crash_log(error)}"
+    message = " ".join(message.split())
+    progress.error(int(code), message)
+    print(message, file=sys.stderr)
+    return int(code)

@@ -1,0 +1,37 @@
+"""Compute device choice and peak-memory readings."""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+import torch
+
+from shmoareg.errors import InputError
+
+CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``auto`` picks the GPU when torch sees one; ``cuda`` without a GPU is a clear input error."""
+    if choice not in CHOICES:
+        raise InputError(f"unknown device {choice!r}; use one of {', '.join(CHOICES)}")
+    if choice == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if choice == "cuda":
+        build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise InputError(f"--device cuda was asked for but torch {torch.__version__} ({build}) sees no GPU; "
+                         "use --device cpu or --device auto")
+    return torch.device("cpu")
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """Peak resident memory of this process (and peak GPU memory on CUDA), in MiB."""
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1.0 / 1024 / 1024 if sys.platform == "darwin" else 1.0 / 1024
+    result = {"host_peak_mb": round(peak_kib * scale, 1)}
+    if device.type == "cuda":
+        result["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return result

@@ -1,0 +1,40 @@
+"""Error types and the command line's exit codes."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of ``shmoareg`` commands (the protocol the Slicer module reads)."""
+
+    OK = 0
+    ERROR = 1
+    BAD_INPUT = 2
+    OUT_OF_MEMORY = 3
+    CANCELLED = 130
+
+
+class InputError(ValueError):
+    """The user's input cannot be registered; the message says what is wrong and what to do."""
+
+
+class Cancelled(Exception):
+    """The run was cancelled by the user (SIGINT or SIGTERM)."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True when ``error`` is a host or accelerator out-of-memory failure."""
+    if isinstance(error, MemoryError):
+        return True
+    try:
+        import torch
+
+        if isinstance(error, torch.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):
+        pass
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+    )

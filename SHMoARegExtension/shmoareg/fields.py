@@ -1,0 +1,63 @@
+"""From a network-grid voxel displacement to the written physical transform on the fixed grid.
+
+The written transform is one ITK displacement field (LPS millimetres, resampling
+convention: it maps fixed-space points to moving-space points). The affine initialisation is
+baked in: ``T(x) = A(x + u(x))``, so ``d(x) = A(x + u(x)) - x`` on the fixed image's grid.
+Outside the fixed grid ITK extrapolates a zero displacement.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from shmoareg.grid import Grid, from_array, resample
+from shmoareg.spatial import jacobian_determinant
+
+
+def physical_from_voxel(displacement: torch.Tensor, grid: Grid) -> np.ndarray:
+    """Voxel field ``(1, 3, Z, Y, X)`` on ``grid`` -> physical LPS vectors ``(Z, Y, X, 3)`` in mm."""
+    voxel = displacement[0].detach().cpu().double().numpy().transpose(1, 2, 3, 0)
+    return (voxel * np.asarray(grid.spacing)) @ grid.direction_matrix.T
+
+
+def voxel_from_physical(field: np.ndarray, grid: Grid) -> np.ndarray:
+    """Physical vectors ``(Z, Y, X, 3)`` -> voxel units of ``grid`` ``(Z, Y, X, 3)``."""
+    return (field @ grid.direction_matrix) / np.asarray(grid.spacing)
+
+
+def total_displacement(displacement: Optional[torch.Tensor], network: Optional[Grid], fixed: Grid,
+                       affine: Optional[sitk.Transform]) -> np.ndarray:
+    """``d(x) = A(x + u(x)) - x`` on the fixed grid, ``(Z, Y, X, 3)`` float64 in mm (LPS)."""
+    points = fixed.physical_points()
+    moved = points.copy()
+    if displacement is not None:
+        network_field = from_array(physical_from_voxel(displacement, network), network, is_vector=True)
+        on_fixed = resample(network_field, fixed, interpolator=sitk.sitkLinear)
+        moved += sitk.GetArrayFromImage(on_fixed)
+    if affine is not None:
+        linear = sitk.AffineTransform(affine)
+        matrix = np.asarray(linear.GetMatrix()).reshape(3, 3)
+        centre, translation = np.asarray(linear.GetCenter()), np.asarray(linear.GetTranslation())
+        moved = moved @ matrix.T + (centre + translation - matrix @ centre)
+    return moved - points
+
+
+def displacement_image(field: np.ndarray, grid: Grid) -> sitk.Image:
+    """A physical field ``(Z, Y, X, 3)`` as a float64 vector image on ``grid``."""
+    return from_array(np.ascontiguousarray(field, dtype=np.float64), grid, is_vector=True)
+
+
+def displacement_transform(field: np.ndarray, grid: Grid) -> sitk.DisplacementFieldTransform:
+    """The ITK displacement-field transform of a physical field on ``grid`` (linear interpolation)."""
+    return sitk.DisplacementFieldTransform(displacement_image(field, grid))
+
+
+def jacobian_image(field: np.ndarray, grid: Grid) -> sitk.Image:
+    """Jacobian determinant of ``x -> x + d(x)`` on ``grid`` as a float32 image."""
+    voxel = torch.from_numpy(voxel_from_physical(field, grid).transpose(3, 0, 1, 2).copy())[None]
+    det = jacobian_determinant(voxel)[0, 0].numpy().astype(np.float32)
+    return from_array(det, grid)

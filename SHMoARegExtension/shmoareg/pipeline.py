@@ -1,0 +1,217 @@
+"""``register``: from two image files to a transform, warped images, Jacobian and a summary.
+
+Stages: load and validate inputs, affine initialisation, resampling onto the network grid,
+deformable registration on that grid, then the physical transform on the fixed image's grid
+and every output written through a staging folder.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from shmoareg import __version__
+from shmoareg.affine import check_overlap, describe, initialise_affine
+from shmoareg.devices import peak_memory_mb, resolve_device
+from shmoareg.errors import InputError
+from shmoareg.fields import displacement_image, displacement_transform, jacobian_image, total_displacement
+from shmoareg.grid import Grid, auto_spacing, network_grid, resample, to_tensor
+from shmoareg.imageio import check_label_grid, read_image, read_label_map, write_image
+from shmoareg.intensity import foreground_mask, normalise
+from shmoareg.landmarks import read_landmarks
+from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics, mean_dice, target_registration_error
+from shmoareg.optimise import OptimisationSettings, optimise_displacement
+from shmoareg.outputs import StagedOutputs, prepare_output_dir
+from shmoareg.progress import Progress
+
+MODELS = ("none",)
+DEFAULT_REFINE_STEPS = {"cpu": 150, "cuda": 300}
+TRANSFORM_CONVENTION = ("ITK displacement field transform, LPS millimetres, resampling convention: "
+                        "maps fixed-space points to moving-space points")
+
+
+@dataclass
+class RegistrationRequest:
+    """Everything ``register`` needs; paths may be strings or Paths."""
+
+    fixed: Path
+    moving: Path
+    output_dir: Path
+    fixed_segmentation: Optional[Path] = None
+    moving_segmentation: Optional[Path] = None
+    model: str = "none"
+    device: str = "auto"
+    refine_steps: Optional[int] = None
+    affine: bool = True
+    grid_spacing: Optional[float] = None
+    max_grid_voxels: int = 2_000_000
+    intensity: str = "auto"
+    window: Optional[tuple[float, float]] = None
+    diffeomorphic: bool = True
+    fixed_landmarks: Optional[Path] = None
+    moving_landmarks: Optional[Path] = None
+
+
+@dataclass
+class _Inputs:
+    fixed: sitk.Image
+    moving: sitk.Image
+    fixed_segmentation: Optional[sitk.Image] = None
+    moving_segmentation: Optional[sitk.Image] = None
+    landmarks: Optional[tuple[np.ndarray, np.ndarray]] = None
+
+
+def _validate(request: RegistrationRequest) -> None:
+    if request.model not in MODELS:
+        raise InputError(f"unknown model {request.model!r}; available: {', '.join(MODELS)}")
+    if request.refine_steps is not None and request.refine_steps < 0:
+        raise InputError(f"--refine-steps must be 0 or more, not {request.refine_steps}")
+    if request.grid_spacing is not None and not request.grid_spacing > 0:
+        raise InputError(f"--grid-spacing must be a positive number of millimetres, not {request.grid_spacing}")
+    if (request.fixed_landmarks is None) != (request.moving_landmarks is None):
+        raise InputError("give both --fixed-landmarks and --moving-landmarks, or neither")
+
+
+def _load(request: RegistrationRequest) -> _Inputs:
+    inputs = _Inputs(read_image(request.fixed, "fixed image"), read_image(request.moving, "moving image"))
+    if request.fixed_segmentation is not None:
+        inputs.fixed_segmentation = read_label_map(request.fixed_segmentation, "fixed segmentation")
+        check_label_grid(inputs.fixed_segmentation, inputs.fixed, "fixed segmentation", "fixed image")
+    if request.moving_segmentation is not None:
+        inputs.moving_segmentation = read_label_map(request.moving_segmentation, "moving segmentation")
+        check_label_grid(inputs.moving_segmentation, inputs.moving, "moving segmentation", "moving image")
+    if request.fixed_landmarks is not None:
+        fixed_points = read_landmarks(request.fixed_landmarks)
+        moving_points = read_landmarks(request.moving_landmarks)
+        if len(fixed_points) != len(moving_points):
+            raise InputError(f"landmark files hold {len(fixed_points)} fixed and {len(moving_points)} moving "
+                             "points; give corresponding points in the same order")
+        inputs.landmarks = (fixed_points, moving_points)
+    return inputs
+
+
+def _geometry(image: sitk.Image) -> dict:
+    return {"size": list(image.GetSize()), "spacing": list(image.GetSpacing()),
+            "origin": list(image.GetOrigin()), "direction": list(image.GetDirection())}
+
+
+def _segmentation_metrics(fixed_seg: sitk.Image, moving_seg: sitk.Image, transform: sitk.Transform,
+                          warped_seg: sitk.Image) -> dict:
+    reference = sitk.GetArrayViewFromImage(fixed_seg)
+    before = resample(moving_seg, Grid.of(fixed_seg), None, sitk.sitkNearestNeighbor)
+    after = sitk.GetArrayViewFromImage(warped_seg)
+    dice_before = dice_per_label(reference, sitk.GetArrayViewFromImage(before))
+    dice_after = dice_per_label(reference, after)
+    hd95 = hd95_per_label(reference, after, fixed_seg.GetSpacing())
+    return {
+        "dice_before": {str(k): v for k, v in dice_before.items()},
+        "mean_dice_before": mean_dice(dice_before),
+        "dice": {str(k): v for k, v in dice_after.items()},
+        "mean_dice": mean_dice(dice_after),
+        "hd95_mm": {str(k): v for k, v in hd95.items()},
+        "mean_hd95_mm": float(np.nanmean(list(hd95.values()))) if hd95 else float("nan"),
+    }
+
+
+def _landmark_metrics(points: tuple[np.ndarray, np.ndarray], transform: sitk.Transform) -> dict:
+    fixed_points, moving_points = points
+    before = np.linalg.norm(fixed_points - moving_points, axis=1)
+    after = target_registration_error(fixed_points, moving_points, transform)
+    return {"tre_before_mm": float(before.mean()), "tre_mm": float(after.mean()),
+            "tre_per_point_mm": after.tolist()}
+
+
+def register(request: RegistrationRequest, progress: Optional[Progress] = None) -> dict:
+    """Register ``request.moving`` onto ``request.fixed`` and write the outputs; returns the summary.
+
+    Raises :class:`InputError` for bad input; nothing is written to the output folder unless
+    the whole run succeeds.
+    """
+    progress = progress or Progress("none")
+    started = time.perf_counter()
+    _validate(request)
+    output_dir = prepare_output_dir(request.output_dir)
+    device = resolve_device(request.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    steps = request.refine_steps if request.refine_steps is not None else DEFAULT_REFINE_STEPS[device.type]
+
+    with progress.stage("load", "reading images"):
+        inputs = _load(request)
+    with progress.stage("affine", "affine initialisation" if request.affine else "checking overlap"):
+        fixed_norm = normalise(inputs.fixed, request.intensity, request.window)
+        moving_norm = normalise(inputs.moving, request.intensity, request.window)
+        fixed_mask, moving_mask = foreground_mask(fixed_norm), foreground_mask(moving_norm)
+        affine = initialise_affine(inputs.fixed, inputs.moving, on_iteration=progress.update) if request.affine else None
+        overlap = check_overlap(fixed_mask, moving_mask, affine if affine is not None else sitk.Transform())
+    with progress.stage("preprocess", "resampling onto the network grid"):
+        spacing = request.grid_spacing or auto_spacing(inputs.fixed, request.max_grid_voxels)
+        grid = network_grid(inputs.fixed, spacing)
+        fixed_tensor = to_tensor(resample(fixed_norm, grid), device)
+        moving_tensor = to_tensor(resample(moving_norm, grid, affine), device)
+    with progress.stage("register", "optimising the deformation"):
+        settings = OptimisationSettings(steps=steps, diffeomorphic=request.diffeomorphic)
+        displacement = optimise_displacement(fixed_tensor, moving_tensor, settings,
+                                             on_step=lambda f: progress.update(f, "optimising the deformation"))
+
+    staged = StagedOutputs(output_dir)
+    try:
+        with progress.stage("write", "writing the transform and warped images"):
+            fixed_grid = Grid.of(inputs.fixed)
+            field_mm = total_displacement(displacement, grid, fixed_grid, affine)
+            transform = displacement_transform(field_mm, fixed_grid)
+            sitk.WriteTransform(transform, str(staged.path("transform.h5")))
+            write_image(sitk.Cast(displacement_image(field_mm, fixed_grid), sitk.sitkVectorFloat32),
+                        staged.path("displacement.nii.gz"))
+            background = float(sitk.GetArrayViewFromImage(inputs.moving).min())
+            warped = resample(inputs.moving, fixed_grid, transform, sitk.sitkLinear, background)
+            write_image(warped, staged.path("warped_moving.nii.gz"))
+            jacobian = jacobian_image(field_mm, fixed_grid)
+            write_image(jacobian, staged.path("jacobian.nii.gz"))
+            metrics = jacobian_statistics(sitk.GetArrayViewFromImage(jacobian),
+                                          sitk.GetArrayViewFromImage(fixed_mask) > 0)
+            if inputs.moving_segmentation is not None:
+                warped_seg = resample(inputs.moving_segmentation, fixed_grid, transform, sitk.sitkNearestNeighbor)
+                write_image(warped_seg, staged.path("warped_moving_seg.nii.gz"))
+                if inputs.fixed_segmentation is not None:
+                    metrics.update(_segmentation_metrics(inputs.fixed_segmentation, inputs.moving_segmentation,
+                                                         transform, warped_seg))
+            if inputs.landmarks is not None:
+                metrics.update(_landmark_metrics(inputs.landmarks, transform))
+        summary = {
+            "shmoareg_version": __version__,
+            "inputs": {
+                "fixed": str(request.fixed), "moving": str(request.moving),
+                "fixed_segmentation": _optional(request.fixed_segmentation),
+                "moving_segmentation": _optional(request.moving_segmentation),
+                "fixed_geometry": _geometry(inputs.fixed), "moving_geometry": _geometry(inputs.moving),
+            },
+            "method": {"model": request.model, "refine_steps": steps, "settings": asdict(settings),
+                       "intensity": request.intensity, "window": request.window},
+            "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "network_grid": {"size": list(grid.size), "spacing_mm": spacing},
+            "affine": describe(affine) if affine is not None else None,
+            "overlap_after_initialisation": overlap,
+            "transform_convention": TRANSFORM_CONVENTION,
+            "seconds": {**progress.seconds, "total": round(time.perf_counter() - started, 3)},
+            "memory": peak_memory_mb(device),
+            "metrics": metrics,
+            "jacobian_region": "fixed image foreground (Otsu)",
+        }
+        staged.write_json("summary.json", summary)
+        summary["outputs"] = staged.publish()
+    except BaseException:
+        staged.discard()
+        raise
+    progress.done(summary["outputs"])
+    return summary
+
+
+def _optional(path: Optional[Path]) -> Optional[str]:
+    return str(path) if path is not None else None

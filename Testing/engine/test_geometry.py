@@ -1,0 +1,88 @@
+"""The network grid, the voxel <-> physical field conversion and the written transform file."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from phantoms import rotation_direction
+from shmoareg.fields import (displacement_image, displacement_transform, jacobian_image, physical_from_voxel,
+                             total_displacement, voxel_from_physical)
+from shmoareg.grid import Grid, auto_spacing, network_grid
+
+DIRECTION = rotation_direction((0.2, -0.1, 0.3))
+FIXED = Grid((30, 25, 20), (1.2, 0.8, 2.5), (10.0, -5.0, 3.0), DIRECTION)
+
+
+def test_network_grid_is_isotropic_padded_centred_and_keeps_the_direction():
+    grid = network_grid(FIXED.reference_image(), 1.0)
+    assert all(n % 16 == 0 for n in grid.size)
+    assert grid.spacing == (1.0, 1.0, 1.0)
+    assert np.allclose(grid.direction, DIRECTION)
+    fixed_corners = FIXED.physical_points()[[0, -1], [0, -1], [0, -1]]
+    network_points = grid.physical_points()
+    assert np.allclose(fixed_corners.mean(axis=0), network_points[[0, -1], [0, -1], [0, -1]].mean(axis=0))
+    extent_needed = (np.asarray(FIXED.size) - 1) * np.asarray(FIXED.spacing)
+    assert np.all((np.asarray(grid.size) - 1) * 1.0 >= extent_needed - 1e-6)
+
+
+def test_auto_spacing_respects_the_voxel_budget():
+    image = Grid((200, 200, 200), (1.0, 1.0, 1.0), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1)).reference_image()
+    assert auto_spacing(image, 10**9) == pytest.approx(1.0)
+    coarse = auto_spacing(image, 10**6)
+    assert coarse == pytest.approx(2.0, rel=0.01)
+
+
+def test_physical_from_voxel_applies_spacing_then_direction():
+    field = torch.zeros(1, 3, *FIXED.shape)
+    field[:, 0], field[:, 2] = 2.0, -1.0
+    physical = physical_from_voxel(field, FIXED)
+    matrix = np.asarray(DIRECTION).reshape(3, 3)
+    expected = matrix @ np.array([2.0 * 1.2, 0.0, -1.0 * 2.5])
+    assert np.allclose(physical[3, 4, 5], expected)
+    assert np.allclose(voxel_from_physical(physical, FIXED)[3, 4, 5], [2.0, 0.0, -1.0])
+
+
+def test_total_displacement_bakes_in_the_affine():
+    affine = sitk.AffineTransform(3)
+    affine.SetMatrix([1.1, 0, 0, 0, 1, 0, 0, 0, 0.9])
+    affine.SetCenter((1.0, 2.0, 3.0))
+    affine.SetTranslation((3.0, -2.0, 1.0))
+    field = total_displacement(None, None, FIXED, affine)
+    points = FIXED.physical_points()
+    for index in [(0, 0, 0), (5, 7, 9), (19, 24, 29)]:
+        assert np.allclose(points[index] + field[index], affine.TransformPoint(points[index].tolist()))
+
+
+def test_total_displacement_composes_network_field_then_affine():
+    network = network_grid(FIXED.reference_image(), 1.0)
+    voxel = torch.zeros(1, 3, *network.shape)
+    voxel[:, 1] = 1.5  # 1.5 mm along the grid's second axis (spacing 1)
+    affine = sitk.AffineTransform(3)
+    affine.SetTranslation((0.0, 0.0, 4.0))
+    field = total_displacement(voxel, network, FIXED, affine)
+    shift = np.asarray(DIRECTION).reshape(3, 3) @ np.array([0.0, 1.5, 0.0]) + np.array([0.0, 0.0, 4.0])
+    assert np.allclose(field, shift, atol=1e-4)
+
+
+def test_written_transform_round_trips_through_itk_files(tmp_path):
+    rng = np.random.default_rng(0)
+    field = rng.normal(0, 1.5, (*FIXED.shape, 3))
+    transform = displacement_transform(field, FIXED)
+    sitk.WriteTransform(transform, str(tmp_path / "transform.h5"))
+    read = sitk.ReadTransform(str(tmp_path / "transform.h5"))
+    points = FIXED.physical_points()
+    for index in [(1, 2, 3), (10, 20, 15)]:
+        assert np.allclose(read.TransformPoint(points[index].tolist()), points[index] + field[index], atol=1e-6)
+    sitk.WriteImage(displacement_image(field, FIXED), str(tmp_path / "field.nii.gz"))
+    back = sitk.ReadImage(str(tmp_path / "field.nii.gz"))
+    assert back.GetNumberOfComponentsPerPixel() == 3
+    assert np.allclose(sitk.GetArrayFromImage(back), field, atol=1e-6)
+    assert np.allclose(back.GetDirection(), DIRECTION, atol=1e-5)
+
+
+def test_jacobian_image_of_a_scaling_is_its_determinant():
+    points = FIXED.physical_points()
+    field = points @ (np.diag([1.2, 0.9, 1.1]) - np.eye(3)).T
+    jacobian = sitk.GetArrayFromImage(jacobian_image(field, FIXED))
+    assert np.allclose(jacobian, 1.2 * 0.9 * 1.1, atol=1e-4)
