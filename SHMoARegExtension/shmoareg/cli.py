@@ -34,7 +34,7 @@ def _register_parser(subparsers: argparse._SubParsersAction) -> None:
                         "'none' optimises the field on the pair alone (default)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--refine-steps", type=int, help="optimisation steps on the pair "
-                        "(default 150 on CPU, 300 on GPU; 0 uses the network prediction alone)")
+                        "(default 100 on CPU, 200 on GPU; 0 uses the network prediction alone)")
     parser.add_argument("--affine", action=argparse.BooleanOptionalAction, default=True,
                         help="affine initialisation (centre of mass then Mattes MI affine; default on)")
     parser.add_argument("--diffeomorphic", action=argparse.BooleanOptionalAction, default=True,
@@ -87,10 +87,17 @@ def _crash_log(error: BaseException) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code. SIGINT and SIGTERM cancel the run."""
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_cancelled)
-    progress = Progress(args.progress)
+    previous = {signum: signal.signal(signum, _raise_cancelled) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _run_reporting_errors(args, Progress(args.progress))
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_reporting_errors(args: argparse.Namespace, progress: Progress) -> int:
     try:
         _run_register(args, progress)
         return ExitCode.OK
@@ -105,8 +112,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        "--max-grid-voxels")
         else:
             code = ExitCode.ERROR
-            message = f"error: internal failure ({type(error).__name__}: {str(error).strip()[:200]}); " \
-                      f"traceback in {_crash_log(error)}"
+            message = (f"error: internal failure ({type(error).__name__}: {str(error).strip()[:200]}); "
+                       f"traceback in {_crash_log(error)}")
     message = " ".join(message.split())
     progress.error(int(code), message)
     print(message, file=sys.stderr)

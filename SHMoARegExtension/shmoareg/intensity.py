@@ -49,3 +49,10 @@ def foreground_mask(normalised: sitk.Image) -> sitk.Image:
     mask = sitk.OtsuThreshold(normalised, 0, 1)
     mask = sitk.BinaryFillhole(mask)
     return sitk.Cast(mask, sitk.sitkUInt8)
+
+
+def field_of_view(image: sitk.Image) -> sitk.Image:
+    """1.0 on every voxel of ``image``'s grid (resampled elsewhere, it is 0 outside the imaged region)."""
+    ones = sitk.Image(image.GetSize(), sitk.sitkFloat32) + 1.0
+    ones.CopyInformation(image)
+    return ones

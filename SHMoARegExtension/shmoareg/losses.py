@@ -1,14 +1,50 @@
-"""Registration losses: similarity (local NCC from MONAI, MSE) and field smoothness."""
+"""Registration losses: similarity (local NCC, MSE) and field smoothness."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
-from monai.losses import LocalNormalizedCrossCorrelationLoss
+import torch.nn.functional as F
 
 
-def local_ncc(window: int = 9) -> torch.nn.Module:
-    """Negative local normalised cross-correlation over ``window``^3 boxes (MONAI; -1 is perfect)."""
-    return LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=window, kernel_type="rectangular")
+def box_mean(volumes: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean over ``window``^3 boxes (zero padding), as three separable 1D average pools."""
+    half = window // 2
+    for axis, kernel in enumerate(((window, 1, 1), (1, window, 1), (1, 1, window))):
+        padding = [0, 0] * 3
+        padding[2 * (2 - axis)] = padding[2 * (2 - axis) + 1] = half  # F.pad lists the last axis first
+        volumes = F.avg_pool3d(F.pad(volumes, padding), kernel, stride=1)
+    return volumes
+
+
+class LocalNCC(torch.nn.Module):
+    """Negative squared local normalised cross-correlation over ``window``^3 boxes; -1 is perfect.
+
+    The same quantity as MONAI's ``LocalNormalizedCrossCorrelationLoss`` (rectangular kernel;
+    a test checks they agree), computed with pooling, which is about four times faster on CPU.
+    An optional ``weight`` map (e.g. where both images have data) restricts the mean.
+    """
+
+    def __init__(self, window: int = 9, epsilon: float = 1e-5) -> None:
+        super().__init__()
+        if window % 2 == 0:
+            raise ValueError(f"the NCC window must be odd, not {window}")
+        self.window, self.epsilon = window, epsilon
+
+    def forward(self, warped: torch.Tensor, fixed: torch.Tensor,
+                weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        means = box_mean(torch.cat([warped, fixed, warped * warped, fixed * fixed, warped * fixed], dim=1),
+                         self.window)
+        mean_w, mean_f, mean_ww, mean_ff, mean_wf = means.split(warped.shape[1], dim=1)
+        count = float(self.window ** 3)  # box sums, variances floored at epsilon, as MONAI does
+        cross = count * (mean_wf - mean_w * mean_f)
+        variance_w = (count * (mean_ww - mean_w * mean_w)).clamp(min=self.epsilon)
+        variance_f = (count * (mean_ff - mean_f * mean_f)).clamp(min=self.epsilon)
+        per_voxel = -(cross * cross) / (variance_w * variance_f)
+        if weight is None:
+            return per_voxel.mean()
+        return (per_voxel * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 def mse(warped: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:

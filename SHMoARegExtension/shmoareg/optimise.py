@@ -1,7 +1,9 @@
 """Pair-specific optimisation of a dense field: Adam on local NCC + diffusion, coarse to fine.
 
-The field lives on each level's grid (the network grid averaged down by the level's factor)
-and is carried to the next level by trilinear upsampling. In diffeomorphic mode the
+The images of each level are the network grid averaged down by the level's factor. The field
+lives on the same grid, but never finer than ``finest_field_factor`` (half resolution by
+default: a smooth field, and eight times fewer unknowns to integrate); it is upsampled
+trilinearly to the level's images and carried to the next level. In diffeomorphic mode the
 optimised field is a stationary velocity integrated by scaling and squaring.
 """
 
@@ -13,7 +15,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from shmoareg.losses import diffusion, local_ncc
+from shmoareg.losses import LocalNCC, diffusion
 from shmoareg.spatial import compose, integrate_velocity, resize_field, warp
 
 
@@ -21,13 +23,14 @@ from shmoareg.spatial import compose, integrate_velocity, resize_field, warp
 class OptimisationSettings:
     """Settings of the pair-specific optimisation."""
 
-    steps: int = 150
-    levels: tuple[int, ...] = (4, 2)
-    learning_rate: float = 0.1
+    steps: int = 100
+    levels: tuple[int, ...] = (8, 4, 2, 1)
+    learning_rate: float = 0.2
     smoothness: float = 1.0
-    ncc_window: int = 7
+    ncc_window: int = 5
     diffeomorphic: bool = True
     integration_steps: int = 6
+    finest_field_factor: int = 2
 
 
 def _level_steps(total: int, levels: int) -> list[int]:
@@ -38,47 +41,74 @@ def _level_steps(total: int, levels: int) -> list[int]:
     return counts
 
 
+def _usable_levels(levels: tuple[int, ...], shape: tuple[int, ...], smallest: int = 8) -> tuple[int, ...]:
+    """The levels whose grid keeps at least ``smallest`` voxels per axis (always at least the finest)."""
+    usable = tuple(f for f in levels if min(shape) // f >= smallest)
+    return usable or (min(levels),)
+
+
 def _downsample(image: torch.Tensor, factor: int) -> torch.Tensor:
     return image if factor == 1 else F.avg_pool3d(image, factor, factor, ceil_mode=True)
 
 
 def optimise_displacement(fixed: torch.Tensor, moving: torch.Tensor, settings: OptimisationSettings,
                           initial: Optional[torch.Tensor] = None,
+                          fixed_valid: Optional[torch.Tensor] = None, moving_valid: Optional[torch.Tensor] = None,
                           on_step: Optional[Callable[[float], None]] = None) -> torch.Tensor:
     """Displacement ``(1, 3, Z, Y, X)`` in voxels of the input grid such that ``moving(p + u(p)) ~ fixed(p)``.
 
     ``initial`` (same shape) is a displacement to start from, e.g. a network's prediction; it
     is composed with the optimised correction (the correction acts first, in fixed space).
+    ``fixed_valid`` and ``moving_valid`` (``(1, 1, Z, Y, X)``, 1 where the image has data) keep
+    the similarity to where both images were actually imaged.
     """
     if settings.steps <= 0:
         return initial.detach().clone() if initial is not None else torch.zeros(
             (1, 3, *fixed.shape[2:]), device=fixed.device)
-    similarity = local_ncc(settings.ncc_window)
+    similarity = LocalNCC(settings.ncc_window)
     parameter: Optional[torch.Tensor] = None
-    counts = _level_steps(settings.steps, len(settings.levels))
+    levels = _usable_levels(settings.levels, tuple(fixed.shape[2:]))
+    counts = _level_steps(settings.steps, len(levels))
     done = 0
-    for factor, count in zip(settings.levels, counts):
+    for factor, count in zip(levels, counts):
         fixed_level, moving_level = _downsample(fixed, factor), _downsample(moving, factor)
+        fixed_mask = _downsample(fixed_valid, factor) if fixed_valid is not None else None
+        moving_mask = _downsample(moving_valid, factor) if moving_valid is not None else None
         shape = tuple(fixed_level.shape[2:])
-        start = torch.zeros((1, 3, *shape), device=fixed.device) if parameter is None else resize_field(parameter, shape)
+        field_shape = tuple(_downsample(fixed, max(factor, settings.finest_field_factor)).shape[2:])
+        start = (torch.zeros((1, 3, *field_shape), device=fixed.device) if parameter is None
+                 else resize_field(parameter, field_shape))
         base = resize_field(initial, shape) if initial is not None else None
         parameter = start.detach().requires_grad_(True)
         optimiser = torch.optim.Adam([parameter], lr=settings.learning_rate)
         for _ in range(count):
             optimiser.zero_grad(set_to_none=True)
-            displacement = _field(parameter, base, settings)
-            loss = similarity(warp(moving_level, displacement), fixed_level) + settings.smoothness * diffusion(parameter)
+            displacement = _field(parameter, base, settings, shape)
+            weight = _overlap(fixed_mask, moving_mask, displacement)
+            loss = (similarity(warp(moving_level, displacement), fixed_level, weight)
+                    + settings.smoothness * diffusion(parameter))
             loss.backward()
             optimiser.step()
             done += 1
             if on_step is not None:
                 on_step(done / settings.steps)
     with torch.no_grad():
-        final = resize_field(parameter.detach(), tuple(fixed.shape[2:]))
-        return _field(final, initial, settings)
+        return _field(parameter.detach(), initial, settings, tuple(fixed.shape[2:]))
 
 
-def _field(parameter: torch.Tensor, base: Optional[torch.Tensor], settings: OptimisationSettings) -> torch.Tensor:
+def _overlap(fixed_mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor],
+             displacement: torch.Tensor) -> Optional[torch.Tensor]:
+    """Where the fixed image and the warped moving image both have data (None: everywhere)."""
+    if moving_mask is not None:
+        moving_mask = warp(moving_mask, displacement, padding_mode="zeros")
+    if fixed_mask is None:
+        return moving_mask
+    return fixed_mask if moving_mask is None else fixed_mask * moving_mask
+
+
+def _field(parameter: torch.Tensor, base: Optional[torch.Tensor], settings: OptimisationSettings,
+           shape: tuple[int, int, int]) -> torch.Tensor:
     correction = integrate_velocity(parameter, settings.integration_steps) if settings.diffeomorphic else parameter
+    correction = resize_field(correction, shape) if tuple(correction.shape[2:]) != shape else correction
     # The correction acts first, in fixed space: T = T_base o C (refines the already warped image).
     return correction if base is None else compose(base, correction)

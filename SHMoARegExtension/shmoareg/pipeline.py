@@ -23,7 +23,7 @@ from shmoareg.errors import InputError
 from shmoareg.fields import displacement_image, displacement_transform, jacobian_image, total_displacement
 from shmoareg.grid import Grid, auto_spacing, network_grid, resample, to_tensor
 from shmoareg.imageio import check_label_grid, read_image, read_label_map, write_image
-from shmoareg.intensity import foreground_mask, normalise
+from shmoareg.intensity import field_of_view, foreground_mask, normalise
 from shmoareg.landmarks import read_landmarks
 from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics, mean_dice, target_registration_error
 from shmoareg.optimise import OptimisationSettings, optimise_displacement
@@ -31,7 +31,7 @@ from shmoareg.outputs import StagedOutputs, prepare_output_dir
 from shmoareg.progress import Progress
 
 MODELS = ("none",)
-DEFAULT_REFINE_STEPS = {"cpu": 150, "cuda": 300}
+DEFAULT_REFINE_STEPS = {"cpu": 100, "cuda": 200}
 TRANSFORM_CONVENTION = ("ITK displacement field transform, LPS millimetres, resampling convention: "
                         "maps fixed-space points to moving-space points")
 
@@ -148,16 +148,21 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
         fixed_norm = normalise(inputs.fixed, request.intensity, request.window)
         moving_norm = normalise(inputs.moving, request.intensity, request.window)
         fixed_mask, moving_mask = foreground_mask(fixed_norm), foreground_mask(moving_norm)
-        affine = initialise_affine(inputs.fixed, inputs.moving, on_iteration=progress.update) if request.affine else None
+        affine = initialise_affine(inputs.fixed, inputs.moving,
+                                   on_iteration=lambda f: progress.update(f, "affine initialisation")
+                                   ) if request.affine else None
         overlap = check_overlap(fixed_mask, moving_mask, affine if affine is not None else sitk.Transform())
     with progress.stage("preprocess", "resampling onto the network grid"):
         spacing = request.grid_spacing or auto_spacing(inputs.fixed, request.max_grid_voxels)
         grid = network_grid(inputs.fixed, spacing)
         fixed_tensor = to_tensor(resample(fixed_norm, grid), device)
         moving_tensor = to_tensor(resample(moving_norm, grid, affine), device)
+        fixed_valid = to_tensor(resample(field_of_view(inputs.fixed), grid, None, sitk.sitkLinear), device)
+        moving_valid = to_tensor(resample(field_of_view(inputs.moving), grid, affine, sitk.sitkLinear), device)
     with progress.stage("register", "optimising the deformation"):
         settings = OptimisationSettings(steps=steps, diffeomorphic=request.diffeomorphic)
-        displacement = optimise_displacement(fixed_tensor, moving_tensor, settings,
+        displacement = optimise_displacement(fixed_tensor, moving_tensor, settings, fixed_valid=fixed_valid,
+                                             moving_valid=moving_valid,
                                              on_step=lambda f: progress.update(f, "optimising the deformation"))
 
     staged = StagedOutputs(output_dir)

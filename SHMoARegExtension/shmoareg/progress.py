@@ -40,6 +40,7 @@ class Progress:
         self._stage = ""
         self._weight = 0.0
         self._fraction = 0.0
+        self._last_bar = ""
 
     @contextmanager
     def stage(self, name: str, message: str = "") -> Iterator["Progress"]:
@@ -61,8 +62,11 @@ class Progress:
                         "message": message})
         elif self.mode == "bar":
             filled = int(round(30 * self._fraction))
-            self.bar_stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self._fraction:6.1%} {message[:40]:<40}")
-            self.bar_stream.flush()
+            bar = f"\r[{'#' * filled}{'.' * (30 - filled)}] {self._fraction:4.0%} {message[:40]:<40}"
+            if bar != self._last_bar:  # redraw only when something visible changed
+                self.bar_stream.write(bar)
+                self.bar_stream.flush()
+                self._last_bar = bar
 
     def done(self, outputs: dict[str, str]) -> None:
         """Report success with the written outputs."""

@@ -82,11 +82,12 @@ def integrate_velocity(velocity: Tensor, steps: int = 7) -> Tensor:
 def resize_field(displacement: Tensor, shape: tuple[int, int, int]) -> Tensor:
     """Trilinearly resample a voxel field onto a grid of ``shape`` covering the same extent.
 
-    Voxel units are rescaled per axis so that the physical displacement is unchanged.
+    Grids are cell-centred (as average pooling makes them: a factor-2 coarser voxel spans two
+    fine voxels), and voxel units are rescaled per axis so the physical displacement is unchanged.
     """
     old = displacement.shape[2:]
-    resized = F.interpolate(displacement, size=shape, mode="trilinear", align_corners=True)
-    factors = [(shape[2 - c] - 1) / max(old[2 - c] - 1, 1) for c in range(3)]
+    resized = F.interpolate(displacement, size=shape, mode="trilinear", align_corners=False)
+    factors = [shape[2 - c] / old[2 - c] for c in range(3)]
     scale = torch.tensor(factors, device=displacement.device, dtype=displacement.dtype).view(1, 3, 1, 1, 1)
     return resized * scale
 

@@ -12,9 +12,9 @@ from shmoareg.affine import as_affine
 from shmoareg.grid import Grid
 
 _RNG = np.random.default_rng(1234)
-_CENTRES = _RNG.uniform(-28, 28, (14, 3))
-_WIDTHS = _RNG.uniform(5, 10, 14)
-_AMPLITUDES = _RNG.uniform(0.4, 1.0, 14)
+_CENTRES = _RNG.uniform(-30, 30, (40, 3))
+_WIDTHS = _RNG.uniform(4, 8, 40)
+_AMPLITUDES = _RNG.uniform(0.3, 1.0, 40)
 
 
 def phantom_values(points: np.ndarray) -> np.ndarray:

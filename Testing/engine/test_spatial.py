@@ -104,8 +104,19 @@ def test_jacobian_detects_folding():
 
 
 def test_resize_field_keeps_the_physical_displacement():
-    field = constant_field(x=2.0, y=1.0, z=-1.0, shape=(5, 9, 9))
-    resized = resize_field(field, (9, 17, 17))
-    assert torch.allclose(resized[:, 0], torch.full((1, 9, 17, 17), 4.0))
-    assert torch.allclose(resized[:, 1], torch.full((1, 9, 17, 17), 2.0))
-    assert torch.allclose(resized[:, 2], torch.full((1, 9, 17, 17), -2.0))
+    field = constant_field(x=2.0, y=1.0, z=-1.0, shape=(4, 8, 6))
+    resized = resize_field(field, (8, 16, 18))
+    assert torch.allclose(resized[:, 0], torch.full((1, 8, 16, 18), 6.0))
+    assert torch.allclose(resized[:, 1], torch.full((1, 8, 16, 18), 2.0))
+    assert torch.allclose(resized[:, 2], torch.full((1, 8, 16, 18), -2.0))
+
+
+def test_resize_field_matches_average_pooling_geometry():
+    # A linear field u(x) = 0.1 * x on 16 voxels; pooled by 2 its value at coarse voxel i is the
+    # mean of fine voxels 2i and 2i + 1, in coarse units: 0.1 * (2i + 0.5) / 2. Upsampling it back
+    # must give the fine field again (away from the clamped border voxels).
+    fine = torch.zeros(1, 3, 4, 4, 16)
+    fine[:, 0] = 0.1 * identity_grid((4, 4, 16))[:, 0]
+    coarse = torch.nn.functional.avg_pool3d(fine, (1, 1, 2)) / torch.tensor([2.0, 1.0, 1.0]).view(1, 3, 1, 1, 1)
+    back = resize_field(coarse, (4, 4, 16))
+    assert torch.allclose(back[0, 0, ..., 1:-1], fine[0, 0, ..., 1:-1], atol=1e-5)

@@ -1,0 +1,441 @@
+"""SHMoAReg: deep-learning deformable registration with expert-routing maps, as a 3D Slicer module.
+
+The module is thin: the panel collects choices into a parameter node and drives
+``SHMoARegLib.SHMoARegLogic``, which writes the inputs, runs the engine (``shmoareg``) in a
+separate PythonSlicer process and imports its results. No ``from __future__ import annotations``
+here: the parameter node wrapper reads the annotations at run time (Slicer 5.8 ships Python 3.9).
+"""
+
+import logging
+import os
+import time
+from typing import Annotated, Optional
+
+import numpy as np
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+import SHMoARegLib
+from SHMoARegLib.dependencies import missingRequirements, pipInstallCommands
+from SHMoARegLib.process import pythonExecutable
+from SHMoARegLib.synthetic import addSyntheticPair
+
+STATUS_TIMER_MILLISECONDS = 200
+
+
+def moduleResourcePath(relativePath: str) -> str:
+    """A resource file: next to the module when installed, at the repository top level in a checkout."""
+    moduleDirectory = os.path.dirname(os.path.abspath(__file__))
+    candidates = [os.path.join(base, "Resources", relativePath)
+                  for base in (moduleDirectory, os.path.dirname(moduleDirectory))]
+    return next((path for path in candidates if os.path.exists(path)), candidates[0])
+
+
+#
+# Module
+#
+
+
+class SHMoAReg(ScriptedLoadableModule):
+    """Module metadata."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "SHMoAReg"
+        self.parent.categories = ["Registration"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["SHMoAReg developers"]
+        self.parent.helpText = """
+Deformable registration of a moving volume (and segmentation) to a fixed one with a
+mixture-of-experts registration network, run in a background process on the GPU when one is
+available and on the CPU otherwise. Outputs: a displacement-field transform (usable in the
+Transforms and Resample modules; the moving volume is placed under it, not modified), the warped
+volume and segmentation, and for network models the per-voxel expert-routing maps with a table and
+plot of expert utilisation. All outputs of a run are in one subject-hierarchy folder.
+"""
+        self.parent.acknowledgementText = """
+SHMoAReg follows "Spatially Heterogeneous Mixture of Attention experts for registration"
+(arXiv 2509.20073). Built with PyTorch, SimpleITK, MONAI and 3D Slicer.
+"""
+        iconPath = moduleResourcePath(f"Icons/{self.moduleName}.png")
+        if os.path.exists(iconPath):
+            self.parent.icon = qt.QIcon(iconPath)
+
+
+#
+# Parameter node
+#
+
+
+@parameterNodeWrapper
+class SHMoARegParameterNode:
+    """The panel's choices, saved with the scene."""
+
+    fixedVolume: vtkMRMLScalarVolumeNode
+    movingVolume: vtkMRMLScalarVolumeNode
+    fixedSegmentation: Optional[vtkMRMLSegmentationNode]
+    movingSegmentation: Optional[vtkMRMLSegmentationNode]
+    model: Annotated[str, Choice(list(SHMoARegLib.MODELS)), Default(SHMoARegLib.MODELS[0])]
+    device: Annotated[str, Choice(list(SHMoARegLib.DEVICES)), Default("auto")]
+    refineSteps: Annotated[int, WithinRange(-1, 5000), Default(-1)]  # -1: the engine's default
+    affine: Annotated[bool, Default(True)]
+    importGateMaps: Annotated[bool, Default(True)]
+    keepTemporaryFiles: Annotated[bool, Default(False)]
+
+
+#
+# Widget
+#
+
+
+class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: inputs, settings, Register/Cancel with progress, routing overlay and utilisation."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._result = None
+        self._runDevice = "auto"
+        self._timer = qt.QTimer()
+        self._timer.setInterval(STATUS_TIMER_MILLISECONDS)
+
+    def resourcePath(self, filename: str) -> str:
+        return moduleResourcePath(filename)
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SHMoAReg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SHMoARegLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self._timer.connect("timeout()", self.onTimer)
+        self.ui.registerButton.connect("clicked(bool)", self.onRegisterButton)
+        self.ui.overlayLevelComboBox.connect("currentIndexChanged(int)", self.updateMapChoices)
+        self.ui.overlayAxisComboBox.connect("currentIndexChanged(int)", self.updateMapChoices)
+        self.ui.showOverlayButton.connect("clicked(bool)", self.onShowOverlay)
+        self.ui.overlayOpacitySlider.connect("valueChanged(double)", self.onOpacityChanged)
+        self.ui.showPlotButton.connect("clicked(bool)", self.onShowPlot)
+        self.ui.saveTransformButton.connect("clicked(bool)", self.onSaveTransform)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self._timer.stop()
+        if self.logic is not None:
+            self.logic.cancel()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        # A running registration goes on (the timer keeps polling); only the GUI binding stops.
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self.logic.cancel():
+            self.finishRun("Cancelled: the scene was closed.")
+        self.showResult(None)
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.fixedVolume:
+            firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolume:
+                self._parameterNode.fixedVolume = firstVolume
+
+    def setParameterNode(self, parameterNode: Optional[SHMoARegParameterNode]) -> None:
+        if self._parameterNode:
+            if self._parameterNodeGuiTag is not None:
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+                self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateRegisterButton)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateRegisterButton)
+        self.updateRegisterButton()
+
+    def updateRegisterButton(self, caller=None, event=None) -> None:
+        """Register needs two different volumes; while running the button is Cancel."""
+        if self.logic.isRunning:
+            self.ui.registerButton.text = "Cancel"
+            self.ui.registerButton.toolTip = "Stop the registration; the scene is left as it was."
+            self.ui.registerButton.enabled = True
+            return
+        self.ui.registerButton.text = "Register"
+        parameters = self._parameterNode
+        ready = bool(parameters and parameters.fixedVolume and parameters.movingVolume
+                     and parameters.fixedVolume != parameters.movingVolume)
+        self.ui.registerButton.enabled = ready
+        self.ui.registerButton.toolTip = ("Register the moving volume to the fixed one in a background process."
+                                          if ready else "Choose two different volumes.")
+
+    # Running
+
+    def onRegisterButton(self) -> None:
+        if self.logic.isRunning:
+            self.logic.cancel()
+            self.finishRun("Cancelled; the scene is as it was.")
+            return
+        with slicer.util.tryWithErrorDisplay("Cannot start the registration.", waitCursor=True):
+            if not self.ensureDependencies():
+                return
+            parameters = self._parameterNode
+            self.ui.statusTextEdit.clear()
+            self.ui.progressBar.value = 0
+            self.log(f"Registering {parameters.movingVolume.GetName()} to {parameters.fixedVolume.GetName()}...")
+            self._runDevice = parameters.device
+            self.logic.register(
+                parameters.fixedVolume, parameters.movingVolume, parameters.fixedSegmentation,
+                parameters.movingSegmentation, waitForCompletion=False, progressCallback=self.onProgress,
+                model=parameters.model, device=parameters.device,
+                refineSteps=parameters.refineSteps if parameters.refineSteps >= 0 else None,
+                affine=parameters.affine, importGateMaps=parameters.importGateMaps,
+                keepTemporaryFiles=parameters.keepTemporaryFiles)
+            self._timer.start()
+            self.updateRegisterButton()
+
+    def onTimer(self) -> None:
+        """Drain the engine's progress on the GUI thread; import the results when it has finished."""
+        try:
+            result = self.logic.poll()
+        except SHMoARegLib.RegistrationCancelled as error:
+            self.finishRun(f"Cancelled: {error.message}")
+            return
+        except SHMoARegLib.RegistrationError as error:
+            self.finishRun(f"Failed: {error.message}")
+            slicer.util.errorDisplay(f"Registration failed:\n{error.message}")
+            return
+        except Exception as error:
+            logging.exception("SHMoAReg: importing the results failed")
+            self.finishRun(f"Failed: {error}")
+            slicer.util.errorDisplay(f"Registration failed:\n{error}")
+            return
+        if result is not None:
+            self.finishRun(self.describe(result))
+            self.showResult(result)
+
+    def onProgress(self, fraction: float, message: str) -> None:
+        self.ui.progressBar.value = int(round(100 * fraction))
+        lines = self.ui.statusTextEdit.toPlainText().splitlines()
+        if message and (not lines or lines[-1] != message):
+            self.log(message)
+
+    def finishRun(self, message: str) -> None:
+        self._timer.stop()
+        self.log(message)
+        self.updateRegisterButton()
+
+    def log(self, message: str) -> None:
+        self.ui.statusTextEdit.appendPlainText(message)
+        logging.info("SHMoAReg: %s", message)
+
+    def describe(self, result) -> str:
+        """Summary line of a finished run, with a note when no GPU was used."""
+        summary = result.summary
+        seconds = summary.get("seconds", {}).get("total")
+        lines = [f"Done{f' in {seconds:.1f} s' if seconds is not None else ''} on {summary.get('device', '?')}."]
+        if self._runDevice == "auto" and summary.get("device") == "cpu":
+            lines.append("No CUDA GPU was found, so the CPU was used (slower, same result).")
+        metrics = summary.get("metrics", {})
+        if "mean_dice" in metrics:
+            lines.append(f"Mean Dice {metrics['mean_dice_before']:.3f} -> {metrics['mean_dice']:.3f}.")
+        if "fraction_nonpositive" in metrics:
+            lines.append(f"Folding: {100 * metrics['fraction_nonpositive']:.2f} % of voxels with |J| <= 0.")
+        return " ".join(lines)
+
+    def ensureDependencies(self) -> bool:
+        """Ask before installing the engine's missing packages; never touches numpy, SimpleITK or VTK."""
+        missing = missingRequirements()
+        if not missing:
+            return True
+        names = ", ".join(requirement.specifier for requirement in missing)
+        if not slicer.util.confirmOkCancelDisplay(
+                f"SHMoAReg needs these Python packages: {names}.\n\nInstall them now? This can take several "
+                "minutes. Slicer's own numpy, SimpleITK and VTK are not changed."):
+            return False
+        viaPip = [requirement for requirement in missing if not requirement.viaPyTorchUtils]
+        for requirement in missing:
+            if requirement.viaPyTorchUtils:
+                try:
+                    import PyTorchUtils
+                except ModuleNotFoundError:
+                    viaPip.insert(0, requirement)  # no SlicerPyTorch extension: the default wheel from pip
+                    continue
+                version = requirement.specifier[len(requirement.module):]
+                if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                                 torchVersionRequirement=version) is None:
+                    raise RuntimeError("PyTorch could not be installed; see the log for details.")
+        for command in pipInstallCommands(pythonExecutable(), viaPip):
+            self.log(" ".join(command[2:]))
+            slicer.util.logProcessOutput(slicer.util.launchConsoleProcess(command, useStartupEnvironment=False))
+        stillMissing = missingRequirements()
+        if stillMissing:
+            raise RuntimeError("still missing after installation: "
+                               + ", ".join(requirement.module for requirement in stillMissing))
+        return True
+
+    # Results
+
+    def showResult(self, result) -> None:
+        """Fill the results section and show the fixed volume with the aligned moving volume."""
+        self._result = result
+        self.ui.resultsCollapsibleButton.enabled = result is not None
+        self.ui.overlayLevelComboBox.clear()
+        self.ui.overlayAxisComboBox.clear()
+        self.ui.utilisationTableView.setMRMLTableNode(result.utilisationTableNode if result else None)
+        hasRouting = bool(result and result.routingNodes)
+        for widget in (self.ui.showOverlayButton, self.ui.showPlotButton, self.ui.overlayLevelComboBox,
+                       self.ui.overlayAxisComboBox, self.ui.overlayMapComboBox, self.ui.overlayOpacitySlider):
+            widget.enabled = hasRouting
+        if result is None:
+            return
+        keys = [SHMoARegLib.parseRoutingKey(key) for key in result.routingNodes]
+        for level in sorted({level for level, _, _ in keys}):
+            self.ui.overlayLevelComboBox.addItem(f"level {level}", level)
+        for axis in SHMoARegLib.AXES:
+            if any(keyAxis == axis for _, keyAxis, _ in keys):
+                self.ui.overlayAxisComboBox.addItem(axis, axis)
+        transform = result.transformNode
+        fixed = transform.GetNodeReference(transform.GetFixedNodeReferenceRole())
+        moving = transform.GetNodeReference(transform.GetMovingNodeReferenceRole())
+        slicer.util.setSliceViewerLayers(background=fixed, foreground=moving, foregroundOpacity=0.5, fit=True)
+
+    def updateMapChoices(self, index=None) -> None:
+        """Map choices of the chosen level and axis: the arg-max expert, then each expert's gate."""
+        self.ui.overlayMapComboBox.clear()
+        if self._result is None or self.ui.overlayLevelComboBox.currentIndex < 0:
+            return
+        level = self.ui.overlayLevelComboBox.currentData
+        axis = self.ui.overlayAxisComboBox.currentData
+        if SHMoARegLib.routingKey(level, axis) in self._result.routingNodes:
+            self.ui.overlayMapComboBox.addItem("expert chosen (arg-max)", 0)
+        colors = self._result.expertColorTableNode
+        for expert in range(1, colors.GetNumberOfColors()):
+            if SHMoARegLib.routingKey(level, axis, expert) in self._result.routingNodes:
+                self.ui.overlayMapComboBox.addItem(f"gate: {colors.GetColorName(expert)}", expert)
+
+    def selectedRoutingNode(self):
+        expert = self.ui.overlayMapComboBox.currentData
+        if self._result is None or expert is None:
+            return None
+        key = SHMoARegLib.routingKey(self.ui.overlayLevelComboBox.currentData, self.ui.overlayAxisComboBox.currentData,
+                                     expert or None)
+        return self._result.routingNodes.get(key)
+
+    def onShowOverlay(self) -> None:
+        node = self.selectedRoutingNode()
+        if node is None:
+            return
+        transform = self._result.transformNode
+        fixed = transform.GetNodeReference(transform.GetFixedNodeReferenceRole())
+        opacity = self.ui.overlayOpacitySlider.value
+        if node.IsA("vtkMRMLLabelMapVolumeNode"):
+            slicer.util.setSliceViewerLayers(background=fixed, foreground=None, label=node, labelOpacity=opacity)
+        else:
+            slicer.util.setSliceViewerLayers(background=fixed, foreground=node, foregroundOpacity=opacity, label=None)
+
+    def onOpacityChanged(self, value: float) -> None:
+        if self.selectedRoutingNode() is not None:
+            self.onShowOverlay()
+
+    def onShowPlot(self) -> None:
+        if self._result is not None and self._result.utilisationChartNode is not None:
+            slicer.modules.plots.logic().ShowChartInLayout(self._result.utilisationChartNode)
+
+    def onSaveTransform(self) -> None:
+        if self._result is None:
+            return
+        transform = self._result.transformNode
+        path = qt.QFileDialog.getSaveFileName(None, "Save transform", f"{transform.GetName()}.h5",
+                                              "ITK transform (*.h5)")
+        if path:
+            with slicer.util.tryWithErrorDisplay("Cannot save the transform.", waitCursor=True):
+                self.logic.saveTransform(transform, path)
+                self.log(f"Transform saved to {path}")
+
+
+#
+# Logic
+#
+
+
+class SHMoARegLogic(ScriptedLoadableModuleLogic, SHMoARegLib.SHMoARegLogic):
+    """The module's logic: parameter node access plus registration (see ``SHMoARegLib.SHMoARegLogic``).
+
+    ``slicer.util.getModuleLogic("SHMoAReg").register(fixed, moving)`` registers from scripts.
+    """
+
+    def __init__(self, scene=None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        SHMoARegLib.SHMoARegLogic.__init__(self, scene or slicer.mrmlScene)
+        self.temporaryDirectory = slicer.app.temporaryPath
+
+    def getParameterNode(self):
+        return SHMoARegParameterNode(super().getParameterNode())
+
+
+#
+# Self-test
+#
+
+
+class SHMoARegTest(ScriptedLoadableModuleTest):
+    """Registers a small synthetic pair on the CPU (needs the engine's packages, not a GPU)."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_RegisterSyntheticPair()
+
+    def test_RegisterSyntheticPair(self):
+        missing = missingRequirements()
+        if missing:
+            self.skipTest("engine packages missing: " + ", ".join(requirement.module for requirement in missing))
+        self.delayDisplay("Registering a synthetic pair on the CPU")
+        scene = slicer.mrmlScene
+        pair = addSyntheticPair(scene)
+        logic = SHMoARegLogic(scene)
+        started = time.time()
+        result = logic.register(pair.fixed, pair.moving, pair.fixedSegmentation, pair.movingSegmentation,
+                                device="cpu", refineSteps=60)
+        self.assertLess(time.time() - started, 60.0)
+        self.assertEqual(pair.moving.GetTransformNodeID(), result.transformNode.GetID())
+
+        fixed = slicer.util.arrayFromVolume(pair.fixed).astype(float)
+        errors = []
+        for transform in (None, result.transformNode):
+            clone = slicer.vtkSlicerVolumesLogic.CloneVolume(scene, pair.moving, "clone")
+            clone.SetAndObserveTransformNodeID(transform.GetID() if transform else None)
+            resampled = slicer.vtkSlicerVolumesLogic.ResampleVolumeToReferenceVolume(clone, pair.fixed)
+            errors.append(np.mean((slicer.util.arrayFromVolume(resampled) - fixed) ** 2))
+        self.assertLess(errors[1], 0.3 * errors[0])
+        for fixedPoint, movingPoint in pair.landmarks:
+            world = [0.0, 0.0, 0.0]
+            pair.moving.TransformPointToWorld(movingPoint, world)
+            self.assertLess(np.linalg.norm(np.array(world) - fixedPoint), 1.5)
+        self.delayDisplay("Test passed")

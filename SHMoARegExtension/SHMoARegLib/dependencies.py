@@ -1,0 +1,60 @@
+"""Which Python packages the engine still needs in this interpreter, and how to install them safely.
+
+Slicer ships numpy, SimpleITK and vtk built for itself; installing anything must never replace
+them. torch comes through SlicerPyTorch's ``PyTorchUtils`` when that extension is installed
+(it picks the CUDA build that fits the GPU); packages that depend on numpy are installed
+without their dependencies so pip cannot upgrade Slicer's own numpy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+# Packages Slicer provides; never named in an install command.
+PROTECTED_PACKAGES = ("numpy", "SimpleITK", "vtk")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """An engine dependency: the module it provides and its pip requirement."""
+
+    module: str
+    specifier: str
+    installWithDependencies: bool = False
+    viaPyTorchUtils: bool = False
+
+
+# What the engine imports at module level besides Slicer's packages (Testing/slicer checks this),
+# plus psutil, which SHMoARegLib uses to stop the engine's whole process tree.
+ENGINE_REQUIREMENTS = (
+    # torch's own dependencies (sympy, networkx, ...) do not include numpy.
+    Requirement("torch", "torch>=2.1,<3", installWithDependencies=True, viaPyTorchUtils=True),
+    Requirement("psutil", "psutil>=5.9"),
+)
+
+
+def missingRequirements(requirements: Sequence[Requirement] = ENGINE_REQUIREMENTS,
+                        isInstalled: Optional[Callable[[str], bool]] = None) -> list[Requirement]:
+    """Requirements whose module cannot be found (nothing is imported to find out)."""
+    isInstalled = isInstalled or (lambda module: importlib.util.find_spec(module) is not None)
+    return [requirement for requirement in requirements if not isInstalled(requirement.module)]
+
+
+def pipInstallCommands(python: str, requirements: Sequence[Requirement]) -> list[list[str]]:
+    """pip commands that install ``requirements``: one with dependencies allowed, one without.
+
+    Raises ValueError when asked to install a package Slicer provides.
+    """
+    for requirement in requirements:
+        name = re.match(r"[A-Za-z0-9_.\-]+", requirement.specifier).group(0)
+        if name.lower() in (protected.lower() for protected in PROTECTED_PACKAGES):
+            raise ValueError(f"{name} is provided by Slicer and must not be installed or upgraded")
+    commands = []
+    for withDependencies in (True, False):
+        group = [r.specifier for r in requirements if r.installWithDependencies == withDependencies]
+        if group:
+            commands.append([python, "-m", "pip", "install", *([] if withDependencies else ["--no-deps"]), *group])
+    return commands

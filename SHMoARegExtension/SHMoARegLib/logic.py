@@ -1,0 +1,217 @@
+"""SHMoARegLogic: register two volumes (and segmentations) of a scene with the engine in a separate process.
+
+Inputs are written with storage nodes to a temporary folder, the engine runs as a child
+process, and its outputs come back as nodes (see :mod:`SHMoARegLib.results`). With
+``waitForCompletion=False`` the caller drives the run with :meth:`SHMoARegLogic.poll` from its
+main thread (the Slicer widget does it from a QTimer), so results are imported on that thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import slicer
+
+from SHMoARegLib.options import EXIT_CANCELLED, EXIT_OK, RegistrationOptions, engineArguments
+from SHMoARegLib.process import EngineProcess, defaultEngineCommand, engineEnvironment
+from SHMoARegLib.results import RegistrationResult, RunInputs, importResults
+from SHMoARegLib.scene import subjectHierarchy
+from SHMoARegLib.segmentations import matchLabels, segmentInfos, writeLabelmap
+from SHMoARegLib.volumes import writeTransform, writeVolume
+
+ProgressCallback = Callable[[float, str], None]
+OUTPUT_FOLDER = "output"
+
+
+class RegistrationError(RuntimeError):
+    """The engine failed; ``message`` is its one-line explanation, ``exitCode`` its exit status."""
+
+    def __init__(self, message: str, exitCode: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exitCode = exitCode
+
+
+class RegistrationCancelled(RegistrationError):
+    """The run was cancelled; the scene is as it was before it started."""
+
+
+@dataclass
+class _Run:
+    process: EngineProcess
+    workDirectory: Path
+    inputs: RunInputs
+    options: RegistrationOptions
+    progressCallback: Optional[ProgressCallback]
+
+
+class SHMoARegLogic:
+    """Registration of scene nodes with the SHMoAReg engine; one run at a time."""
+
+    def __init__(self, scene: slicer.vtkMRMLScene, engineCommand: Optional[Sequence[str]] = None) -> None:
+        self.scene = scene
+        # Command prefix that runs the engine's CLI; None means ``<PythonSlicer or python> -m shmoareg``.
+        self.engineCommand = list(engineCommand) if engineCommand else None
+        # Parent folder of the runs' temporary folders; None means the system's temporary folder.
+        self.temporaryDirectory: Optional[str] = None
+        self._run: Optional[_Run] = None
+        subjectHierarchy(scene)  # Slicer always has one; create it now so runs add only their own nodes
+
+    @property
+    def isRunning(self) -> bool:
+        return self._run is not None
+
+    @property
+    def processId(self) -> Optional[int]:
+        """Process id of the running engine (None when nothing runs)."""
+        return self._run.process.pid if self._run is not None else None
+
+    def register(self, fixed: slicer.vtkMRMLScalarVolumeNode, moving: slicer.vtkMRMLScalarVolumeNode,
+                 fixedSegmentation: Optional[slicer.vtkMRMLSegmentationNode] = None,
+                 movingSegmentation: Optional[slicer.vtkMRMLSegmentationNode] = None,
+                 waitForCompletion: bool = True, progressCallback: Optional[ProgressCallback] = None,
+                 **options: object) -> Optional[RegistrationResult]:
+        """Register ``moving`` onto ``fixed``; options are the fields of :class:`RegistrationOptions`.
+
+        Waits and returns the result, or with ``waitForCompletion=False`` returns None at once
+        (call :meth:`poll` until it returns the result). ``progressCallback(fraction, message)``
+        is called on the thread that waits or polls. Raises :class:`RegistrationError` with the
+        engine's message when it fails, :class:`RegistrationCancelled` when cancelled.
+        """
+        if self._run is not None:
+            raise RuntimeError("a registration is already running; wait for it or cancel it first")
+        runOptions = RegistrationOptions(**options)
+        inputs = RunInputs(fixed, moving, fixedSegmentation, movingSegmentation)
+        self._validate(inputs)
+        workDirectory = Path(tempfile.mkdtemp(prefix="SHMoAReg-", dir=self.temporaryDirectory))
+        try:
+            arguments = self._writeInputs(inputs, workDirectory, runOptions)
+            process = EngineProcess(self._engineCommand() + arguments, engineEnvironment(), str(workDirectory))
+            process.start()
+        except BaseException:
+            shutil.rmtree(workDirectory, ignore_errors=True)
+            raise
+        self._run = _Run(process, workDirectory, inputs, runOptions, progressCallback)
+        if not waitForCompletion:
+            return None
+        while True:
+            result = self.poll(timeout=0.1)
+            if result is not None:
+                return result
+            if self._run is None:
+                raise RegistrationCancelled("the registration was cancelled", EXIT_CANCELLED)
+
+    def poll(self, timeout: float = 0.0) -> Optional[RegistrationResult]:
+        """Hand out progress and, once the engine ended, import its results (or raise its error).
+
+        Returns None while running (or when nothing runs), the result once, when finished.
+        """
+        run = self._run
+        if run is None:
+            return None
+        for event in run.process.events(timeout):
+            if run.progressCallback is not None and event.event in ("progress", "done"):
+                run.progressCallback(event.fraction, event.message)
+            if self._run is not run:  # the callback cancelled the run
+                return None
+        if not run.process.finished:
+            return None
+        self._run = None
+        try:
+            return self._finish(run)
+        finally:
+            self._cleanUp(run)
+
+    def cancel(self) -> bool:
+        """Stop the running registration and its whole process tree; False when nothing ran."""
+        run = self._run
+        if run is None:
+            return False
+        self._run = None
+        run.process.kill()
+        self._cleanUp(run)
+        logging.info("SHMoAReg: registration cancelled")
+        return True
+
+    def saveTransform(self, transformNode: slicer.vtkMRMLTransformNode, path: str) -> None:
+        """Write a transform node to an ITK file (``.h5``), readable by ITK, SimpleITK and Slicer."""
+        writeTransform(transformNode, Path(path))
+
+    def _engineCommand(self) -> list[str]:
+        return list(self.engineCommand) if self.engineCommand else defaultEngineCommand()
+
+    def _validate(self, inputs: RunInputs) -> None:
+        for role, node in (("fixed volume", inputs.fixed), ("moving volume", inputs.moving)):
+            if node is None or not node.IsA("vtkMRMLScalarVolumeNode"):
+                raise ValueError(f"choose a scalar volume as the {role}")
+            if node.GetScene() is not self.scene:
+                raise ValueError(f"the {role} {node.GetName()!r} is not in this logic's scene")
+            image = node.GetImageData()
+            if image is None or image.GetNumberOfPoints() == 0:
+                raise ValueError(f"the {role} {node.GetName()!r} has no image data")
+            if image.GetNumberOfScalarComponents() != 1:
+                raise ValueError(f"the {role} {node.GetName()!r} has {image.GetNumberOfScalarComponents()} "
+                                 "components per voxel; choose a grey-level volume")
+        if inputs.fixed is inputs.moving:
+            raise ValueError("the fixed and moving volumes are the same node; choose two volumes")
+        for role, node in (("fixed segmentation", inputs.fixedSegmentation),
+                           ("moving segmentation", inputs.movingSegmentation)):
+            if node is None:
+                continue
+            if not node.IsA("vtkMRMLSegmentationNode"):
+                raise ValueError(f"the {role} must be a segmentation node")
+            if node.GetSegmentation().GetNumberOfSegments() == 0:
+                raise ValueError(f"the {role} {node.GetName()!r} has no segments")
+
+    def _writeInputs(self, inputs: RunInputs, workDirectory: Path, options: RegistrationOptions) -> list[str]:
+        """Write the inputs for the engine; returns its arguments."""
+        fixedPath, movingPath = workDirectory / "fixed.nrrd", workDirectory / "moving.nrrd"
+        writeVolume(inputs.fixed, fixedPath)
+        writeVolume(inputs.moving, movingPath)
+        fixedSegmentationPath = movingSegmentationPath = None
+        if inputs.movingSegmentation is not None:
+            inputs.movingSegments = segmentInfos(inputs.movingSegmentation)
+            movingSegmentationPath = workDirectory / "moving_seg.nrrd"
+            writeLabelmap(inputs.movingSegmentation, inputs.movingSegments, inputs.moving, movingSegmentationPath)
+        if inputs.fixedSegmentation is not None:
+            fixedSegmentationPath = workDirectory / "fixed_seg.nrrd"
+            writeLabelmap(inputs.fixedSegmentation, matchLabels(inputs.fixedSegmentation, inputs.movingSegments),
+                          inputs.fixed, fixedSegmentationPath)
+        return engineArguments(options, fixedPath, movingPath, workDirectory / OUTPUT_FOLDER,
+                               fixedSegmentationPath, movingSegmentationPath)
+
+    def _finish(self, run: _Run) -> RegistrationResult:
+        code = run.process.returnCode
+        if code != EXIT_OK:
+            raise _errorFor(code, run.process.errorMessage())
+        outputDirectory = run.workDirectory / OUTPUT_FOLDER
+        try:
+            result = importResults(self.scene, outputDirectory, run.inputs, run.options.importGateMaps)
+        except (RuntimeError, ValueError, OSError) as error:
+            raise RegistrationError(f"cannot load the registration results: {error}", code) from error
+        if run.options.keepTemporaryFiles:
+            result.outputDirectory = str(outputDirectory)
+        return result
+
+    @staticmethod
+    def _cleanUp(run: _Run) -> None:
+        if run.options.keepTemporaryFiles:
+            logging.info("SHMoAReg: temporary files kept in %s", run.workDirectory)
+        else:
+            shutil.rmtree(run.workDirectory, ignore_errors=True)
+
+
+def _errorFor(code: int, message: str) -> RegistrationError:
+    """The exception for an engine that ended with ``code``."""
+    if code == EXIT_CANCELLED:
+        return RegistrationCancelled(message, code)
+    if code < 0 and -code == getattr(signal, "SIGKILL", 9):
+        return RegistrationError("the registration process was killed by the system, which usually means it ran "
+                                 "out of memory; try the CPU device or a smaller image", code)
+    return RegistrationError(message, code)

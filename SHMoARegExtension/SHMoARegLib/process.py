@@ -1,0 +1,210 @@
+"""The engine as a separate process: launch, JSON-lines progress on a reader thread, tree kill.
+
+The engine (``python -m shmoareg register ... --progress json``) prints one JSON object per
+line on stdout and one human-readable line on stderr when it fails. Reader threads only put
+what they read into a queue; :meth:`EngineProcess.events` hands it to the calling (main) thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+# The folder that holds the engine package ``shmoareg`` (next to SHMoARegLib).
+ENGINE_PARENT_DIRECTORY = Path(__file__).resolve().parent.parent
+KILL_WAIT_SECONDS = 5.0
+STDERR_LINES_KEPT = 50
+
+
+def pythonExecutable() -> str:
+    """Python that runs the engine: Slicer's ``PythonSlicer`` inside Slicer, else this interpreter."""
+    try:
+        import slicer
+
+        slicer.app  # noqa: B018 - only the Slicer application has it
+    except (ImportError, AttributeError):
+        return sys.executable
+    # Slicer puts PythonSlicer on PATH; fall back to its bin folder (the folder of sys.executable).
+    found = shutil.which("PythonSlicer")
+    if found:
+        return found
+    candidate = Path(sys.executable).with_name("PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
+    if candidate.is_file():
+        return str(candidate)
+    raise RuntimeError("cannot find Slicer's PythonSlicer executable to run the registration engine")
+
+
+def defaultEngineCommand() -> list[str]:
+    """Command prefix that runs the engine's command line; ``register ...`` arguments follow it."""
+    return [pythonExecutable(), "-m", "shmoareg"]
+
+
+def engineEnvironment() -> dict[str, str]:
+    """This process's environment with the engine package first on PYTHONPATH."""
+    environment = dict(os.environ)
+    paths = [str(ENGINE_PARENT_DIRECTORY)]
+    if environment.get("PYTHONPATH"):
+        paths.append(environment["PYTHONPATH"])
+    environment["PYTHONPATH"] = os.pathsep.join(paths)
+    environment["PYTHONUNBUFFERED"] = "1"
+    return environment
+
+
+@dataclass
+class ProgressEvent:
+    """One JSON line of the engine: ``progress``, ``done`` or ``error``."""
+
+    event: str
+    fraction: float = 0.0
+    message: str = ""
+    stage: str = ""
+    exitCode: Optional[int] = None
+    record: dict = field(default_factory=dict)
+
+    @classmethod
+    def fromLine(cls, line: str) -> Optional["ProgressEvent"]:
+        """Parse one stdout line; None when it is not an engine JSON event."""
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(record, dict) or "event" not in record:
+            return None
+        return cls(event=str(record["event"]), fraction=float(record.get("fraction", 0.0)),
+                   message=str(record.get("message", "")), stage=str(record.get("stage", "")),
+                   exitCode=record.get("exit_code"), record=record)
+
+
+class _Finished:
+    """Queue sentinel: the process ended and both pipes are closed."""
+
+    def __init__(self, returnCode: int) -> None:
+        self.returnCode = returnCode
+
+
+class EngineProcess:
+    """One engine run: stdout JSON events and stderr lines collected by reader threads."""
+
+    def __init__(self, command: Sequence[str], environment: Optional[dict[str, str]] = None,
+                 workingDirectory: Optional[str] = None) -> None:
+        self.command = list(command)
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.returnCode: Optional[int] = None
+        self.lastError: Optional[ProgressEvent] = None
+        self._process: Optional[subprocess.Popen] = None
+        self._queue: queue.Queue = queue.Queue()
+        self._stderr: deque[str] = deque(maxlen=STDERR_LINES_KEPT)
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def finished(self) -> bool:
+        """True once the process ended and all its output was handed out by :meth:`events`."""
+        return self.returnCode is not None
+
+    def start(self) -> None:
+        """Launch the process and its reader threads."""
+        logging.info("SHMoAReg: running %s", subprocess.list2cmdline(self.command))
+        flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if os.name == "nt" else 0
+        self._process = subprocess.Popen(
+            self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, encoding="utf-8", errors="replace", bufsize=1, env=self.environment,
+            cwd=self.workingDirectory, creationflags=flags)
+        stderrThread = threading.Thread(target=self._readStderr, name="SHMoAReg-stderr", daemon=True)
+        stdoutThread = threading.Thread(target=self._readStdout, args=(stderrThread,), name="SHMoAReg-stdout",
+                                        daemon=True)
+        self._threads = [stderrThread, stdoutThread]
+        stderrThread.start()
+        stdoutThread.start()
+
+    def _readStderr(self) -> None:
+        for line in self._process.stderr:
+            line = line.rstrip()
+            if line:
+                self._stderr.append(line)
+                logging.info("SHMoAReg engine: %s", line)
+
+    def _readStdout(self, stderrThread: threading.Thread) -> None:
+        for line in self._process.stdout:
+            line = line.rstrip()
+            if not line:
+                continue
+            event = ProgressEvent.fromLine(line)
+            if event is None:
+                logging.info("SHMoAReg engine: %s", line)
+            else:
+                self._queue.put(event)
+        stderrThread.join()
+        self._queue.put(_Finished(self._process.wait()))
+
+    def events(self, timeout: float = 0.0) -> list[ProgressEvent]:
+        """Events read since the last call; waits up to ``timeout`` seconds for the first one."""
+        collected: list[ProgressEvent] = []
+        block = timeout > 0
+        while True:
+            try:
+                item = self._queue.get(block=block, timeout=timeout if block else None)
+            except queue.Empty:
+                return collected
+            block = False
+            if isinstance(item, _Finished):
+                self.returnCode = item.returnCode
+                return collected
+            if item.event == "error":
+                self.lastError = item
+            collected.append(item)
+
+    def errorMessage(self) -> str:
+        """The engine's one-line message for a failed run (error event, else last stderr line)."""
+        if self.lastError is not None and self.lastError.message:
+            return self.lastError.message
+        if self._stderr:
+            return self._stderr[-1]
+        return f"the registration process ended with exit code {self.returnCode}"
+
+    def kill(self) -> None:
+        """End the process and every process it started, then wait for the reader threads."""
+        if self._process is None:
+            return
+        killProcessTree(self._process)
+        for thread in self._threads:
+            thread.join(KILL_WAIT_SECONDS)
+        self.events()  # collect the end sentinel so returnCode is set
+
+
+def killProcessTree(process: subprocess.Popen) -> None:
+    """Kill ``process`` and all its descendants (psutil when available, else the process alone)."""
+    try:
+        import psutil
+    except ImportError:
+        logging.warning("SHMoAReg: psutil is missing; only the engine process itself is stopped")
+        process.kill()
+        process.wait(KILL_WAIT_SECONDS)
+        return
+    try:
+        parent = psutil.Process(process.pid)
+        # Children first collected, then killed: once the parent is gone they are re-parented.
+        members = parent.children(recursive=True) + [parent]
+    except psutil.NoSuchProcess:
+        return
+    for member in members:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(members, timeout=KILL_WAIT_SECONDS)
+    process.wait(KILL_WAIT_SECONDS)

@@ -1,0 +1,130 @@
+"""Engine outputs into the scene: transform, warped images, routing maps and utilisation, in one folder.
+
+Either every node of a run is added or none: a failure part-way removes what was added.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import slicer
+
+from SHMoARegLib.routing import importRoutingMaps, readRoutingInfo
+from SHMoARegLib.scene import SceneChanges, placeInFolder, uniqueFolderName
+from SHMoARegLib.segmentations import SegmentInfo, readSegmentation
+from SHMoARegLib.utilisation import utilisationChart, utilisationTable
+from SHMoARegLib.volumes import readTransform, readVolume
+
+TRANSFORM_FILE = "transform.h5"
+WARPED_VOLUME_FILE = "warped_moving.nii.gz"
+WARPED_SEGMENTATION_FILE = "warped_moving_seg.nii.gz"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class RunInputs:
+    """The input nodes of a run and the moving segments as written for the engine."""
+
+    fixed: slicer.vtkMRMLScalarVolumeNode
+    moving: slicer.vtkMRMLScalarVolumeNode
+    fixedSegmentation: Optional[slicer.vtkMRMLSegmentationNode] = None
+    movingSegmentation: Optional[slicer.vtkMRMLSegmentationNode] = None
+    movingSegments: list[SegmentInfo] = field(default_factory=list)
+
+    @property
+    def pairName(self) -> str:
+        return f"{self.moving.GetName()} to {self.fixed.GetName()}"
+
+
+@dataclass
+class RegistrationResult:
+    """Nodes made by one registration; ``routingNodes`` is keyed like ``level0_x_expert``/``level0_x_gate1``."""
+
+    transformNode: slicer.vtkMRMLTransformNode
+    warpedVolumeNode: slicer.vtkMRMLScalarVolumeNode
+    warpedSegmentationNode: Optional[slicer.vtkMRMLSegmentationNode]
+    routingNodes: dict[str, slicer.vtkMRMLVolumeNode]
+    utilisationTableNode: Optional[slicer.vtkMRMLTableNode]
+    summary: dict
+    folderItemId: int = 0
+    expertColorTableNode: Optional[slicer.vtkMRMLColorTableNode] = None
+    utilisationChartNode: Optional[slicer.vtkMRMLPlotChartNode] = None
+    outputDirectory: Optional[str] = None
+
+
+def importResults(scene: slicer.vtkMRMLScene, outputDirectory: Path, inputs: RunInputs,
+                  includeGateMaps: bool = True) -> RegistrationResult:
+    """Load a finished run's outputs; the moving volume (and segmentation) then observe the new transform."""
+    outputDirectory = Path(outputDirectory)
+    summaryPath = outputDirectory / SUMMARY_FILE
+    if not summaryPath.is_file():
+        raise RuntimeError(f"the registration engine wrote no {SUMMARY_FILE} in {outputDirectory}; "
+                           "its outputs are incomplete")
+    summary = json.loads(summaryPath.read_text())
+    routing = readRoutingInfo(outputDirectory)
+    pairName = inputs.pairName
+    changes = SceneChanges(scene)
+    try:
+        folder = changes.createFolder(uniqueFolderName(scene, pairName))
+        fixedParent = inputs.fixed.GetTransformNodeID()
+        transform = readTransform(scene, outputDirectory / TRANSFORM_FILE,
+                                  scene.GenerateUniqueName(f"{pairName} transform"))
+        transform.SetNodeReferenceID(transform.GetMovingNodeReferenceRole(), inputs.moving.GetID())
+        transform.SetNodeReferenceID(transform.GetFixedNodeReferenceRole(), inputs.fixed.GetID())
+        warpedVolume = readVolume(scene, outputDirectory / WARPED_VOLUME_FILE,
+                                  scene.GenerateUniqueName(f"{inputs.moving.GetName()} warped"))
+        _copyDisplay(inputs.moving, warpedVolume)
+        outputs = [transform, warpedVolume]
+        warpedSegmentation = None
+        if inputs.movingSegmentation is not None:
+            warpedPath = outputDirectory / WARPED_SEGMENTATION_FILE
+            if not warpedPath.is_file():
+                raise RuntimeError(f"the registration engine wrote no {WARPED_SEGMENTATION_FILE}")
+            warpedSegmentation = readSegmentation(
+                scene, warpedPath, scene.GenerateUniqueName(f"{inputs.movingSegmentation.GetName()} warped"),
+                inputs.movingSegments, inputs.fixed)
+            outputs.append(warpedSegmentation)
+        routingNodes: dict[str, slicer.vtkMRMLVolumeNode] = {}
+        table = chart = colors = None
+        if routing is not None:
+            routingFolder = changes.createFolder("Routing", folder)
+            routingNodes, colors = importRoutingMaps(scene, outputDirectory, routing, pairName, includeGateMaps)
+            for node in [colors, *routingNodes.values()]:
+                placeInFolder(scene, node, routingFolder)
+            outputs += routingNodes.values()
+            table = utilisationTable(scene, routing, scene.GenerateUniqueName(f"{pairName} expert utilisation"))
+            chartNodes = utilisationChart(scene, table, colors, f"{pairName} expert utilisation")
+            chart = chartNodes[0]
+            for node in [table, *chartNodes]:
+                placeInFolder(scene, node, folder)
+        for node in outputs:
+            # Outputs live in the fixed image's space, wherever the fixed image is placed.
+            node.SetAndObserveTransformNodeID(fixedParent)
+        for node in (transform, warpedVolume, warpedSegmentation):
+            if node is not None:
+                placeInFolder(scene, node, folder)
+        summary["routing"] = asdict(routing) if routing is not None else None
+    except BaseException:
+        changes.rollback()
+        raise
+    # Last, when nothing can fail any more: show the moving images through the new transform.
+    for movingNode in (inputs.moving, inputs.movingSegmentation):
+        if movingNode is not None:
+            movingNode.SetAndObserveTransformNodeID(transform.GetID())
+    return RegistrationResult(transform, warpedVolume, warpedSegmentation, routingNodes, table, summary,
+                              folderItemId=folder, expertColorTableNode=colors, utilisationChartNode=chart)
+
+
+def _copyDisplay(source: slicer.vtkMRMLScalarVolumeNode, target: slicer.vtkMRMLScalarVolumeNode) -> None:
+    """Show ``target`` with ``source``'s colour map and window/level."""
+    sourceDisplay, targetDisplay = source.GetDisplayNode(), target.GetDisplayNode()
+    if sourceDisplay is None or targetDisplay is None:
+        return
+    if sourceDisplay.GetColorNodeID():
+        targetDisplay.SetAndObserveColorNodeID(sourceDisplay.GetColorNodeID())
+    targetDisplay.SetAutoWindowLevel(sourceDisplay.GetAutoWindowLevel())
+    if not sourceDisplay.GetAutoWindowLevel():
+        targetDisplay.SetWindowLevel(sourceDisplay.GetWindow(), sourceDisplay.GetLevel())

@@ -1,0 +1,58 @@
+"""Volumes and transforms to and from files, through MRML storage nodes only.
+
+Storage nodes convert between Slicer's RAS and the files' LPS, the same inside Slicer and
+in a headless scene. Nodes read here are added to the scene only once their data loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import slicer
+
+
+def writeVolume(node: slicer.vtkMRMLVolumeNode, path: Path) -> None:
+    """Write a volume (its own geometry, parent transforms ignored) to NRRD or NIfTI."""
+    storage = node.CreateDefaultStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetUseCompression(0)
+    if not storage.WriteData(node):
+        raise RuntimeError(f"cannot write volume {node.GetName()!r} to {path}")
+
+
+def readVolume(scene: slicer.vtkMRMLScene, path: Path, name: str,
+               className: str = "vtkMRMLScalarVolumeNode") -> slicer.vtkMRMLVolumeNode:
+    """Read a scalar or label-map volume into a new node (with a display node) in ``scene``."""
+    node = getattr(slicer, className)()
+    node.SetName(name)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node):
+        raise RuntimeError(f"cannot read volume {path}")
+    scene.AddNode(node)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def readTransform(scene: slicer.vtkMRMLScene, path: Path, name: str) -> slicer.vtkMRMLTransformNode:
+    """Read an ITK transform file (.h5/.tfm, resampling convention) into a new transform node.
+
+    Slicer stores such a file as the node's *FromParent* transform, so a node placed under
+    the result (e.g. the moving volume) is displayed in the fixed image's space.
+    """
+    node = slicer.vtkMRMLTransformNode()
+    node.SetName(name)
+    storage = slicer.vtkMRMLTransformStorageNode()
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node):
+        raise RuntimeError(f"cannot read transform {path}")
+    scene.AddNode(node)
+    return node
+
+
+def writeTransform(node: slicer.vtkMRMLTransformNode, path: Path) -> None:
+    """Write a transform node to an ITK file (.h5 or .tfm), as Slicer's Save dialog does."""
+    storage = slicer.vtkMRMLTransformStorageNode()
+    storage.SetFileName(str(path))
+    if not storage.WriteData(node):
+        raise RuntimeError(f"cannot write transform {node.GetName()!r} to {path}")

@@ -1,0 +1,65 @@
+"""Helpers of the MRML logic tests: engine commands, scene state, geometry and label comparisons."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import slicer
+import vtk
+
+from SHMoARegLib import SHMoARegLogic
+from SHMoARegLib.scene import SceneChanges, subjectHierarchy
+
+FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
+# Small enough that a real engine run takes a few seconds on two CPU cores.
+FAST = {"device": "cpu", "refineSteps": 60}
+
+
+def fakeEngine(mode: str) -> list[str]:
+    """Engine command prefix of the protocol stand-in in ``mode``."""
+    return [sys.executable, str(FAKE_ENGINE), "--mode", mode]
+
+
+def logicFor(scene: slicer.vtkMRMLScene, temporaryDirectory: Path, engineCommand=None) -> SHMoARegLogic:
+    logic = SHMoARegLogic(scene, engineCommand)
+    logic.temporaryDirectory = str(temporaryDirectory)
+    return logic
+
+
+def sceneState(scene: slicer.vtkMRMLScene) -> tuple[int, int]:
+    """Number of nodes and of subject-hierarchy items."""
+    return scene.GetNumberOfNodes(), subjectHierarchy(scene).GetNumberOfItems()
+
+
+def ijkToRas(node: slicer.vtkMRMLVolumeNode) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def sameGeometry(a: slicer.vtkMRMLVolumeNode, b: slicer.vtkMRMLVolumeNode) -> bool:
+    """Same voxel grid: dimensions and IJK-to-RAS matrix."""
+    return (a.GetImageData().GetDimensions() == b.GetImageData().GetDimensions()
+            and np.allclose(ijkToRas(a), ijkToRas(b), atol=1e-4))
+
+
+def segmentArrays(segmentation: slicer.vtkMRMLSegmentationNode,
+                  reference: slicer.vtkMRMLVolumeNode) -> dict[str, np.ndarray]:
+    """Binary array of each segment (by name) on ``reference``'s grid."""
+    changes = SceneChanges(segmentation.GetScene())
+    arrays = {}
+    segments = segmentation.GetSegmentation()
+    for index in range(segments.GetNumberOfSegments()):
+        labelmap = segmentation.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+        assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            segmentation, [segments.GetNthSegmentID(index)], labelmap, reference,
+            slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+        arrays[segments.GetNthSegment(index).GetName()] = slicer.util.arrayFromVolume(labelmap) > 0
+    changes.rollback()
+    return arrays
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())

@@ -1,0 +1,99 @@
+"""Failures and cancellation: the engine's message reaches the caller and the scene is left as it was."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import pytest
+import slicer
+
+import fake_engine
+from mrml_helpers import FAST, fakeEngine, logicFor, sceneState
+from SHMoARegLib import RegistrationCancelled, RegistrationError
+from SHMoARegLib.options import EXIT_BAD_INPUT, EXIT_ERROR
+
+
+def assertSceneUntouched(scene, pair, stateBefore, temporaryDirectory) -> None:
+    assert sceneState(scene) == stateBefore
+    assert pair.moving.GetTransformNodeID() is None
+    assert list(temporaryDirectory.iterdir()) == []
+
+
+def test_bad_input_raises_the_engines_message(scene, pair, tmp_path):
+    values = slicer.util.arrayFromVolume(pair.fixed)
+    values[:] = 7.0
+    slicer.util.arrayFromVolumeModified(pair.fixed)
+    before = sceneState(scene)
+    logic = logicFor(scene, tmp_path)
+    with pytest.raises(RegistrationError, match="constant") as raised:
+        logic.register(pair.fixed, pair.moving, **FAST)
+    assert raised.value.exitCode == EXIT_BAD_INPUT
+    assertSceneUntouched(scene, pair, before, tmp_path)
+
+
+def test_crashing_process_raises_its_stderr_line(scene, pair, tmp_path):
+    before = sceneState(scene)
+    logic = logicFor(scene, tmp_path, fakeEngine("crash"))
+    with pytest.raises(RegistrationError) as raised:
+        logic.register(pair.fixed, pair.moving, pair.fixedSegmentation, pair.movingSegmentation)
+    assert str(raised.value) == fake_engine.CRASH_MESSAGE
+    assert raised.value.exitCode == EXIT_ERROR
+    assertSceneUntouched(scene, pair, before, tmp_path)
+
+
+def test_outputs_failing_to_load_part_way_leave_no_partial_nodes(scene, pair, tmp_path):
+    before = sceneState(scene)
+    logic = logicFor(scene, tmp_path, fakeEngine("corrupt"))
+    with pytest.raises(RegistrationError, match="cannot load the registration results"):
+        logic.register(pair.fixed, pair.moving, pair.fixedSegmentation, pair.movingSegmentation)
+    assertSceneUntouched(scene, pair, before, tmp_path)
+    assert pair.movingSegmentation.GetTransformNodeID() is None
+
+
+def test_invalid_nodes_are_refused_before_anything_runs(scene, pair, tmp_path):
+    logic = logicFor(scene, tmp_path, fakeEngine("crash"))
+    with pytest.raises(ValueError, match="same node"):
+        logic.register(pair.fixed, pair.fixed)
+    empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
+    with pytest.raises(ValueError, match="no segments"):
+        logic.register(pair.fixed, pair.moving, movingSegmentation=empty)
+    with pytest.raises(TypeError):
+        logic.register(pair.fixed, pair.moving, unknownOption=1)
+    assert not logic.isRunning and list(tmp_path.iterdir()) == []
+
+
+def test_cancel_kills_the_whole_process_tree(scene, pair, tmp_path):
+    before = sceneState(scene)
+    logic = logicFor(scene, tmp_path, fakeEngine("hang"))
+    messages = []
+    logic.register(pair.fixed, pair.moving, waitForCompletion=False,
+                   progressCallback=lambda fraction, message: messages.append(message))
+    deadline = time.monotonic() + 30.0
+    while not any(message.startswith("child") for message in messages):
+        assert time.monotonic() < deadline, "the engine never reported its child"
+        assert logic.poll(timeout=0.05) is None
+    engine = psutil.Process(logic.processId)
+    child = psutil.Process(int(messages[-1].split()[1]))
+    started = time.monotonic()
+    assert logic.cancel()
+    assert time.monotonic() - started < 5.0
+    for process in (engine, child):
+        assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    assert not logic.isRunning and logic.poll() is None and not logic.cancel()
+    assertSceneUntouched(scene, pair, before, tmp_path)
+
+
+def test_cancel_from_the_progress_callback_stops_a_blocking_real_run(scene, pair, tmp_path):
+    before = sceneState(scene)
+    logic = logicFor(scene, tmp_path)
+    pids = []
+
+    def cancelOnFirstProgress(fraction: float, message: str) -> None:
+        pids.append(logic.processId)
+        logic.cancel()
+
+    with pytest.raises(RegistrationCancelled):
+        logic.register(pair.fixed, pair.moving, progressCallback=cancelOnFirstProgress, **FAST)
+    assert len(pids) == 1 and not psutil.pid_exists(pids[0])
+    assertSceneUntouched(scene, pair, before, tmp_path)

@@ -1,0 +1,91 @@
+"""The packaged module is complete and consistent: CMake lists, UI bindings, Python syntax, protocol constants."""
+
+from __future__ import annotations
+
+import ast
+import py_compile
+import re
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+from SHMoARegLib import options
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+MODULE_DIRECTORY = REPOSITORY / "SHMoARegExtension"
+RESOURCES = REPOSITORY / "Resources"
+MODULE_FILE = MODULE_DIRECTORY / "SHMoAReg.py"
+UI_FILE = RESOURCES / "UI" / "SHMoAReg.ui"
+
+
+def cmakeList(variable: str) -> list[str]:
+    """Entries of ``set(variable ...)`` in the module's CMakeLists.txt."""
+    text = (MODULE_DIRECTORY / "CMakeLists.txt").read_text()
+    match = re.search(rf"set\(\s*{variable}\s+(.*?)\)", text, re.DOTALL)
+    assert match, f"{variable} is not set in CMakeLists.txt"
+    entries = [line.split("#")[0].strip() for line in match.group(1).splitlines()]
+    return [entry.replace("${MODULE_NAME}", "SHMoAReg") for entry in entries if entry]
+
+
+def filesUnder(folder: Path, pattern: str) -> set[str]:
+    return {path.relative_to(folder).as_posix() for path in folder.rglob(pattern)
+            if path.is_file() and "__pycache__" not in path.parts}
+
+
+def test_cmake_lists_every_python_file():
+    listed = cmakeList("MODULE_PYTHON_SCRIPTS")
+    assert len(listed) == len(set(listed)), "a script is listed twice"
+    assert set(listed) == filesUnder(MODULE_DIRECTORY, "*.py")
+
+
+def test_cmake_lists_every_resource_file():
+    listed = cmakeList("MODULE_PYTHON_RESOURCES")
+    assert len(listed) == len(set(listed)), "a resource is listed twice"
+    assert set(listed) == filesUnder(RESOURCES, "*")
+
+
+def test_module_compiles_for_slicers_python(tmp_path):
+    for path in [MODULE_FILE, *(MODULE_DIRECTORY / "SHMoARegLib").glob("*.py")]:
+        py_compile.compile(str(path), cfile=str(tmp_path / f"{path.stem}.pyc"), doraise=True)
+        tree = ast.parse(path.read_text())
+        # Slicer 5.8 ships Python 3.9: no match statements, no X | Y unions evaluated at run time.
+        assert not any(isinstance(node, getattr(ast, "Match", ())) for node in ast.walk(tree)), path
+
+
+def test_library_never_imports_qt():
+    for path in (MODULE_DIRECTORY / "SHMoARegLib").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [alias.name for alias in node.names] + [getattr(node, "module", None) or ""]
+                assert not {"qt", "ctk", "slicer.ScriptedLoadableModule"} & set(names), path
+
+
+def _parameterNames() -> set[str]:
+    tree = ast.parse(MODULE_FILE.read_text())
+    wrapper = next(node for node in ast.walk(tree)
+                   if isinstance(node, ast.ClassDef) and node.name == "SHMoARegParameterNode")
+    return {statement.target.id for statement in wrapper.body if isinstance(statement, ast.AnnAssign)}
+
+
+def _uiWidgets() -> dict[str, ElementTree.Element]:
+    return {widget.get("name"): widget for widget in ElementTree.parse(UI_FILE).iter("widget")}
+
+
+def test_ui_binds_every_parameter_and_names_every_widget_the_module_uses():
+    bound = set()
+    for widget in _uiWidgets().values():
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound.add(prop.find("string").text)
+    assert bound == _parameterNames()
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text()))
+    assert used <= set(_uiWidgets())
+
+
+def test_protocol_constants_match_the_engine():
+    errors = pytest.importorskip("shmoareg.errors")
+    pipeline = pytest.importorskip("shmoareg.pipeline")
+    assert (options.EXIT_OK, options.EXIT_ERROR, options.EXIT_BAD_INPUT, options.EXIT_OUT_OF_MEMORY,
+            options.EXIT_CANCELLED) == tuple(int(code) for code in errors.ExitCode)
+    assert set(options.MODELS) == set(pipeline.MODELS)

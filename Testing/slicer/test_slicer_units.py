@@ -1,0 +1,118 @@
+"""Small pieces of SHMoARegLib: options, engine arguments, progress parsing, routing keys, dependencies."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+from SHMoARegLib import RegistrationOptions, parseRoutingKey, routingKey
+from SHMoARegLib.dependencies import (
+    ENGINE_REQUIREMENTS,
+    PROTECTED_PACKAGES,
+    Requirement,
+    missingRequirements,
+    pipInstallCommands,
+)
+from SHMoARegLib.options import engineArguments
+from SHMoARegLib.process import (
+    ENGINE_PARENT_DIRECTORY,
+    EngineProcess,
+    ProgressEvent,
+    engineEnvironment,
+    pythonExecutable,
+)
+from SHMoARegLib.routing import readRoutingInfo
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="device"):
+        RegistrationOptions(device="gpu")
+    with pytest.raises(ValueError, match="refineSteps"):
+        RegistrationOptions(refineSteps=-3)
+
+
+def test_engine_arguments_follow_the_command_line():
+    arguments = engineArguments(RegistrationOptions(device="cpu", refineSteps=0, affine=False),
+                                Path("f.nrrd"), Path("m.nrrd"), Path("out"), movingSegmentation=Path("ms.nrrd"))
+    assert arguments[0] == "register"
+    assert arguments[arguments.index("--refine-steps") + 1] == "0"
+    assert "--no-affine" in arguments and "--fixed-seg" not in arguments
+    assert arguments[arguments.index("--moving-seg") + 1] == "ms.nrrd"
+    assert arguments[arguments.index("--progress") + 1] == "json"
+    assert "--refine-steps" not in engineArguments(RegistrationOptions(), Path("f"), Path("m"), Path("o"))
+
+
+def test_the_engine_runs_with_this_python_and_finds_its_package():
+    assert pythonExecutable() == sys.executable  # no slicer.app here
+    assert (ENGINE_PARENT_DIRECTORY / "shmoareg" / "__main__.py").is_file()
+    assert engineEnvironment()["PYTHONPATH"].split(":")[0] == str(ENGINE_PARENT_DIRECTORY)
+
+
+def test_progress_lines_are_parsed_and_other_lines_ignored():
+    event = ProgressEvent.fromLine('{"event": "error", "stage": "load", "exit_code": 2, "message": "bad"}')
+    assert (event.event, event.exitCode, event.message) == ("error", 2, "bad")
+    assert ProgressEvent.fromLine("Warning: something from a library") is None
+    assert ProgressEvent.fromLine("[1, 2]") is None
+
+
+def test_error_message_falls_back_to_the_last_stderr_line():
+    process = EngineProcess([sys.executable, "-c", "import sys; print('first', file=sys.stderr); "
+                                                   "print('last line', file=sys.stderr); sys.exit(4)"])
+    process.start()
+    while not process.finished:
+        process.events(timeout=0.1)
+    assert process.returnCode == 4 and process.errorMessage() == "last line"
+
+
+def test_routing_keys_round_trip():
+    assert routingKey(2, "y") == "level2_y_expert"
+    assert parseRoutingKey(routingKey(3, "z", 4)) == (3, "z", 4)
+    assert parseRoutingKey("level0_x_expert") == (0, "x", None)
+    with pytest.raises(ValueError):
+        parseRoutingKey("level0_w_expert")
+
+
+def test_routing_json_is_optional_but_must_be_consistent(tmp_path):
+    assert readRoutingInfo(tmp_path) is None
+    (tmp_path / "routing.json").write_text(
+        '{"experts": [{"name": "a", "kernel_size": 3, "dilation": 1, "receptive_field": 3}], '
+        '"utilisation": {"0": {"x": [0.5, 0.5]}}}')
+    with pytest.raises(ValueError, match="2 values for 1 experts"):
+        readRoutingInfo(tmp_path)
+
+
+def test_missing_packages_are_found_without_importing_them():
+    installed = {"torch"}
+    missing = missingRequirements(isInstalled=lambda module: module in installed)
+    assert [requirement.module for requirement in missing] == ["psutil"]
+
+
+def test_requirements_cover_what_the_engine_imports():
+    """Every third-party module the engine imports at module level can be installed (or is Slicer's)."""
+    imported = set()
+    for path in (ENGINE_PARENT_DIRECTORY / "shmoareg").glob("*.py"):
+        for node in ast.parse(path.read_text()).body:  # module level only: lazy optional imports are allowed
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    thirdParty = imported - set(sys.stdlib_module_names) - {"__future__", "shmoareg"}
+    assert thirdParty <= {r.module for r in ENGINE_REQUIREMENTS} | set(PROTECTED_PACKAGES)
+    assert "torch" in thirdParty
+
+
+def test_install_commands_never_touch_slicers_packages():
+    commands = pipInstallCommands("PythonSlicer", list(ENGINE_REQUIREMENTS))
+    assert commands == [["PythonSlicer", "-m", "pip", "install", "torch>=2.1,<3"],
+                        ["PythonSlicer", "-m", "pip", "install", "--no-deps", "psutil>=5.9"]]
+    # A package depending on numpy goes without dependencies so Slicer's numpy stays.
+    monai = Requirement("monai", "monai>=1.3,<2")
+    assert pipInstallCommands("PythonSlicer", [monai]) == [["PythonSlicer", "-m", "pip", "install", "--no-deps",
+                                                             "monai>=1.3,<2"]]
+    with pytest.raises(ValueError, match="numpy"):
+        pipInstallCommands("PythonSlicer", [Requirement("numpy", "numpy>=2")])
+    with pytest.raises(ValueError, match="(?i)simpleitk"):
+        pipInstallCommands("PythonSlicer", [Requirement("SimpleITK", "simpleitk==2.4", installWithDependencies=True)])
