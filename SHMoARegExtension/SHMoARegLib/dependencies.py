@@ -27,11 +27,12 @@ class Requirement:
     viaPyTorchUtils: bool = False
 
 
-# What the engine imports at module level besides Slicer's packages (Testing/slicer checks this),
+# What ``shmoareg register`` imports besides Slicer's packages (Testing/slicer checks this),
 # plus psutil, which SHMoARegLib uses to stop the engine's whole process tree.
 ENGINE_REQUIREMENTS = (
     # torch's own dependencies (sympy, networkx, ...) do not include numpy.
     Requirement("torch", "torch>=2.1,<3", installWithDependencies=True, viaPyTorchUtils=True),
+    Requirement("safetensors", "safetensors>=0.4"),
     Requirement("psutil", "psutil>=5.9"),
 )
 

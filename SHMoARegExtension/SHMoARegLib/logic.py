@@ -21,7 +21,6 @@ import slicer
 from SHMoARegLib.options import EXIT_CANCELLED, EXIT_OK, RegistrationOptions, engineArguments
 from SHMoARegLib.process import EngineProcess, defaultEngineCommand, engineEnvironment
 from SHMoARegLib.results import RegistrationResult, RunInputs, importResults
-from SHMoARegLib.scene import subjectHierarchy
 from SHMoARegLib.segmentations import matchLabels, segmentInfos, writeLabelmap
 from SHMoARegLib.volumes import writeTransform, writeVolume
 
@@ -61,7 +60,6 @@ class SHMoARegLogic:
         # Parent folder of the runs' temporary folders; None means the system's temporary folder.
         self.temporaryDirectory: Optional[str] = None
         self._run: Optional[_Run] = None
-        subjectHierarchy(scene)  # Slicer always has one; create it now so runs add only their own nodes
 
     @property
     def isRunning(self) -> bool:
@@ -100,12 +98,16 @@ class SHMoARegLogic:
         self._run = _Run(process, workDirectory, inputs, runOptions, progressCallback)
         if not waitForCompletion:
             return None
-        while True:
-            result = self.poll(timeout=0.1)
-            if result is not None:
-                return result
-            if self._run is None:
-                raise RegistrationCancelled("the registration was cancelled", EXIT_CANCELLED)
+        try:
+            while True:
+                result = self.poll(timeout=0.1)
+                if result is not None:
+                    return result
+                if self._run is None:
+                    raise RegistrationCancelled("the registration was cancelled", EXIT_CANCELLED)
+        except BaseException:
+            self.cancel()  # e.g. the progress callback raised or the script was interrupted
+            raise
 
     def poll(self, timeout: float = 0.0) -> Optional[RegistrationResult]:
         """Hand out progress and, once the engine ended, import its results (or raise its error).

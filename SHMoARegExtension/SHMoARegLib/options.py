@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-# Models the engine accepts for ``--model`` (Testing/slicer checks this against shmoareg.pipeline.MODELS).
-MODELS = ("none",)
+# Model names the engine accepts for ``--model`` ("none": optimise on the pair alone); Testing/slicer
+# checks this against the engine's model registry. A checkpoint path is accepted too.
+MODELS = ("none", "shmoareg", "unet")
 DEVICES = ("auto", "cuda", "cpu")
 
 # Engine exit codes (the protocol of shmoareg.errors.ExitCode, repeated so SHMoARegLib never imports the engine).

@@ -57,6 +57,7 @@ def engineEnvironment() -> dict[str, str]:
         paths.append(environment["PYTHONPATH"])
     environment["PYTHONPATH"] = os.pathsep.join(paths)
     environment["PYTHONUNBUFFERED"] = "1"
+    environment["PYTHONIOENCODING"] = "utf-8"  # what the reader threads decode
     return environment
 
 
@@ -187,7 +188,11 @@ class EngineProcess:
 
 
 def killProcessTree(process: subprocess.Popen) -> None:
-    """Kill ``process`` and all its descendants (psutil when available, else the process alone)."""
+    """Kill ``process`` and all its descendants (psutil when available, else the process alone).
+
+    Each process is suspended before its children are listed, so none can start a child that
+    escapes; then all are killed.
+    """
     try:
         import psutil
     except ImportError:
@@ -195,13 +200,25 @@ def killProcessTree(process: subprocess.Popen) -> None:
         process.kill()
         process.wait(KILL_WAIT_SECONDS)
         return
+    members = []
     try:
-        parent = psutil.Process(process.pid)
-        # Children first collected, then killed: once the parent is gone they are re-parented.
-        members = parent.children(recursive=True) + [parent]
+        root = psutil.Process(process.pid)
+        root.suspend()
+        members.append(root)
+        while True:
+            known = {member.pid for member in members}
+            fresh = [child for child in root.children(recursive=True) if child.pid not in known]
+            if not fresh:
+                break
+            for child in fresh:
+                try:
+                    child.suspend()
+                    members.append(child)
+                except psutil.NoSuchProcess:
+                    pass
     except psutil.NoSuchProcess:
-        return
-    for member in members:
+        pass
+    for member in reversed(members):  # descendants first
         try:
             member.kill()
         except psutil.NoSuchProcess:

@@ -87,6 +87,8 @@ def importResults(scene: slicer.vtkMRMLScene, outputDirectory: Path, inputs: Run
                 scene, warpedPath, scene.GenerateUniqueName(f"{inputs.movingSegmentation.GetName()} warped"),
                 inputs.movingSegments, inputs.fixed)
             outputs.append(warpedSegmentation)
+        for node in outputs:
+            placeInFolder(scene, node, folder)
         routingNodes: dict[str, slicer.vtkMRMLVolumeNode] = {}
         table = chart = colors = None
         if routing is not None:
@@ -103,9 +105,6 @@ def importResults(scene: slicer.vtkMRMLScene, outputDirectory: Path, inputs: Run
         for node in outputs:
             # Outputs live in the fixed image's space, wherever the fixed image is placed.
             node.SetAndObserveTransformNodeID(fixedParent)
-        for node in (transform, warpedVolume, warpedSegmentation):
-            if node is not None:
-                placeInFolder(scene, node, folder)
         summary["routing"] = asdict(routing) if routing is not None else None
     except BaseException:
         changes.rollback()

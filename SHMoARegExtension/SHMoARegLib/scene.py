@@ -20,12 +20,13 @@ def subjectHierarchy(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLSubjectHierarc
 class SceneChanges:
     """Records the nodes and folders added after construction so that they can all be removed.
 
-    Singleton nodes (subject hierarchy, selection, ...) are never removed: Slicer creates them
-    on first use and expects them to stay.
+    Singleton nodes (selection, interaction, ...) and the subject-hierarchy node (created here
+    when missing) are never removed: Slicer creates them on first use and expects them to stay.
     """
 
     def __init__(self, scene: slicer.vtkMRMLScene) -> None:
         self.scene = scene
+        subjectHierarchy(scene)
         self._before = _nodeIds(scene)
         self._folders: list[int] = []
 
@@ -46,11 +47,14 @@ class SceneChanges:
         return folder
 
     def rollback(self) -> None:
-        """Remove every added node (newest first) and every created folder."""
+        """Remove every added node (newest first) with its subject-hierarchy item, then the folders."""
+        hierarchy = subjectHierarchy(self.scene)
         for node in reversed(self.addedNodes()):
+            item = hierarchy.GetItemByDataNode(node)
+            if item:  # removed explicitly: only the Slicer application removes items with their nodes
+                hierarchy.RemoveItem(item, False, False)
             if self.scene.IsNodePresent(node):
                 self.scene.RemoveNode(node)
-        hierarchy = subjectHierarchy(self.scene)
         for folder in reversed(self._folders):
             hierarchy.RemoveItem(folder, False, False)
         self._folders = []

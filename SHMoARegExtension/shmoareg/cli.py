@@ -46,6 +46,8 @@ def _register_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="intensity normalisation: MR percentiles, CT window, or auto-detect")
     parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="intensity window mapped to [0, 1] (overrides --intensity)")
+    parser.add_argument("--routing-maps", default="full", choices=("full", "experts", "none"),
+                        help="network routing maps to write: arg-max and gate maps (full), arg-max only, or none")
     parser.add_argument("--fixed-landmarks", type=Path, help="CSV or .mrk.json points in the fixed image (TRE)")
     parser.add_argument("--moving-landmarks", type=Path, help="corresponding points in the moving image")
     parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES,
@@ -70,6 +72,7 @@ def _run_register(args: argparse.Namespace, progress: Progress) -> None:
         model=args.model, device=args.device, refine_steps=args.refine_steps, affine=args.affine,
         grid_spacing=args.grid_spacing, max_grid_voxels=args.max_grid_voxels, intensity=args.intensity,
         window=tuple(args.window) if args.window else None, diffeomorphic=args.diffeomorphic,
+        routing_maps=args.routing_maps,
         fixed_landmarks=args.fixed_landmarks, moving_landmarks=args.moving_landmarks)
     summary = register(request, progress)
     if args.progress != "json":

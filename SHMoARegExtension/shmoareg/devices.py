@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import resource
 import sys
 
+import psutil
 import torch
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None
 
 from shmoareg.errors import InputError
 
@@ -29,9 +34,12 @@ def resolve_device(choice: str) -> torch.device:
 
 def peak_memory_mb(device: torch.device) -> dict[str, float]:
     """Peak resident memory of this process (and peak GPU memory on CUDA), in MiB."""
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 1.0 / 1024 / 1024 if sys.platform == "darwin" else 1.0 / 1024
-    result = {"host_peak_mb": round(peak_kib * scale, 1)}
+    if resource is not None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak_mb = peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+    else:
+        peak_mb = psutil.Process().memory_info().peak_wset / 2**20
+    result = {"host_peak_mb": round(peak_mb, 1)}
     if device.type == "cuda":
         result["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return result

@@ -1,4 +1,4 @@
-"""Registration losses: similarity (local NCC, MSE) and field smoothness."""
+"""Registration losses: similarity (local NCC, MSE, MIND-SSC), field smoothness and soft Dice."""
 
 from __future__ import annotations
 
@@ -70,3 +70,60 @@ def bending_energy(field: torch.Tensor) -> torch.Tensor:
         for second in _differences(first):
             total = total + torch.mean(second ** 2)
     return total / 9.0
+
+
+def _shift(volumes: torch.Tensor, offset: tuple[int, int, int]) -> torch.Tensor:
+    """``volumes`` sampled at ``p + offset`` (offset in (z, y, x) voxels), edges replicated."""
+    reach = max(abs(o) for o in offset)
+    if reach == 0:
+        return volumes
+    padded = F.pad(volumes, [reach] * 6, mode="replicate")
+    z, y, x = volumes.shape[2:]
+    dz, dy, dx = (reach + o for o in offset)
+    return padded[:, :, dz:dz + z, dy:dy + y, dx:dx + x]
+
+
+def _ssc_pairs(dilation: int) -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
+    """The 12 pairs of six-neighbourhood offsets that are ``dilation * sqrt(2)`` apart."""
+    six = [tuple(sign * dilation * (axis == a) for a in range(3)) for axis in range(3) for sign in (-1, 1)]
+    return [(six[i], six[j]) for i in range(6) for j in range(i + 1, 6)
+            if sum((a - b) ** 2 for a, b in zip(six[i], six[j])) == 2 * dilation ** 2]
+
+
+def mind_ssc(image: torch.Tensor, radius: int = 1, dilation: int = 2, epsilon: float = 1e-6) -> torch.Tensor:
+    """MIND self-similarity-context descriptor ``(B, 12, Z, Y, X)`` of a one-channel image ``(B, 1, Z, Y, X)``.
+
+    Channel ``c`` compares the patches (``2 * radius + 1`` voxels per side) around two
+    six-neighbourhood points ``a_c``, ``b_c`` of each voxel: ``exp(-D_c / V)`` with
+    ``D_c = mean_patch (I(p + a_c) - I(p + b_c))^2`` and ``V`` the mean of the 12 ``D_c`` at the voxel
+    (floored for flat regions), scaled so the largest channel is 1. Invariant to ``I -> s * I + t``.
+    """
+    distances = torch.cat([box_mean((_shift(image, a) - _shift(image, b)) ** 2, 2 * radius + 1)
+                           for a, b in _ssc_pairs(dilation)], dim=1)
+    variance = distances.mean(dim=1, keepdim=True)
+    floor = epsilon + 1e-3 * variance.mean(dim=(2, 3, 4), keepdim=True)
+    descriptor = torch.exp(-distances / torch.maximum(variance, floor))
+    return descriptor / descriptor.amax(dim=1, keepdim=True)
+
+
+class MINDSSC(torch.nn.Module):
+    """Mean squared difference of the MIND-SSC descriptors of two images: a multi-modal similarity, 0 is perfect."""
+
+    def __init__(self, radius: int = 1, dilation: int = 2) -> None:
+        super().__init__()
+        self.radius, self.dilation = radius, dilation
+
+    def forward(self, warped: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        return torch.mean((mind_ssc(warped, self.radius, self.dilation)
+                           - mind_ssc(fixed, self.radius, self.dilation)) ** 2)
+
+
+def soft_dice_loss(warped_onehot: torch.Tensor, fixed_onehot: torch.Tensor, epsilon: float = 1e-5) -> torch.Tensor:
+    """``1 -`` the mean soft Dice over batch and channels of two ``(B, L, Z, Y, X)`` one-hot (or soft) maps.
+
+    A channel empty in both maps counts as a perfect match; 0 means identical maps.
+    """
+    dims = (2, 3, 4)
+    overlap = torch.sum(warped_onehot * fixed_onehot, dim=dims)
+    total = torch.sum(warped_onehot, dim=dims) + torch.sum(fixed_onehot, dim=dims)
+    return 1.0 - torch.mean((2.0 * overlap + epsilon) / (total + epsilon))

@@ -18,6 +18,7 @@ import torch
 
 from shmoareg import __version__
 from shmoareg.affine import check_overlap, describe, initialise_affine
+from shmoareg.checkpoints import resolve_model
 from shmoareg.devices import peak_memory_mb, resolve_device
 from shmoareg.errors import InputError
 from shmoareg.fields import displacement_image, displacement_transform, jacobian_image, total_displacement
@@ -29,9 +30,12 @@ from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics
 from shmoareg.optimise import OptimisationSettings, optimise_displacement
 from shmoareg.outputs import StagedOutputs, prepare_output_dir
 from shmoareg.progress import Progress
+from shmoareg.routing_maps import MODES as ROUTING_MAP_MODES
+from shmoareg.routing_maps import write_routing_maps
 
-MODELS = ("none",)
-DEFAULT_REFINE_STEPS = {"cpu": 100, "cuda": 200}
+# Refinement steps on the pair: without a network the optimisation does all the work.
+DEFAULT_REFINE_STEPS = {("none", "cpu"): 100, ("none", "cuda"): 200,
+                        ("network", "cpu"): 50, ("network", "cuda"): 150}
 TRANSFORM_CONVENTION = ("ITK displacement field transform, LPS millimetres, resampling convention: "
                         "maps fixed-space points to moving-space points")
 
@@ -54,6 +58,7 @@ class RegistrationRequest:
     intensity: str = "auto"
     window: Optional[tuple[float, float]] = None
     diffeomorphic: bool = True
+    routing_maps: str = "full"
     fixed_landmarks: Optional[Path] = None
     moving_landmarks: Optional[Path] = None
 
@@ -67,13 +72,26 @@ class _Inputs:
     landmarks: Optional[tuple[np.ndarray, np.ndarray]] = None
 
 
+@dataclass
+class _Network:
+    model: torch.nn.Module
+    metadata: dict
+
+
+def _load_network(name_or_path: str, device: torch.device) -> Optional[_Network]:
+    if name_or_path == "none":
+        return None
+    model, metadata = resolve_model(name_or_path)
+    return _Network(model.to(device).eval(), metadata)
+
+
 def _validate(request: RegistrationRequest) -> None:
-    if request.model not in MODELS:
-        raise InputError(f"unknown model {request.model!r}; available: {', '.join(MODELS)}")
     if request.refine_steps is not None and request.refine_steps < 0:
         raise InputError(f"--refine-steps must be 0 or more, not {request.refine_steps}")
     if request.grid_spacing is not None and not request.grid_spacing > 0:
         raise InputError(f"--grid-spacing must be a positive number of millimetres, not {request.grid_spacing}")
+    if request.routing_maps not in ROUTING_MAP_MODES:
+        raise InputError(f"--routing-maps must be one of {', '.join(ROUTING_MAP_MODES)}, not {request.routing_maps!r}")
     if (request.fixed_landmarks is None) != (request.moving_landmarks is None):
         raise InputError("give both --fixed-landmarks and --moving-landmarks, or neither")
 
@@ -140,7 +158,9 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
     device = resolve_device(request.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    steps = request.refine_steps if request.refine_steps is not None else DEFAULT_REFINE_STEPS[device.type]
+    network = _load_network(request.model, device)
+    kind = "none" if network is None else "network"
+    steps = request.refine_steps if request.refine_steps is not None else DEFAULT_REFINE_STEPS[(kind, device.type)]
 
     with progress.stage("load", "reading images"):
         inputs = _load(request)
@@ -159,11 +179,16 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
         moving_tensor = to_tensor(resample(moving_norm, grid, affine), device)
         fixed_valid = to_tensor(resample(field_of_view(inputs.fixed), grid, None, sitk.sitkLinear), device)
         moving_valid = to_tensor(resample(field_of_view(inputs.moving), grid, affine, sitk.sitkLinear), device)
-    with progress.stage("register", "optimising the deformation"):
+    initial, routing = None, None
+    if network is not None:
+        with progress.stage("predict", f"{network.model.name} network prediction"), torch.no_grad():
+            output = network.model(fixed_tensor, moving_tensor)
+            initial, routing = output.displacement, output.routing
+    with progress.stage("register", "optimising the deformation on the pair"):
         settings = OptimisationSettings(steps=steps, diffeomorphic=request.diffeomorphic)
-        displacement = optimise_displacement(fixed_tensor, moving_tensor, settings, fixed_valid=fixed_valid,
-                                             moving_valid=moving_valid,
-                                             on_step=lambda f: progress.update(f, "optimising the deformation"))
+        displacement = optimise_displacement(
+            fixed_tensor, moving_tensor, settings, initial=initial, fixed_valid=fixed_valid,
+            moving_valid=moving_valid, on_step=lambda f: progress.update(f, "optimising the deformation on the pair"))
 
     staged = StagedOutputs(output_dir)
     try:
@@ -189,6 +214,12 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
                                                          transform, warped_seg))
             if inputs.landmarks is not None:
                 metrics.update(_landmark_metrics(inputs.landmarks, transform))
+            routing_summary = None
+            if routing is not None and routing.decoder_gates:
+                routing_summary = write_routing_maps(routing, network.model.expert_descriptions(), grid, fixed_grid,
+                                                     sitk.GetArrayViewFromImage(fixed_mask), staged.path,
+                                                     request.routing_maps)
+                staged.write_json("routing.json", routing_summary)
         summary = {
             "shmoareg_version": __version__,
             "inputs": {
@@ -199,6 +230,8 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
             },
             "method": {"model": request.model, "refine_steps": steps, "settings": asdict(settings),
                        "intensity": request.intensity, "window": request.window},
+            "model": _model_summary(network),
+            "expert_utilisation": routing_summary["utilisation"] if routing_summary else None,
             "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "network_grid": {"size": list(grid.size), "spacing_mm": spacing},
             "affine": describe(affine) if affine is not None else None,
@@ -216,6 +249,15 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
         raise
     progress.done(summary["outputs"])
     return summary
+
+
+def _model_summary(network: Optional[_Network]) -> Optional[dict]:
+    if network is None:
+        return None
+    return {"name": network.model.name, "weights_sha256": network.metadata["weights"]["sha256"],
+            "parameters": sum(p.numel() for p in network.model.parameters()),
+            "weights_path": network.metadata["weights_path"], "trained_step": network.metadata.get("step"),
+            "config": network.metadata["model"]["config"]}
 
 
 def _optional(path: Optional[Path]) -> Optional[str]:

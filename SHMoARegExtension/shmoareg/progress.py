@@ -1,7 +1,8 @@
 """Progress reporting: JSON lines on stdout (the Slicer module's protocol), a text bar, or nothing.
 
 Each JSON line is one object: ``{"event": "progress", "stage": str, "fraction": float, "message": str}``
-where ``fraction`` is the overall fraction done (0..1, non-decreasing). The run ends with one
+where ``fraction`` is the overall fraction done (0..1, non-decreasing; a run without a network
+has no ``predict`` stage, so its fraction jumps at the end). The run ends with one
 ``{"event": "done", ...}`` or ``{"event": "error", "exit_code": int, "message": str}`` line.
 """
 
@@ -20,7 +21,8 @@ STAGE_WEIGHTS = {
     "load": 0.05,
     "affine": 0.15,
     "preprocess": 0.05,
-    "register": 0.6,
+    "predict": 0.1,
+    "register": 0.5,
     "write": 0.15,
 }
 

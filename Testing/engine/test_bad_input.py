@@ -108,7 +108,7 @@ def test_output_folder_not_writable(pair, capsys):
 
 
 def test_unknown_model(pair, capsys):
-    assert_bad_input(*run(pair, capsys, "--model", "magic"), "unknown model", "magic")
+    assert_bad_input(*run(pair, capsys, "--model", "magic"), "model", "magic")
 
 
 def test_cuda_without_gpu(pair, capsys, monkeypatch):

@@ -30,7 +30,8 @@ def logicFor(scene: slicer.vtkMRMLScene, temporaryDirectory: Path, engineCommand
 
 def sceneState(scene: slicer.vtkMRMLScene) -> tuple[int, int]:
     """Number of nodes and of subject-hierarchy items."""
-    return scene.GetNumberOfNodes(), subjectHierarchy(scene).GetNumberOfItems()
+    items = subjectHierarchy(scene).GetNumberOfItems()  # first: it may create the hierarchy node
+    return scene.GetNumberOfNodes(), items
 
 
 def ijkToRas(node: slicer.vtkMRMLVolumeNode) -> np.ndarray:

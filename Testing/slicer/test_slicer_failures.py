@@ -97,3 +97,18 @@ def test_cancel_from_the_progress_callback_stops_a_blocking_real_run(scene, pair
         logic.register(pair.fixed, pair.moving, progressCallback=cancelOnFirstProgress, **FAST)
     assert len(pids) == 1 and not psutil.pid_exists(pids[0])
     assertSceneUntouched(scene, pair, before, tmp_path)
+
+
+def test_an_exception_in_the_progress_callback_stops_the_engine(scene, pair, tmp_path):
+    before = sceneState(scene)
+    logic = logicFor(scene, tmp_path, fakeEngine("hang"))
+    pids = []
+
+    def faultyCallback(fraction: float, message: str) -> None:
+        pids.append(logic.processId)
+        raise KeyError("a bug in the caller")
+
+    with pytest.raises(KeyError):
+        logic.register(pair.fixed, pair.moving, progressCallback=faultyCallback)
+    assert not logic.isRunning and not psutil.pid_exists(pids[0])
+    assertSceneUntouched(scene, pair, before, tmp_path)

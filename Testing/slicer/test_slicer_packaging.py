@@ -85,7 +85,7 @@ def test_ui_binds_every_parameter_and_names_every_widget_the_module_uses():
 
 def test_protocol_constants_match_the_engine():
     errors = pytest.importorskip("shmoareg.errors")
-    pipeline = pytest.importorskip("shmoareg.pipeline")
+    registry = pytest.importorskip("shmoareg.models.registry")
     assert (options.EXIT_OK, options.EXIT_ERROR, options.EXIT_BAD_INPUT, options.EXIT_OUT_OF_MEMORY,
             options.EXIT_CANCELLED) == tuple(int(code) for code in errors.ExitCode)
-    assert set(options.MODELS) == set(pipeline.MODELS)
+    assert options.MODELS == ("none", *registry.MODEL_NAMES)

@@ -28,7 +28,6 @@ def test_routing_maps_are_on_the_fixed_grid(routed, pair):
     assert set(routed.routingNodes) == expected
     for node in routed.routingNodes.values():
         assert sameGeometry(node, pair.fixed)
-        assert node.GetTransformNodeID() == pair.fixed.GetTransformNodeID()
 
 
 def test_arg_max_maps_are_label_maps_with_one_named_colour_per_expert(routed):
@@ -87,6 +86,15 @@ def test_everything_is_in_the_pair_folder(routed, scene):
                  routed.utilisationChartNode, routed.transformNode, routed.warpedVolumeNode,
                  routed.warpedSegmentationNode]:
         assert node in children, node.GetName()
+
+
+def test_outputs_follow_a_fixed_volume_placed_under_a_transform(scene, pair, tmp_path):
+    placement = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "patient placement")
+    pair.fixed.SetAndObserveTransformNodeID(placement.GetID())
+    result = logicFor(scene, tmp_path, fakeEngine("routing")).register(pair.fixed, pair.moving)
+    for node in [result.transformNode, result.warpedVolumeNode, *result.routingNodes.values()]:
+        assert node.GetTransformNodeID() == placement.GetID(), node.GetName()
+    assert pair.moving.GetTransformNodeID() == result.transformNode.GetID()
 
 
 def test_gate_maps_can_be_left_out(scene, pair, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import sys
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def test_engine_arguments_follow_the_command_line():
 def test_the_engine_runs_with_this_python_and_finds_its_package():
     assert pythonExecutable() == sys.executable  # no slicer.app here
     assert (ENGINE_PARENT_DIRECTORY / "shmoareg" / "__main__.py").is_file()
-    assert engineEnvironment()["PYTHONPATH"].split(":")[0] == str(ENGINE_PARENT_DIRECTORY)
+    assert engineEnvironment()["PYTHONPATH"].split(os.pathsep)[0] == str(ENGINE_PARENT_DIRECTORY)
 
 
 def test_progress_lines_are_parsed_and_other_lines_ignored():
@@ -87,27 +88,45 @@ def test_routing_json_is_optional_but_must_be_consistent(tmp_path):
 def test_missing_packages_are_found_without_importing_them():
     installed = {"torch"}
     missing = missingRequirements(isInstalled=lambda module: module in installed)
-    assert [requirement.module for requirement in missing] == ["psutil"]
+    assert [requirement.module for requirement in missing] == ["safetensors", "psutil"]
 
 
-def test_requirements_cover_what_the_engine_imports():
-    """Every third-party module the engine imports at module level can be installed (or is Slicer's)."""
-    imported = set()
-    for path in (ENGINE_PARENT_DIRECTORY / "shmoareg").glob("*.py"):
-        for node in ast.parse(path.read_text()).body:  # module level only: lazy optional imports are allowed
-            if isinstance(node, ast.Import):
-                imported |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                imported.add(node.module.split(".")[0])
-    thirdParty = imported - set(sys.stdlib_module_names) - {"__future__", "shmoareg"}
-    assert thirdParty <= {r.module for r in ENGINE_REQUIREMENTS} | set(PROTECTED_PACKAGES)
+def _moduleLevelImports(module: str) -> set[str]:
+    package = ENGINE_PARENT_DIRECTORY.joinpath(*module.split("."))
+    path = package / "__init__.py" if package.is_dir() else package.with_suffix(".py")
+    names = set()
+    for node in ast.parse(path.read_text()).body:  # module level only: lazy optional imports are allowed
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names if node.module.startswith("shmoareg")}
+    return names
+
+
+def test_requirements_cover_what_the_registration_engine_imports():
+    """Every third-party module that ``shmoareg register`` imports (from its CLI and pipeline) can be installed."""
+    seen, pending, thirdParty = set(), ["shmoareg.cli", "shmoareg.pipeline"], set()
+    while pending:
+        module = pending.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        for name in _moduleLevelImports(module):
+            if name.split(".")[0] != "shmoareg":
+                thirdParty.add(name.split(".")[0])
+            elif ENGINE_PARENT_DIRECTORY.joinpath(*name.split(".")).with_suffix(".py").is_file() or \
+                    ENGINE_PARENT_DIRECTORY.joinpath(*name.split(".")).is_dir():
+                pending.append(name)
+    thirdParty -= set(sys.stdlib_module_names) | {"__future__"}
     assert "torch" in thirdParty
+    assert thirdParty <= {r.module for r in ENGINE_REQUIREMENTS} | set(PROTECTED_PACKAGES)
 
 
 def test_install_commands_never_touch_slicers_packages():
     commands = pipInstallCommands("PythonSlicer", list(ENGINE_REQUIREMENTS))
     assert commands == [["PythonSlicer", "-m", "pip", "install", "torch>=2.1,<3"],
-                        ["PythonSlicer", "-m", "pip", "install", "--no-deps", "psutil>=5.9"]]
+                        ["PythonSlicer", "-m", "pip", "install", "--no-deps", "safetensors>=0.4", "psutil>=5.9"]]
     # A package depending on numpy goes without dependencies so Slicer's numpy stays.
     monai = Requirement("monai", "monai>=1.3,<2")
     assert pipInstallCommands("PythonSlicer", [monai]) == [["PythonSlicer", "-m", "pip", "install", "--no-deps",

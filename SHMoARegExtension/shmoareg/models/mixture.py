@@ -1,0 +1,101 @@
+"""The two mixture-of-experts layers of SHMoAReg.
+
+* :class:`MixtureOfAttentionHeads`: multi-head attention whose heads are experts. Each head has its
+  own query and output projection; keys and values are shared. A router picks the top-k heads per
+  token (noisy top-k gating while training) and weights them with a softmax over the chosen logits.
+* :class:`SpatiallyHeterogeneousMoE`: a flow head whose experts are convolutions with different
+  receptive fields; a per-voxel gate, separate for the x, y and z displacement components, mixes
+  the experts' outputs for that component.
+
+Both return a Switch-style load-balancing loss (the SHMoE head only while training) ``E * sum_e f_e * P_e`` (``f_e`` share of
+assignments, ``P_e`` mean router probability): 1 when routing is uniform, ``E`` when it collapses.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def load_balancing_loss(probabilities: torch.Tensor, assignments: torch.Tensor) -> torch.Tensor:
+    """``E * sum_e f_e P_e`` over the last dimension (experts); both inputs ``(..., E)``."""
+    experts = probabilities.shape[-1]
+    mean_probability = probabilities.reshape(-1, experts).mean(dim=0)
+    share = assignments.reshape(-1, experts).float().mean(dim=0)
+    share = share / share.sum().clamp(min=1e-12)
+    return experts * torch.sum(share * mean_probability)
+
+
+class MixtureOfAttentionHeads(nn.Module):
+    """Attention over ``(N, T, C)`` tokens with ``experts`` head-experts of which ``top_k`` are used per token."""
+
+    def __init__(self, dim: int, experts: int = 4, top_k: int = 2, head_dim: int = 16,
+                 router_noise: float = 1.0) -> None:
+        super().__init__()
+        if not 1 <= top_k <= experts:
+            raise ValueError(f"top_k must be between 1 and the number of experts ({experts}), not {top_k}")
+        self.experts, self.top_k, self.head_dim, self.router_noise = experts, top_k, head_dim, router_noise
+        self.key = nn.Linear(dim, head_dim)
+        self.value = nn.Linear(dim, head_dim)
+        self.queries = nn.Parameter(torch.randn(experts, dim, head_dim) / math.sqrt(dim))
+        self.outputs = nn.Parameter(torch.randn(experts, head_dim, dim) / math.sqrt(head_dim))
+        self.router = nn.Linear(dim, experts)
+        self.noise = nn.Linear(dim, experts)
+
+    def route(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Routing weights ``(N, T, E)`` (zero off the top-k), chosen heads ``(N, T, k)``, balance loss."""
+        clean = self.router(tokens)
+        logits = clean
+        if self.training and self.router_noise > 0:
+            logits = clean + torch.randn_like(clean) * F.softplus(self.noise(tokens)) * self.router_noise
+        top_logits, chosen = logits.topk(self.top_k, dim=-1)
+        weights = torch.zeros_like(logits).scatter(-1, chosen, torch.softmax(top_logits, dim=-1))
+        assignments = torch.zeros_like(logits).scatter(-1, chosen, 1.0)
+        return weights, chosen, load_balancing_loss(torch.softmax(clean, dim=-1), assignments)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns the attended tokens ``(N, T, C)``, routing weights, chosen heads and the balance loss."""
+        weights, chosen, balance = self.route(tokens)
+        n, t, _ = tokens.shape
+        queries = torch.einsum("ntc,ecd->netd", tokens, self.queries)
+        keys = self.key(tokens).unsqueeze(1).expand(n, self.experts, t, self.head_dim)
+        values = self.value(tokens).unsqueeze(1).expand(n, self.experts, t, self.head_dim)
+        heads = F.scaled_dot_product_attention(queries, keys, values)  # (N, E, T, d)
+        projected = torch.einsum("netd,edc->netc", heads, self.outputs)
+        return torch.einsum("nte,netc->ntc", weights, projected), weights, chosen, balance
+
+
+class SpatiallyHeterogeneousMoE(nn.Module):
+    """Flow head: experts ``(kernel, dilation)`` each predict (x, y, z); per-voxel, per-axis gates mix them."""
+
+    def __init__(self, in_channels: int, experts: tuple[tuple[int, int], ...], init_scale: float = 1e-5) -> None:
+        super().__init__()
+        self.expert_specs = tuple((int(k), int(d)) for k, d in experts)
+        self.experts = nn.ModuleList()
+        for kernel, dilation in self.expert_specs:
+            conv = nn.Conv3d(in_channels, 3, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation)
+            nn.init.normal_(conv.weight, std=init_scale)
+            nn.init.zeros_(conv.bias)
+            self.experts.append(conv)
+        self.gate = nn.Conv3d(in_channels, 3 * len(self.expert_specs), 3, padding=1)
+
+    @property
+    def receptive_fields(self) -> list[int]:
+        """Receptive field (voxels per side) of each expert: ``dilation * (kernel - 1) + 1``."""
+        return [d * (k - 1) + 1 for k, d in self.expert_specs]
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns the field ``(B, 3, Z, Y, X)``, gates ``(B, 3, E, Z, Y, X)`` and the balance loss."""
+        proposals = torch.stack([expert(features) for expert in self.experts], dim=2)  # (B, 3, E, ...)
+        b, _, e = proposals.shape[:3]
+        gates = torch.softmax(self.gate(features).view(b, 3, e, *features.shape[2:]), dim=2)
+        field = (gates * proposals).sum(dim=2)
+        if not self.training:  # the balance loss only matters for training
+            return field, gates, field.new_zeros(())
+        winners = F.one_hot(gates.argmax(dim=2), e)  # (B, 3, ..., E)
+        balance = torch.stack([load_balancing_loss(gates[:, axis].movedim(1, -1), winners[:, axis])
+                               for axis in range(3)]).mean()
+        return field, gates, balance

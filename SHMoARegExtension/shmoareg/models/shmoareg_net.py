@@ -1,0 +1,171 @@
+"""SHMoAReg: a Siamese encoder with Mixture-of-Attention-heads transformer blocks at the deep levels,
+and a coarse-to-fine decoder whose flow head at every level is a Spatially Heterogeneous MoE.
+
+Our reading of arXiv 2509.20073 (the paper gives no code). At decoder level ``l`` (1 = full
+resolution) the moving features are warped by the field so far, a conv block fuses them with the
+fixed features and the upsampled decoder features, and the SHMoE head predicts a residual field
+that is composed with the field so far (the residual acts first, in fixed space). In
+diffeomorphic mode every residual is a velocity integrated by scaling and squaring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from shmoareg.models.base import ModelOutput, RoutingRecord
+from shmoareg.models.layers import ConvBlock, pad_to_multiple, upsample_to
+from shmoareg.models.mixture import MixtureOfAttentionHeads, SpatiallyHeterogeneousMoE
+from shmoareg.spatial import compose, integrate_velocity, resize_field, warp
+
+
+@dataclass(frozen=True)
+class SHMoARegConfig:
+    """Sizes of the network. ``channels[i]`` is the width of level ``i + 1`` (level 1: full resolution)."""
+
+    channels: tuple[int, ...] = (8, 16, 32, 32, 32)
+    attention_levels: tuple[int, ...] = (3, 4, 5)
+    window: int = 4
+    head_experts: int = 4
+    top_k: int = 2
+    head_dim: int = 16
+    router_noise: float = 1.0
+    experts: tuple[tuple[int, int], ...] = ((3, 1), (5, 1), (3, 3), (3, 5))
+    diffeomorphic: bool = False
+    integration_steps: int = 5
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SHMoARegConfig":
+        values = dict(values)
+        for key in ("channels", "attention_levels"):
+            if key in values:
+                values[key] = tuple(values[key])
+        if "experts" in values:
+            values["experts"] = tuple(tuple(pair) for pair in values["experts"])
+        config = cls(**values)
+        if any(not 2 <= level <= len(config.channels) for level in config.attention_levels):
+            raise TypeError(f"attention_levels must lie in 2..{len(config.channels)}")
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values.update(channels=list(self.channels), attention_levels=list(self.attention_levels),
+                      experts=[list(pair) for pair in self.experts])
+        return values
+
+
+class WindowedMoATransformer(nn.Module):
+    """Transformer block on non-overlapping ``window``^3 windows with a Mixture of Attention heads."""
+
+    def __init__(self, dim: int, config: SHMoARegConfig) -> None:
+        super().__init__()
+        self.window = config.window
+        self.position = nn.Conv3d(dim, dim, 3, padding=1, groups=dim)
+        self.norm_attention = nn.LayerNorm(dim)
+        self.attention = MixtureOfAttentionHeads(dim, config.head_experts, config.top_k, config.head_dim,
+                                                 config.router_noise)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def _windows(self, volume: torch.Tensor) -> torch.Tensor:
+        b, c, z, y, x = volume.shape
+        w = self.window
+        tokens = volume.view(b, c, z // w, w, y // w, w, x // w, w).permute(0, 2, 4, 6, 3, 5, 7, 1)
+        return tokens.reshape(-1, w ** 3, c)
+
+    def _volume(self, tokens: torch.Tensor, b: int, shape: tuple[int, int, int]) -> torch.Tensor:
+        z, y, x = shape
+        w = self.window
+        c = tokens.shape[-1]
+        volume = tokens.view(b, z // w, y // w, x // w, w, w, w, c).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return volume.reshape(b, c, z, y, x)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns features, per-voxel head weights ``(B, T, E)``, chosen heads ``(B, T, k)``, balance loss."""
+        b, _, *shape = features.shape
+        padded_shape = pad_to_multiple(tuple(shape), self.window)
+        padding = [0, padded_shape[2] - shape[2], 0, padded_shape[1] - shape[1], 0, padded_shape[0] - shape[0]]
+        volume = F.pad(features + self.position(features), padding)
+        tokens = self._windows(volume)
+        attended, weights, chosen, balance = self.attention(self.norm_attention(tokens))
+        tokens = tokens + attended
+        tokens = tokens + self.mlp(self.norm_mlp(tokens))
+        z, y, x = shape
+        out = self._volume(tokens, b, padded_shape)[:, :, :z, :y, :x]
+        weights = self._volume(weights, b, padded_shape)[:, :, :z, :y, :x].flatten(2).transpose(1, 2)
+        chosen = self._volume(chosen.float(), b, padded_shape)[:, :, :z, :y, :x].flatten(2).transpose(1, 2).long()
+        return out.contiguous(), weights, chosen, balance
+
+
+class SHMoARegNet(nn.Module):
+    """The SHMoAReg registration network (see the module docstring)."""
+
+    name = "shmoareg"
+
+    def __init__(self, config: SHMoARegConfig = SHMoARegConfig()) -> None:
+        super().__init__()
+        self.config = config
+        widths = config.channels
+        self.stems = nn.ModuleList()
+        self.attention = nn.ModuleDict()
+        for index, width in enumerate(widths):
+            level = index + 1
+            if level == 1:
+                self.stems.append(ConvBlock(1, width))
+            elif level in config.attention_levels:
+                self.stems.append(nn.Conv3d(widths[index - 1], width, 2, stride=2))
+                self.attention[str(level)] = WindowedMoATransformer(width, config)
+            else:
+                self.stems.append(ConvBlock(widths[index - 1], width, stride=2))
+        self.fuse = nn.ModuleList()
+        self.heads = nn.ModuleList()
+        for index, width in enumerate(widths):
+            coarser = widths[index + 1] if index + 1 < len(widths) else 0
+            self.fuse.append(ConvBlock(2 * width + coarser, width))
+            self.heads.append(SpatiallyHeterogeneousMoE(width, config.experts))
+
+    def expert_descriptions(self) -> list[dict[str, Any]]:
+        """Each decoder expert's kernel, dilation and receptive field (voxels of its level)."""
+        return [{"name": f"k{k}d{d} (RF {d * (k - 1) + 1})", "kernel_size": k, "dilation": d,
+                 "receptive_field": d * (k - 1) + 1} for k, d in self.config.experts]
+
+    def _encode(self, images: torch.Tensor, routing: RoutingRecord) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        pyramid, balances = [], []
+        features = images
+        for index, stem in enumerate(self.stems):
+            level = index + 1
+            features = stem(features)
+            if str(level) in self.attention:
+                features, weights, chosen, balance = self.attention[str(level)](features)
+                routing.moa_weights[level], routing.moa_choices[level] = weights, chosen
+                balances.append(balance)
+            pyramid.append(features)
+        return pyramid, balances
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> ModelOutput:
+        routing = RoutingRecord()
+        pyramid, balances = self._encode(torch.cat([fixed, moving], dim=0), routing)
+        batch = fixed.shape[0]
+        field: Optional[torch.Tensor] = None
+        decoded: Optional[torch.Tensor] = None
+        for index in range(len(pyramid) - 1, -1, -1):
+            fixed_features, moving_features = pyramid[index][:batch], pyramid[index][batch:]
+            shape = tuple(fixed_features.shape[2:])
+            if field is not None:
+                field = resize_field(field, shape)
+                moving_features = warp(moving_features, field)
+            parts = [fixed_features, moving_features]
+            if decoded is not None:
+                parts.append(upsample_to(decoded, shape))
+            decoded = self.fuse[index](torch.cat(parts, dim=1))
+            residual, gates, balance = self.heads[index](decoded)
+            if self.config.diffeomorphic:
+                residual = integrate_velocity(residual, self.config.integration_steps)
+            field = residual if field is None else compose(field, residual)
+            routing.decoder_gates[index + 1] = gates
+            balances.append(balance)
+        return ModelOutput(field, routing, torch.stack(balances).mean())

@@ -1,0 +1,1 @@
+"""Training, evaluation and the ``train`` / ``evaluate`` commands (see :mod:`shmoareg.training.trainer`)."""

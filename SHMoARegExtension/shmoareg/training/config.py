@@ -1,0 +1,240 @@
+"""The training configuration: nested dataclasses read from a YAML file, checked on load.
+
+Every section and key is optional (defaults below); an unknown key or a bad value is an
+:class:`InputError` naming the file and the key. Relative paths are taken from the working folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from shmoareg.errors import InputError
+
+SIMILARITIES = ("ncc", "mse", "mind")
+SMOOTHNESS = ("diffusion", "bending")
+SOURCES = ("synthetic", "dataset")
+DEVICES = ("auto", "cpu", "cuda")
+INTENSITY_MODES = ("auto", "mr", "ct", "none")
+GRID_MULTIPLE = 16
+
+
+@dataclass
+class ModelSpec:
+    """Which network to train: a registry name and its config overrides."""
+
+    name: str = "shmoareg"
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SyntheticSpec:
+    """SynthMorph-style pairs (see :func:`shmoareg.synthetic.synthetic_pair`).
+
+    ``pool``: None draws a new pair for every sample; N cycles over N pairs per rank kept in memory.
+    """
+
+    num_labels: int = 16
+    max_displacement: float = 4.0
+    feature_size: float = 8.0
+    control_spacing: float = 8.0
+    same_contrast: bool = True
+    pool: Optional[int] = None
+
+
+@dataclass
+class AugmentationSpec:
+    """Augmentation of real pairs; zero values switch a part off.
+
+    Flips (probability 0.5 per axis) are shared by the pair; the small affine (rotation in
+    degrees, relative scaling, translation in voxels) moves the moving image and labels only;
+    gamma (``exp(gamma * N(0, 1))``) is drawn per image.
+    """
+
+    flip: bool = True
+    rotation_degrees: float = 5.0
+    scaling: float = 0.05
+    translation: float = 2.0
+    gamma: float = 0.2
+
+
+@dataclass
+class DataSpec:
+    """Where pairs come from and the training grid ``shape`` (Z, Y, X; multiples of 16).
+
+    ``path`` (source ``dataset``): a Learn2Reg-style ``dataset.json``, a folder holding one, or a
+    folder of images with an optional ``labels/`` subfolder of label maps named like the images.
+    ``spacing`` (mm) of the isotropic training grid; None fits the fixed image's extent.
+    """
+
+    source: str = "synthetic"
+    shape: tuple[int, int, int] = (64, 64, 64)
+    synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
+    path: Optional[str] = None
+    spacing: Optional[float] = None
+    intensity: str = "auto"
+    cache: bool = True
+    augmentation: AugmentationSpec = field(default_factory=AugmentationSpec)
+
+
+@dataclass
+class LossSpec:
+    """Loss terms and weights: similarity + smoothness + Dice on warped labels + MoE load balancing."""
+
+    similarity: str = "ncc"
+    window: int = 9
+    similarity_weight: float = 1.0
+    smoothness: str = "diffusion"
+    smoothness_weight: float = 1.0
+    dice_weight: float = 0.0
+    load_balance_weight: float = 0.01
+
+
+@dataclass
+class OptimiserSpec:
+    """Adam(W) settings; ``batch_size`` is per process; ``grad_clip`` 0 disables clipping."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    steps: int = 1000
+    batch_size: int = 1
+
+
+@dataclass
+class ValidationSpec:
+    """Validate every ``every`` steps on ``pairs`` fixed pairs."""
+
+    every: int = 100
+    pairs: int = 8
+
+
+@dataclass
+class TrainingConfig:
+    """A whole training run."""
+
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    loss: LossSpec = field(default_factory=LossSpec)
+    optimiser: OptimiserSpec = field(default_factory=OptimiserSpec)
+    validation: ValidationSpec = field(default_factory=ValidationSpec)
+    checkpoint_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    output_dir: str = "runs/shmoareg"
+    amp: bool = False
+    device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainingConfig":
+        """Build and check a config from plain values (as read from YAML)."""
+        config = _build(cls, values, source, "")
+        _check(config, source)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly values (tuples as lists)."""
+        return _plain(dataclasses.asdict(self))
+
+
+def load_config(path: str | os.PathLike) -> TrainingConfig:
+    """Read a training config from a YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"training config not found: {path} (check the --config path)")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise InputError(f"training config {path} is not valid YAML: {' '.join(str(error).split())[:160]}") from None
+    return TrainingConfig.from_dict(values or {}, str(path))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _build(cls: type, values: Any, source: str, prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, recursing into nested dataclass fields."""
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(values, dict):
+        raise InputError(f"{source}: {where} must be a mapping of keys to values, not {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise InputError(f"{source}: unknown key {prefix}{unknown[0]}; known keys here: {', '.join(sorted(names))}")
+    built = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            built[name] = _build(hint, value or {}, source, f"{prefix}{name}.")
+        else:
+            built[name] = _coerce(value, hint, source, f"{prefix}{name}")
+    return cls(**built)
+
+
+def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
+    """Check a scalar, list or mapping value against its type hint (ints are accepted as floats)."""
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        if value is None and type(None) in arguments:
+            return None
+        return _coerce(value, next(a for a in arguments if a is not type(None)), source, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(arguments):
+            raise InputError(f"{source}: {key} must be a list of {len(arguments)} values, not {value!r}")
+        return tuple(_coerce(item, kind, source, key) for item, kind in zip(value, arguments))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise InputError(f"{source}: {key} must be a mapping, not {value!r}")
+        return dict(value)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise InputError(f"{source}: {key} must be {hint.__name__}, not {value!r}")
+    return value
+
+
+def _require(condition: bool, source: str, message: str) -> None:
+    if not condition:
+        raise InputError(f"{source}: {message}")
+
+
+def _check(config: TrainingConfig, source: str) -> None:
+    data, loss, optimiser = config.data, config.loss, config.optimiser
+    _require(data.source in SOURCES, source, f"data.source must be one of {', '.join(SOURCES)}, not {data.source!r}")
+    _require(all(n > 0 and n % GRID_MULTIPLE == 0 for n in data.shape), source,
+             f"data.shape {list(data.shape)} must have sides that are positive multiples of {GRID_MULTIPLE}")
+    _require(data.source != "dataset" or bool(data.path), source, "data.path is required when data.source is dataset")
+    _require(data.spacing is None or data.spacing > 0, source, "data.spacing must be positive (mm) or null")
+    _require(data.intensity in INTENSITY_MODES, source,
+             f"data.intensity must be one of {', '.join(INTENSITY_MODES)}, not {data.intensity!r}")
+    _require(data.synthetic.num_labels >= 2, source, "data.synthetic.num_labels must be at least 2")
+    _require(data.synthetic.pool is None or data.synthetic.pool >= 1, source,
+             "data.synthetic.pool must be a positive number of pairs or null")
+    _require(loss.similarity in SIMILARITIES, source,
+             f"loss.similarity must be one of {', '.join(SIMILARITIES)}, not {loss.similarity!r}")
+    _require(loss.smoothness in SMOOTHNESS, source,
+             f"loss.smoothness must be one of {', '.join(SMOOTHNESS)}, not {loss.smoothness!r}")
+    _require(loss.window >= 3 and loss.window % 2 == 1, source, f"loss.window must be odd and at least 3, not {loss.window}")
+    for name in ("similarity_weight", "smoothness_weight", "dice_weight", "load_balance_weight"):
+        _require(getattr(loss, name) >= 0, source, f"loss.{name} must not be negative")
+    _require(optimiser.lr > 0, source, "optimiser.lr must be positive")
+    _require(optimiser.steps >= 1 and optimiser.batch_size >= 1, source,
+             "optimiser.steps and optimiser.batch_size must be at least 1")
+    _require(optimiser.grad_clip >= 0, source, "optimiser.grad_clip must be 0 (off) or positive")
+    _require(config.validation.every >= 1 and config.validation.pairs >= 1, source,
+             "validation.every and validation.pairs must be at least 1")
+    _require(config.checkpoint_every >= 1 and config.log_every >= 1, source,
+             "checkpoint_every and log_every must be at least 1")
+    _require(config.device in DEVICES, source, f"device must be one of {', '.join(DEVICES)}, not {config.device!r}")

@@ -1,0 +1,175 @@
+"""Training and validation samples: synthetic pairs made on the fly, or real pairs resampled to the
+training grid with augmentation.
+
+Every sample is deterministic in ``(seed, stream, rank, index)``: training sample ``i`` of step
+``s`` on rank ``r`` has index ``s * batch_size + i``, so a resumed run sees the data it would have
+seen, and each rank of a distributed run sees its own shard. Validation samples do not depend on the rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from shmoareg.grid import Grid, resample, to_tensor
+from shmoareg.imageio import read_image, read_label_map
+from shmoareg.intensity import normalise
+from shmoareg.synthetic import synthetic_pair
+from shmoareg.training.augment import augment_pair
+from shmoareg.training.config import DataSpec
+from shmoareg.training.datasets import DatasetIndex, Pair, read_dataset
+
+TRAIN, VALIDATION, AUGMENT = 0, 1, 2
+
+
+@dataclass
+class Sample:
+    """A batch of pairs ``(B, 1, Z, Y, X)``: images in [0, 1], int64 label maps (or None)."""
+
+    fixed: torch.Tensor
+    moving: torch.Tensor
+    fixed_labels: Optional[torch.Tensor] = None
+    moving_labels: Optional[torch.Tensor] = None
+
+    def to(self, device: torch.device) -> "Sample":
+        """The same sample on ``device``."""
+        move = (lambda t: t.to(device, non_blocking=True) if t is not None else None)
+        return Sample(move(self.fixed), move(self.moving), move(self.fixed_labels), move(self.moving_labels))
+
+    @classmethod
+    def stack(cls, samples: list["Sample"]) -> "Sample":
+        """One batch from single samples; labels are kept only when every sample has them."""
+        labelled = all(s.fixed_labels is not None and s.moving_labels is not None for s in samples)
+        return cls(torch.cat([s.fixed for s in samples]), torch.cat([s.moving for s in samples]),
+                   torch.cat([s.fixed_labels for s in samples]) if labelled else None,
+                   torch.cat([s.moving_labels for s in samples]) if labelled else None)
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed that depends on every key (numpy ``SeedSequence``)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+def training_grid(image: sitk.Image, shape: tuple[int, int, int], spacing: Optional[float]) -> Grid:
+    """An isotropic grid of ``shape`` (Z, Y, X) centred on ``image``, with its direction.
+
+    ``spacing`` None fits the image's whole extent into the grid.
+    """
+    size = np.array(shape[::-1])
+    size_in, spacing_in = np.asarray(image.GetSize()), np.asarray(image.GetSpacing())
+    extent = (size_in - 1) * spacing_in
+    spacing = float(spacing or max(extent / (size - 1)))
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    centre = np.asarray(image.GetOrigin()) + direction @ (extent / 2)
+    origin = centre - direction @ ((size - 1) / 2 * spacing)
+    return Grid(tuple(int(n) for n in size), (spacing,) * 3, tuple(float(v) for v in origin),
+                tuple(direction.ravel()))
+
+
+class SyntheticSource:
+    """SynthMorph-style pairs from :func:`shmoareg.synthetic.synthetic_pair`."""
+
+    def __init__(self, spec: DataSpec, seed: int) -> None:
+        self.spec, self.seed = spec, seed
+        self._pool: dict[tuple[int, int], Sample] = {}
+
+    def sample(self, stream: int, rank: int, index: int) -> Sample:
+        synthetic = self.spec.synthetic
+        pooled = stream == TRAIN and synthetic.pool is not None
+        if pooled:
+            index = index % synthetic.pool
+            if (rank, index) in self._pool:
+                return self._pool[rank, index]
+        pair = synthetic_pair(self.spec.shape, derive_seed(self.seed, stream, rank, index),
+                              max_displacement=synthetic.max_displacement, num_labels=synthetic.num_labels,
+                              same_contrast=synthetic.same_contrast, feature_size=synthetic.feature_size,
+                              control_spacing=synthetic.control_spacing)
+        sample = Sample(pair.fixed_image, pair.moving_image, pair.fixed_labels, pair.moving_labels)
+        if pooled:
+            self._pool[rank, index] = sample
+        return sample
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": "synthetic", "generator": "shmoareg.synthetic.synthetic_pair",
+                "shape": list(self.spec.shape), **asdict(self.spec.synthetic)}
+
+
+class DatasetSource:
+    """Real pairs resampled onto a training grid around the fixed image (moving and labels in physical space)."""
+
+    def __init__(self, spec: DataSpec, seed: int) -> None:
+        self.spec, self.seed = spec, seed
+        self.index: DatasetIndex = read_dataset(spec.path)
+        validation = set()
+        for pair in self.index.pairs["registration_val"]:
+            validation |= {pair.fixed, pair.moving}
+        self.training_images = [image for image in self.index.images if image not in validation] or self.index.images
+        self._cache: dict[Pair, Sample] = {}
+
+    def _load(self, pair: Pair) -> Sample:
+        if pair in self._cache:
+            return self._cache[pair]
+        fixed = read_image(pair.fixed, "fixed image")
+        grid = training_grid(fixed, self.spec.shape, self.spec.spacing)
+        moving = read_image(pair.moving, "moving image")
+        sample = Sample(to_tensor(resample(normalise(fixed, self.spec.intensity), grid)),
+                        to_tensor(resample(normalise(moving, self.spec.intensity), grid)))
+        if pair.fixed_label is not None and pair.moving_label is not None:
+            sample.fixed_labels = to_tensor(resample(read_label_map(pair.fixed_label), grid, None,
+                                                     sitk.sitkNearestNeighbor))
+            sample.moving_labels = to_tensor(resample(read_label_map(pair.moving_label), grid, None,
+                                                      sitk.sitkNearestNeighbor))
+        if self.spec.cache:
+            self._cache[pair] = sample
+        return sample
+
+    def _draw(self, generator: torch.Generator) -> Pair:
+        listed = self.index.pairs["training_paired_images"]
+        if listed:
+            return listed[int(torch.randint(len(listed), (1,), generator=generator))]
+        images = self.training_images
+        first, second = torch.randperm(len(images), generator=generator)[:2].tolist()
+        return self.index.pair(images[first], images[second])
+
+    def sample(self, stream: int, rank: int, index: int) -> Sample:
+        if stream == VALIDATION:
+            listed = self.index.pairs["registration_val"]
+            if listed:
+                return self._load(listed[index % len(listed)])
+            return self._load(self._draw(torch.Generator().manual_seed(derive_seed(self.seed, stream, 0, index))))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, stream, rank, index))
+        base = self._load(self._draw(generator))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, AUGMENT, rank, index))
+        return Sample(*augment_pair(base.fixed, base.moving, base.fixed_labels, base.moving_labels,
+                                    self.spec.augmentation, generator))
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": "dataset", **self.index.describe(), "training_images": len(self.training_images),
+                "shape": list(self.spec.shape), "spacing": self.spec.spacing, "intensity": self.spec.intensity,
+                "augmentation": asdict(self.spec.augmentation)}
+
+
+class TrainingData:
+    """Batches for one rank of a run, fixed validation samples and the data's provenance."""
+
+    def __init__(self, spec: DataSpec, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.source = SyntheticSource(spec, seed) if spec.source == "synthetic" else DatasetSource(spec, seed)
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+
+    def batch(self, step: int, batch_size: int) -> Sample:
+        """The training batch of ``step`` for this rank."""
+        return Sample.stack([self.source.sample(TRAIN, self.rank, step * batch_size + i) for i in range(batch_size)])
+
+    def validation(self, count: int) -> list[Sample]:
+        """``count`` fixed validation samples (the same on every rank and every run with this seed)."""
+        return [self.source.sample(VALIDATION, 0, index) for index in range(count)]
+
+    def describe(self) -> dict[str, Any]:
+        """Data provenance for checkpoints."""
+        return {**self.source.describe(), "seed": self.seed, "world_size": self.world_size,
+                "sample_seeds": "numpy SeedSequence([seed, stream, rank, index]); training sample i of step s "
+                                "has index s * batch_size + i"}

@@ -1,0 +1,121 @@
+"""``evaluate``: register every pair of a dataset split with a model and tabulate the results.
+
+Each pair goes through :func:`shmoareg.pipeline.register` into ``<output>/pairs/<pair id>/``; its
+``summary.json`` gives Dice (mean and per label), HD95, SDlogJ, the fraction of ``|J| <= 0`` and the
+seconds taken. ``results.csv`` has one row per pair; ``results.json`` has the rows, their means and
+the mean Dice per label. Under ``torchrun`` the pairs are dealt over the ranks and rank 0 writes
+the tables. A pair that fails with bad input is recorded with its error; the others still run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from shmoareg.devices import resolve_device
+from shmoareg.errors import InputError
+from shmoareg.training.datasets import PAIR_SPLITS, Pair, read_dataset
+from shmoareg.training.distributed import distributed, shard
+
+COLUMNS = ("pair", "fixed", "moving", "mean_dice_before", "mean_dice", "mean_hd95_mm", "sdlogj",
+           "fraction_nonpositive", "seconds", "error")
+MEAN_COLUMNS = ("mean_dice_before", "mean_dice", "mean_hd95_mm", "sdlogj", "fraction_nonpositive", "seconds")
+
+
+def _finite_or_none(value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _row(identifier: str, pair: Pair, summary: dict[str, Any]) -> dict[str, Any]:
+    metrics = summary["metrics"]
+    return {
+        "pair": identifier, "fixed": str(pair.fixed), "moving": str(pair.moving),
+        **{name: _finite_or_none(metrics.get(name)) for name in MEAN_COLUMNS if name != "seconds"},
+        "seconds": summary["seconds"]["total"], "error": "",
+        "dice": {label: _finite_or_none(v) for label, v in metrics.get("dice", {}).items()},
+        "hd95_mm": {label: _finite_or_none(v) for label, v in metrics.get("hd95_mm", {}).items()},
+    }
+
+
+def _failed_row(identifier: str, pair: Pair, error: InputError) -> dict[str, Any]:
+    return {"pair": identifier, "fixed": str(pair.fixed), "moving": str(pair.moving),
+            **{name: None for name in MEAN_COLUMNS}, "error": str(error), "dice": {}, "hd95_mm": {}}
+
+
+def _identifiers(pairs: list[Pair]) -> list[str]:
+    """Pair ids, made unique by an index suffix where two pairs share one."""
+    names = [pair.identifier for pair in pairs]
+    return [name if names.count(name) == 1 else f"{name}_{index}" for index, name in enumerate(names)]
+
+
+def _mean(values: list[Optional[float]]) -> Optional[float]:
+    finite = [v for v in values if v is not None]
+    return float(np.mean(finite)) if finite else None
+
+
+def _write_tables(output_dir: Path, rows: list[dict[str, Any]], header: dict[str, Any]) -> dict[str, Any]:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    labels = sorted({label for row in rows for label in row["dice"]}, key=lambda label: int(label))
+    with open(output_dir / "results.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(list(COLUMNS) + [f"dice_{label}" for label in labels])
+        for row in rows:
+            values = [row[name] for name in COLUMNS] + [row["dice"].get(label) for label in labels]
+            writer.writerow(["" if value is None else value for value in values])
+    results = {
+        **header,
+        "count": len(rows),
+        "failed": sum(1 for row in rows if row["error"]),
+        "mean": {name: _mean([row[name] for row in rows]) for name in MEAN_COLUMNS},
+        "mean_dice_per_label": {label: _mean([row["dice"].get(label) for row in rows]) for label in labels},
+        "pairs": rows,
+    }
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def evaluate(dataset: str | os.PathLike, model: str, output_dir: str | os.PathLike, *,
+             split: str = "registration_val", refine_steps: Optional[int] = None, device: str = "auto",
+             affine: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Register the ``split`` pairs of ``dataset`` with ``model`` (name or checkpoint path); returns the results."""
+    from shmoareg.pipeline import RegistrationRequest, register
+
+    if split not in PAIR_SPLITS:
+        raise InputError(f"unknown split {split!r}; use one of {', '.join(PAIR_SPLITS)}")
+    index = read_dataset(dataset)
+    pairs = index.pairs[split]
+    if not pairs:
+        listed = [name for name, found in index.pairs.items() if found]
+        raise InputError(f"dataset {index.source} lists no {split} pairs"
+                         + (f"; it lists {', '.join(listed)}" if listed else "; give a dataset.json with pairs"))
+    output_dir = Path(output_dir)
+    jobs = list(zip(_identifiers(pairs), pairs))
+    with distributed(resolve_device(device), backend="gloo") as context:
+        rows = []
+        for identifier, pair in shard(jobs, context.rank, context.world_size):
+            request = RegistrationRequest(fixed=pair.fixed, moving=pair.moving, output_dir=output_dir / "pairs" / identifier,
+                                          fixed_segmentation=pair.fixed_label, moving_segmentation=pair.moving_label,
+                                          model=model, refine_steps=refine_steps, device=device, affine=affine)
+            try:
+                rows.append(_row(identifier, pair, register(request)))
+                log(f"{identifier}: Dice {rows[-1]['mean_dice']}, {rows[-1]['seconds']:.1f} s")
+            except InputError as error:
+                rows.append(_failed_row(identifier, pair, error))
+                log(f"{identifier}: failed: {error}")
+        gathered = [row for part in context.gather(rows) for row in part]
+        if not context.is_main:
+            return {}
+    order = {identifier: position for position, (identifier, _) in enumerate(jobs)}
+    gathered.sort(key=lambda row: order[row["pair"]])
+    header = {"model": model, "dataset": index.describe(), "split": split, "refine_steps": refine_steps,
+              "device": device, "affine": affine}
+    return _write_tables(output_dir, gathered, header)

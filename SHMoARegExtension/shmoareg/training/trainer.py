@@ -1,0 +1,206 @@
+"""The training loop: one process, or one rank of a DistributedDataParallel run under ``torchrun``.
+
+Output folder: ``config.yaml`` (the resolved config), ``metrics.jsonl`` (train and validation
+records), ``tensorboard/`` when available, and ``checkpoints/``: ``step_NNNNNN``, ``latest`` (with
+its training state, for ``--resume``) and ``best`` (highest validation Dice, or lowest validation
+loss without labels). Only rank 0 writes. The random state is reseeded every step from
+``(seed, rank, step)``, so a resumed run continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn as nn
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+
+from shmoareg.checkpoints import load_checkpoint, load_training_state, save_checkpoint
+from shmoareg.devices import resolve_device
+from shmoareg.errors import InputError
+from shmoareg.models.registry import build_model, model_config
+from shmoareg.training.config import TrainingConfig
+from shmoareg.training.data import Sample, TrainingData, derive_seed
+from shmoareg.training.distributed import DistributedContext, distributed
+from shmoareg.training.logs import MetricsLog
+from shmoareg.training.objective import Objective
+from shmoareg.training.validation import validate
+
+CHECKPOINT_DIR = "checkpoints"
+LATEST, BEST = "latest", "best"
+_NOISE_STREAM = 3
+
+
+@dataclass
+class TrainingResult:
+    """What a run did on this rank: the final step, this rank's training losses, the validations (rank 0)."""
+
+    step: int
+    model: nn.Module
+    output_dir: Path
+    losses: list[float] = field(default_factory=list)
+    validations: list[dict[str, float]] = field(default_factory=list)
+
+
+def train(config: TrainingConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> TrainingResult:
+    """Train as ``config`` says (continuing ``output_dir``'s latest checkpoint when ``resume``)."""
+    with distributed(resolve_device(config.device)) as context:
+        return _Trainer(config, context, log).run(resume)
+
+
+def _autocast_dtype(config: TrainingConfig, device: torch.device) -> Optional[torch.dtype]:
+    if not config.amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class _Trainer:
+    def __init__(self, config: TrainingConfig, context: DistributedContext, log: Callable[[str], None]) -> None:
+        self.config, self.context = config, context
+        self.device = context.device
+        self.log = log if context.is_main else (lambda message: None)
+        self.output_dir = Path(config.output_dir)
+        self.checkpoints = self.output_dir / CHECKPOINT_DIR
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
+        self.model = build_model(config.model.name, config.model.config).to(self.device)
+        self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=config.optimiser.lr,
+                                           weight_decay=config.optimiser.weight_decay)
+        self.amp_dtype = _autocast_dtype(config, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.objective = Objective(config.loss)
+        self.data = TrainingData(config.data, config.seed, context.rank, context.world_size)
+        self.seconds_before = 0.0
+        self.best: Optional[float] = None
+        if config.amp and self.amp_dtype is None:
+            self.log("amp is for CUDA only: training in float32 on this device")
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _restore(self, resume: bool) -> int:
+        latest = self.checkpoints / f"{LATEST}.safetensors"
+        if not latest.is_file():
+            if resume:
+                self.log(f"no checkpoint to resume from in {self.checkpoints}; starting at step 0")
+            return 0
+        if not resume:
+            raise InputError(f"output_dir {self.output_dir} already holds a training run ({latest}); pass "
+                             "--resume to continue it, or choose another output_dir")
+        loaded, metadata = load_checkpoint(latest, self.device)
+        wanted = {"name": self.model.name, "config": model_config(self.model)}
+        found = {"name": metadata["model"]["name"], "config": metadata["model"]["config"]}
+        if wanted != found:
+            raise InputError(f"cannot resume from {latest}: it holds model {found['name']!r} with config "
+                             f"{found['config']} but the training config asks for {wanted['name']!r} with "
+                             f"{wanted['config']}")
+        self.model.load_state_dict(loaded.state_dict())
+        state = load_training_state(latest)
+        if state is None:
+            raise InputError(f"cannot resume from {latest}: its training state file (optimiser) is missing")
+        self.optimiser.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.seconds_before = float(metadata.get("seconds") or 0.0)
+        self.best = metadata["metrics"].get("best_score")
+        self.log(f"resuming from {latest} at step {metadata['step']}")
+        return int(metadata["step"])
+
+    def _save(self, name: str, step: int, metrics: dict[str, Any], seconds: float, with_state: bool) -> Path:
+        state = None
+        if with_state:
+            state = {"optimizer": self.optimiser.state_dict(), "scaler": self.scaler.state_dict(), "step": step}
+        world = self.context.world_size
+        data = {**self.data.describe(), "pairs_seen": step * self.config.optimiser.batch_size * world}
+        return save_checkpoint(self.model, self.checkpoints / name, step=step,
+                               metrics={**metrics, "best_score": self.best}, training=self.config.to_dict(),
+                               data=data, seconds=round(seconds, 3), training_state=state)
+
+    # -- one step and validation -------------------------------------------------------------
+    def _step(self, network: nn.Module, step: int) -> tuple[dict[str, float], float]:
+        torch.manual_seed(derive_seed(self.config.seed, _NOISE_STREAM, self.context.rank, step))
+        sample: Sample = self.data.batch(step, self.config.optimiser.batch_size).to(self.device)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            output = network(sample.fixed, sample.moving)
+        loss, terms = self.objective(output, sample)
+        if not math.isfinite(terms["loss"]):
+            raise InputError(f"training diverged at step {step} (loss {terms['loss']}); lower optimiser.lr, "
+                             "keep optimiser.grad_clip on, or check the data")
+        self.optimiser.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimiser)
+        clip = self.config.optimiser.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else math.inf)
+        self.scaler.step(self.optimiser)
+        self.scaler.update()
+        return terms, float(norm)
+
+    def _validate(self, samples: list[Sample], step: int, metrics_log: MetricsLog, seconds: float) -> dict[str, float]:
+        values = validate(self.model, samples, self.objective, self.device)
+        metrics_log.write("validation", step, values)
+        dice = values.get("dice", math.nan)
+        score = dice if not math.isnan(dice) else -values["loss"]
+        improved = self.best is None or score > self.best
+        if improved:
+            self.best = score
+        self.log(f"validation at step {step}: loss {values['loss']:.4f}"
+                 + (f", Dice {dice:.3f} (before {values['dice_before']:.3f})" if not math.isnan(dice) else "")
+                 + (" (best so far)" if improved else ""))
+        if improved and step > 0:
+            self._save(BEST, step, {"validation": values}, seconds, with_state=False)
+        return values
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, resume: bool) -> TrainingResult:
+        config, context = self.config, self.context
+        start = self._restore(resume)
+        result = TrainingResult(start, self.model, self.output_dir)
+        network: nn.Module = self.model
+        if context.active:
+            network = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+                                              else None)
+        metrics_log, samples = None, []
+        if context.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            metrics_log = MetricsLog(self.output_dir, start, self.log)
+            samples = self.data.validation(config.validation.pairs)
+            self.log(f"training {config.model.name} on {self.device} x{context.world_size} from step {start} "
+                     f"to {config.optimiser.steps}; outputs in {self.output_dir}")
+        started = time.perf_counter()
+        elapsed = lambda: self.seconds_before + time.perf_counter() - started  # noqa: E731
+        if context.is_main and start == 0:
+            result.validations.append(self._validate(samples, 0, metrics_log, 0.0))
+        validation: dict[str, float] = result.validations[-1] if result.validations else {}
+        terms: dict[str, float] = {}
+        window_seconds, window_steps = 0.0, 0
+        for step in range(start, config.optimiser.steps):
+            step_started = time.perf_counter()
+            terms, grad_norm = self._step(network, step)
+            window_seconds += time.perf_counter() - step_started
+            result.losses.append(terms["loss"])
+            done, window_steps = step + 1, window_steps + 1
+            result.step = done
+            if not context.is_main:
+                continue
+            last = done == config.optimiser.steps
+            if done % config.log_every == 0 or last:
+                seconds_per_step = window_seconds / window_steps
+                metrics_log.write("train", done, {**terms, "grad_norm": grad_norm, "lr": config.optimiser.lr,
+                                                  "seconds_per_step": seconds_per_step})
+                self.log(f"step {done}/{config.optimiser.steps}: loss {terms['loss']:.4f} "
+                         f"({', '.join(f'{k} {v:.4f}' for k, v in terms.items() if k != 'loss')}), "
+                         f"{seconds_per_step:.2f} s/step")
+                window_seconds, window_steps = 0.0, 0
+            if done % config.validation.every == 0 or last:
+                validation = self._validate(samples, done, metrics_log, elapsed())
+                result.validations.append(validation)
+            if done % config.checkpoint_every == 0 or last:
+                metrics = {"train": terms, "validation": validation}
+                self._save(f"step_{done:06d}", done, metrics, elapsed(), with_state=False)
+                path = self._save(LATEST, done, metrics, elapsed(), with_state=True)
+                self.log(f"checkpoint {path} (step {done})")
+        if metrics_log is not None:
+            metrics_log.close()
+        return result

@@ -1,0 +1,167 @@
+"""The registration networks: shapes, gradients, gates, top-k routing, load balancing, routing maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from phantoms import rotation_direction
+from shmoareg.grid import Grid, network_grid
+from shmoareg.models import build_model
+from shmoareg.models.base import RoutingRecord
+from shmoareg.models.mixture import MixtureOfAttentionHeads, SpatiallyHeterogeneousMoE, load_balancing_loss
+from shmoareg.routing_maps import write_routing_maps
+from shmoareg.spatial import jacobian_determinant
+
+TINY = {"channels": [4, 8, 8, 8], "attention_levels": [3, 4], "head_experts": 4, "top_k": 2, "head_dim": 8}
+SHAPE = (16, 32, 32)
+
+
+def inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 1, *SHAPE, generator=generator), torch.rand(1, 1, *SHAPE, generator=generator)
+
+
+@pytest.mark.parametrize("name,config", [("shmoareg", TINY), ("unet", {"channels": [4, 8, 8]})])
+def test_output_shape_and_every_parameter_gets_a_gradient(name, config):
+    torch.manual_seed(0)
+    model = build_model(name, config).train()
+    fixed, moving = inputs()
+    output = model(fixed, moving)
+    assert output.displacement.shape == (1, 3, *SHAPE)
+    (output.displacement.pow(2).mean() * 1e6 + output.auxiliary_loss).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert missing == []
+
+
+def test_untrained_network_predicts_almost_no_motion():
+    model = build_model("shmoareg", TINY).eval()
+    with torch.no_grad():
+        output = model(*inputs())
+    assert output.displacement.abs().max() < 0.05
+
+
+def test_decoder_gates_sum_to_one_per_voxel_and_axis_at_every_level():
+    model = build_model("shmoareg", TINY).eval()
+    with torch.no_grad():
+        routing = model(*inputs()).routing
+    assert sorted(routing.decoder_gates) == [1, 2, 3, 4]
+    for level, gates in routing.decoder_gates.items():
+        assert gates.shape == (1, 3, 4, *(n // 2 ** (level - 1) for n in SHAPE))
+        assert torch.allclose(gates.sum(dim=2), torch.ones(1, 3, *gates.shape[3:]), atol=1e-5)
+        assert (gates >= 0).all()
+
+
+def test_axes_are_routed_separately():
+    torch.manual_seed(1)
+    head = SpatiallyHeterogeneousMoE(4, ((3, 1), (5, 1), (3, 3)))
+    torch.nn.init.normal_(head.gate.weight, std=1.0)
+    _, gates, _ = head(torch.randn(1, 4, 8, 8, 8))
+    winners = gates.argmax(dim=2)
+    assert not torch.equal(winners[:, 0], winners[:, 1]) and not torch.equal(winners[:, 1], winners[:, 2])
+    assert head.receptive_fields == [3, 5, 7]
+
+
+def test_each_displacement_component_is_the_gate_weighted_sum_of_the_experts():
+    torch.manual_seed(2)
+    head = SpatiallyHeterogeneousMoE(4, ((3, 1), (3, 2)), init_scale=0.1)
+    features = torch.randn(1, 4, 6, 6, 6)
+    field, gates, _ = head(features)
+    proposals = torch.stack([expert(features) for expert in head.experts], dim=2)
+    assert torch.allclose(field, (gates * proposals).sum(dim=2), atol=1e-6)
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+def test_moa_router_selects_exactly_k_heads_per_token(top_k):
+    torch.manual_seed(3)
+    layer = MixtureOfAttentionHeads(8, experts=4, top_k=top_k, head_dim=4).train()
+    tokens = torch.randn(5, 16, 8)
+    out, weights, chosen, _ = layer(tokens)
+    assert out.shape == tokens.shape and chosen.shape == (5, 16, top_k)
+    assert torch.equal((weights > 0).sum(dim=-1), torch.full((5, 16), top_k))
+    assert torch.allclose(weights.sum(dim=-1), torch.ones(5, 16), atol=1e-6)
+    assert torch.equal(torch.sort(chosen, dim=-1).values, torch.sort(weights.topk(top_k).indices, dim=-1).values)
+
+
+def test_noisy_gating_only_while_training():
+    torch.manual_seed(4)
+    layer = MixtureOfAttentionHeads(8, experts=4, top_k=1, head_dim=4)
+    tokens = torch.randn(2, 64, 8)
+    layer.eval()
+    first, second = layer.route(tokens)[0], layer.route(tokens)[0]
+    assert torch.equal(first, second)
+    layer.train()
+    assert not torch.equal(layer.route(tokens)[0], layer.route(tokens)[0])
+
+
+def test_load_balancing_loss_rises_when_routing_collapses():
+    experts = 4
+    uniform = torch.full((100, experts), 1.0 / experts)
+    spread = torch.nn.functional.one_hot(torch.arange(100) % experts, experts)
+    collapsed_probabilities = torch.zeros(100, experts)
+    collapsed_probabilities[:, 0] = 1.0
+    collapsed = torch.nn.functional.one_hot(torch.zeros(100, dtype=torch.long), experts)
+    assert load_balancing_loss(uniform, spread).item() == pytest.approx(1.0)
+    assert load_balancing_loss(collapsed_probabilities, collapsed).item() == pytest.approx(float(experts))
+
+
+def test_diffeomorphic_network_does_not_fold():
+    torch.manual_seed(5)
+    model = build_model("shmoareg", {**TINY, "diffeomorphic": True, "integration_steps": 7}).eval()
+    for head in model.heads:
+        for expert in head.experts:
+            torch.nn.init.normal_(expert.weight, std=0.02)
+    with torch.no_grad():
+        displacement = model(*inputs()).displacement
+    assert displacement.abs().max() > 1.0
+    assert (jacobian_determinant(displacement)[..., 2:-2, 2:-2, 2:-2] > 0).all()
+
+
+def test_utilisation_summaries_sum_to_one():
+    model = build_model("shmoareg", TINY).eval()
+    with torch.no_grad():
+        routing = model(*inputs()).routing
+    for per_axis in routing.decoder_utilisation().values():
+        assert set(per_axis) == {"x", "y", "z"}
+        assert all(sum(fractions) == pytest.approx(1.0) for fractions in per_axis.values())
+    moa = routing.moa_utilisation()
+    assert set(moa) == {"3", "4"} and all(sum(v) == pytest.approx(1.0) for v in moa.values())
+    assert routing.moa_weights[3].shape == (2, 4 * 8 * 8, 4)  # fixed and moving tokens at 1/4 resolution
+
+
+def test_routing_maps_align_with_the_fixed_image_in_physical_space(tmp_path):
+    direction = rotation_direction((0.3, -0.2, 0.1))
+    fixed = Grid((30, 26, 20), (1.2, 1.4, 2.0), (5.0, -3.0, 8.0), direction)
+    network = network_grid(fixed.reference_image(), 1.5)
+    # Level 2: expert 2 wins for x along network index axis i in its upper half, expert 1 elsewhere.
+    z, y, x = (n // 2 for n in network.shape)
+    gates = torch.zeros(1, 3, 2, z, y, x)
+    upper = torch.arange(x) >= x // 2
+    gates[:, :, 1, ..., upper] = 1.0
+    gates[:, :, 0, ..., ~upper] = 1.0
+    foreground = np.ones(fixed.shape, dtype=np.uint8)
+    foreground[0] = 0
+    experts = [{"name": "a"}, {"name": "b"}]
+    (tmp_path / "routing").mkdir()
+    content = write_routing_maps(RoutingRecord(decoder_gates={2: gates}), experts, network, fixed, foreground,
+                                 lambda name: tmp_path / name)
+    expert_map = sitk.ReadImage(str(tmp_path / "routing" / "level2_x_expert.nii.gz"))
+    assert expert_map.GetSize() == fixed.size and np.allclose(expert_map.GetDirection(), direction)
+    assert np.allclose(expert_map.GetOrigin(), fixed.origin)
+    values = sitk.GetArrayFromImage(expert_map)
+    assert (values[0] == 0).all()
+    # the network grid's centre plane along its first axis separates the experts in physical space
+    centre = np.asarray(network.origin) + np.asarray(direction).reshape(3, 3) @ (
+        (np.asarray(network.size) - 1) / 2 * np.asarray(network.spacing))
+    axis = np.asarray(direction).reshape(3, 3)[:, 0]
+    points = fixed.physical_points()
+    side = (points - centre) @ axis
+    clear = (np.abs(side) > 3.0) & (values > 0)
+    assert np.all(values[clear & (side > 0)] == 2) and np.all(values[clear & (side < 0)] == 1)
+    fractions = content["utilisation"]["2"]["x"]
+    assert sum(fractions) == pytest.approx(1.0)
+    assert fractions[1] == pytest.approx(np.mean(values[values > 0] == 2))
+    gate = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "routing" / "level2_x_gate2.nii.gz")))
+    assert np.all(gate[clear & (side > 0)] > 0.99)
