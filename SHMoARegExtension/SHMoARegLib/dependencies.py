@@ -33,6 +33,7 @@ ENGINE_REQUIREMENTS = (
     # torch's own dependencies (sympy, networkx, ...) do not include numpy.
     Requirement("torch", "torch>=2.1,<3", installWithDependencies=True, viaPyTorchUtils=True),
     Requirement("safetensors", "safetensors>=0.4"),
+    Requirement("yaml", "PyYAML>=6"),
     Requirement("psutil", "psutil>=5.9"),
 )
 

@@ -23,8 +23,9 @@ EXIT_CANCELLED = 130
 class RegistrationOptions:
     """What ``SHMoARegLogic.register(**options)`` accepts besides the input nodes.
 
-    ``refineSteps`` None lets the engine choose (more on a GPU); ``importGateMaps`` False loads
-    only the arg-max routing maps (gate maps are one volume per level, axis and expert);
+    ``refineSteps`` None lets the engine choose (more on a GPU); ``importGateMaps`` False makes
+    the engine write and the module load only the arg-max routing maps (gate maps are one volume
+    per level, axis and expert);
     ``keepTemporaryFiles`` leaves the input and output files on disk for debugging.
     """
 
@@ -49,7 +50,8 @@ def engineArguments(options: RegistrationOptions, fixed: Path, moving: Path, out
     """Arguments of ``shmoareg register`` for one run, with JSON-lines progress."""
     arguments = ["register", "--fixed", str(fixed), "--moving", str(moving), "--output-dir", str(outputDirectory),
                  "--model", options.model, "--device", options.device,
-                 "--affine" if options.affine else "--no-affine", "--progress", "json"]
+                 "--affine" if options.affine else "--no-affine", "--progress", "json",
+                 "--routing-maps", "full" if options.importGateMaps else "experts"]
     if fixedSegmentation is not None:
         arguments += ["--fixed-seg", str(fixedSegmentation)]
     if movingSegmentation is not None:

@@ -217,15 +217,14 @@ def model_dirs() -> list[Path]:
 
 
 def _looks_like_path(text: str) -> bool:
-    return (os.sep in text or "/" in text or text.endswith((WEIGHTS_SUFFIX, SIDECAR_SUFFIX))
-            or Path(text).exists())
+    return "/" in text or os.sep in text or text.endswith((WEIGHTS_SUFFIX, SIDECAR_SUFFIX)) or Path(text).is_file()
 
 
 def resolve_model(name_or_path: str, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A trained model from a checkpoint path, or from the shipped weights of a model name."""
-    if _looks_like_path(name_or_path):
-        return load_checkpoint(name_or_path, device)
+    """A trained model from the shipped weights of a model name, or from a checkpoint path."""
     if name_or_path not in MODEL_NAMES:
+        if _looks_like_path(name_or_path):
+            return load_checkpoint(name_or_path, device)
         raise InputError(f"--model {name_or_path!r} is neither a model name ({', '.join(MODEL_NAMES)}) "
                          "nor an existing checkpoint file")
     searched = model_dirs()

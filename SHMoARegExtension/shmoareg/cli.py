@@ -1,4 +1,4 @@
-"""The ``shmoareg`` command line.
+"""The ``shmoareg`` command line: ``register``, ``train`` and ``evaluate``.
 
 Exit codes: 0 done, 1 internal error, 2 bad input, 3 out of memory, 130 cancelled
 (SIGINT/SIGTERM). stderr carries one human-readable line; ``--progress json`` prints
@@ -19,6 +19,7 @@ from shmoareg import __version__
 from shmoareg.errors import Cancelled, ExitCode, InputError, is_out_of_memory
 from shmoareg.progress import MODES as PROGRESS_MODES
 from shmoareg.progress import Progress
+from shmoareg.training.commands import add_evaluate_parser, add_train_parser
 
 
 def _register_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"shmoareg {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _register_parser(subparsers)
+    add_train_parser(subparsers)
+    add_evaluate_parser(subparsers)
     return parser
 
 
@@ -102,7 +105,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run_reporting_errors(args: argparse.Namespace, progress: Progress) -> int:
     try:
-        _run_register(args, progress)
+        if args.command == "register":
+            _run_register(args, progress)
+        else:
+            args.run(args)
         return ExitCode.OK
     except InputError as error:
         code, message = ExitCode.BAD_INPUT, f"error: {error}"

@@ -12,6 +12,7 @@ from shmoareg.checkpoints import (load_checkpoint, load_training_state, model_di
                                   sha256_of)
 from shmoareg.errors import InputError
 from shmoareg.models import build_model
+from torch_threads import one_torch_thread  # noqa: F401 - autouse: one torch thread
 
 TINY = {"shmoareg": {"channels": [4, 8, 8], "attention_levels": [3], "head_dim": 8},
         "unet": {"channels": [4, 8, 8]}}

@@ -7,6 +7,7 @@ import torch
 
 from shmoareg.losses import MINDSSC, mind_ssc, mse, soft_dice_loss
 from shmoareg.synthetic import synthetic_pair
+from torch_threads import one_torch_thread  # noqa: F401 - autouse: one torch thread
 
 
 @pytest.fixture(scope="module")

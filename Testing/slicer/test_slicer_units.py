@@ -43,7 +43,10 @@ def test_engine_arguments_follow_the_command_line():
     assert "--no-affine" in arguments and "--fixed-seg" not in arguments
     assert arguments[arguments.index("--moving-seg") + 1] == "ms.nrrd"
     assert arguments[arguments.index("--progress") + 1] == "json"
+    assert arguments[arguments.index("--routing-maps") + 1] == "full"
     assert "--refine-steps" not in engineArguments(RegistrationOptions(), Path("f"), Path("m"), Path("o"))
+    experts_only = engineArguments(RegistrationOptions(importGateMaps=False), Path("f"), Path("m"), Path("o"))
+    assert experts_only[experts_only.index("--routing-maps") + 1] == "experts"
 
 
 def test_the_engine_runs_with_this_python_and_finds_its_package():
@@ -88,7 +91,7 @@ def test_routing_json_is_optional_but_must_be_consistent(tmp_path):
 def test_missing_packages_are_found_without_importing_them():
     installed = {"torch"}
     missing = missingRequirements(isInstalled=lambda module: module in installed)
-    assert [requirement.module for requirement in missing] == ["safetensors", "psutil"]
+    assert [requirement.module for requirement in missing] == ["safetensors", "yaml", "psutil"]
 
 
 def _moduleLevelImports(module: str) -> set[str]:
@@ -126,7 +129,7 @@ def test_requirements_cover_what_the_registration_engine_imports():
 def test_install_commands_never_touch_slicers_packages():
     commands = pipInstallCommands("PythonSlicer", list(ENGINE_REQUIREMENTS))
     assert commands == [["PythonSlicer", "-m", "pip", "install", "torch>=2.1,<3"],
-                        ["PythonSlicer", "-m", "pip", "install", "--no-deps", "safetensors>=0.4", "psutil>=5.9"]]
+                        ["PythonSlicer", "-m", "pip", "install", "--no-deps", "safetensors>=0.4", "PyYAML>=6", "psutil>=5.9"]]
     # A package depending on numpy goes without dependencies so Slicer's numpy stays.
     monai = Requirement("monai", "monai>=1.3,<2")
     assert pipInstallCommands("PythonSlicer", [monai]) == [["PythonSlicer", "-m", "pip", "install", "--no-deps",

@@ -69,10 +69,10 @@ def run_evaluate(args: argparse.Namespace) -> None:
                        device=args.device, affine=args.affine)
     if not results:  # a rank other than 0 of a distributed run
         return
-    mean = results["mean"]
+    mean = {name: "n/a" if value is None else f"{value:.3f}" for name, value in results["mean"].items()}
     print(f"{results['count']} pairs: mean Dice {mean['mean_dice']} (before {mean['mean_dice_before']}), "
-          f"HD95 {mean['mean_hd95_mm']} mm, SDlogJ {mean['sdlogj']}, {mean['seconds']} s per pair; "
-          f"results in {args.output_dir / 'results.csv'}")
+          f"HD95 {mean['mean_hd95_mm']} mm, SDlogJ {mean['sdlogj']}, |J|<=0 {mean['fraction_nonpositive']}, "
+          f"{mean['seconds']} s per pair; results in {args.output_dir / 'results.csv'}")
     if results["failed"]:
         raise InputError(f"{results['failed']} of {results['count']} pairs failed; see the error column of "
                          f"{args.output_dir / 'results.csv'}")

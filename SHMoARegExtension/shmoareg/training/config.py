@@ -226,7 +226,8 @@ def _check(config: TrainingConfig, source: str) -> None:
              f"loss.similarity must be one of {', '.join(SIMILARITIES)}, not {loss.similarity!r}")
     _require(loss.smoothness in SMOOTHNESS, source,
              f"loss.smoothness must be one of {', '.join(SMOOTHNESS)}, not {loss.smoothness!r}")
-    _require(loss.window >= 3 and loss.window % 2 == 1, source, f"loss.window must be odd and at least 3, not {loss.window}")
+    _require(loss.window >= 3 and loss.window % 2 == 1, source,
+             f"loss.window must be odd and at least 3, not {loss.window}")
     for name in ("similarity_weight", "smoothness_weight", "dice_weight", "load_balance_weight"):
         _require(getattr(loss, name) >= 0, source, f"loss.{name} must not be negative")
     _require(optimiser.lr > 0, source, "optimiser.lr must be positive")

@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from shmoareg.errors import InputError
 from shmoareg.grid import Grid, resample, to_tensor
 from shmoareg.imageio import read_image, read_label_map
 from shmoareg.intensity import normalise
@@ -99,7 +100,11 @@ class SyntheticSource:
 
 
 class DatasetSource:
-    """Real pairs resampled onto a training grid around the fixed image (moving and labels in physical space)."""
+    """Real pairs resampled onto a training grid around the fixed image (moving and labels in physical space).
+
+    Training pairs: ``training_paired_images`` when listed, else two different images not used by
+    ``registration_val``; augmented. Validation: the ``registration_val`` pairs, else fixed random pairs.
+    """
 
     def __init__(self, spec: DataSpec, seed: int) -> None:
         self.spec, self.seed = spec, seed
@@ -108,6 +113,9 @@ class DatasetSource:
         for pair in self.index.pairs["registration_val"]:
             validation |= {pair.fixed, pair.moving}
         self.training_images = [image for image in self.index.images if image not in validation] or self.index.images
+        if not self.index.pairs["training_paired_images"] and len(self.training_images) < 2:
+            raise InputError(f"dataset {self.index.source} has neither training_paired_images nor two training "
+                             "images to pair; list more images or pairs")
         self._cache: dict[Pair, Sample] = {}
 
     def _load(self, pair: Pair) -> Sample:

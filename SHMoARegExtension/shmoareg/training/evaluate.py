@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from shmoareg.checkpoints import resolve_model
 from shmoareg.devices import resolve_device
 from shmoareg.errors import InputError
 from shmoareg.training.datasets import PAIR_SPLITS, Pair, read_dataset
@@ -44,6 +45,10 @@ def _row(identifier: str, pair: Pair, summary: dict[str, Any]) -> dict[str, Any]
         "dice": {label: _finite_or_none(v) for label, v in metrics.get("dice", {}).items()},
         "hd95_mm": {label: _finite_or_none(v) for label, v in metrics.get("hd95_mm", {}).items()},
     }
+
+
+def _text(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _failed_row(identifier: str, pair: Pair, error: InputError) -> dict[str, Any]:
@@ -97,25 +102,32 @@ def evaluate(dataset: str | os.PathLike, model: str, output_dir: str | os.PathLi
         listed = [name for name, found in index.pairs.items() if found]
         raise InputError(f"dataset {index.source} lists no {split} pairs"
                          + (f"; it lists {', '.join(listed)}" if listed else "; give a dataset.json with pairs"))
+    if model != "none":
+        resolve_model(model)  # a bad --model fails once, before any pair runs
     output_dir = Path(output_dir)
     jobs = list(zip(_identifiers(pairs), pairs))
     with distributed(resolve_device(device), backend="gloo") as context:
-        rows = []
+        rows, details = [], None
         for identifier, pair in shard(jobs, context.rank, context.world_size):
-            request = RegistrationRequest(fixed=pair.fixed, moving=pair.moving, output_dir=output_dir / "pairs" / identifier,
+            request = RegistrationRequest(fixed=pair.fixed, moving=pair.moving,
+                                          output_dir=output_dir / "pairs" / identifier,
                                           fixed_segmentation=pair.fixed_label, moving_segmentation=pair.moving_label,
                                           model=model, refine_steps=refine_steps, device=device, affine=affine)
             try:
-                rows.append(_row(identifier, pair, register(request)))
-                log(f"{identifier}: Dice {rows[-1]['mean_dice']}, {rows[-1]['seconds']:.1f} s")
+                summary = register(request)
+                rows.append(_row(identifier, pair, summary))
+                details = details or summary.get("model")
+                log(f"{identifier}: mean Dice {_text(rows[-1]['mean_dice'])}, {rows[-1]['seconds']:.1f} s")
             except InputError as error:
                 rows.append(_failed_row(identifier, pair, error))
                 log(f"{identifier}: failed: {error}")
-        gathered = [row for part in context.gather(rows) for row in part]
+        parts = context.gather((rows, details))
         if not context.is_main:
             return {}
+    gathered = [row for part_rows, _ in parts for row in part_rows]
+    model_details = next((part_details for _, part_details in parts if part_details), None)
     order = {identifier: position for position, (identifier, _) in enumerate(jobs)}
     gathered.sort(key=lambda row: order[row["pair"]])
-    header = {"model": model, "dataset": index.describe(), "split": split, "refine_steps": refine_steps,
-              "device": device, "affine": affine}
+    header = {"model": model, "model_details": model_details, "dataset": index.describe(), "split": split,
+              "refine_steps": refine_steps, "device": device, "affine": affine}
     return _write_tables(output_dir, gathered, header)

@@ -121,7 +121,8 @@ class _Trainer:
     def _step(self, network: nn.Module, step: int) -> tuple[dict[str, float], float]:
         torch.manual_seed(derive_seed(self.config.seed, _NOISE_STREAM, self.context.rank, step))
         sample: Sample = self.data.batch(step, self.config.optimiser.batch_size).to(self.device)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        amp = self.amp_dtype is not None
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=amp):
             output = network(sample.fixed, sample.moving)
         loss, terms = self.objective(output, sample)
         if not math.isfinite(terms["loss"]):
@@ -147,7 +148,7 @@ class _Trainer:
         self.log(f"validation at step {step}: loss {values['loss']:.4f}"
                  + (f", Dice {dice:.3f} (before {values['dice_before']:.3f})" if not math.isnan(dice) else "")
                  + (" (best so far)" if improved else ""))
-        if improved and step > 0:
+        if improved:
             self._save(BEST, step, {"validation": values}, seconds, with_state=False)
         return values
 

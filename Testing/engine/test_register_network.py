@@ -1,0 +1,85 @@
+"""``register`` with a network checkpoint: prediction, refinement, routing maps and summary fields."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from shmoareg.checkpoints import save_checkpoint
+from shmoareg.models import build_model
+from shmoareg.pipeline import RegistrationRequest, register
+from shmoareg.synthetic import synthetic_pair, to_sitk
+
+TINY = {"channels": [4, 8, 8, 8], "attention_levels": [3, 4], "head_dim": 8,
+        "experts": [[3, 1], [3, 2], [3, 3]]}
+SPACING = (1.5, 1.5, 1.5)
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("network")
+    torch.manual_seed(0)
+    weights = save_checkpoint(build_model("shmoareg", TINY), folder / "tiny.safetensors", step=0)
+    pair = synthetic_pair((40, 48, 44), seed=3, max_displacement=4.0, num_labels=6)
+    images = {"fixed": pair.fixed_image, "moving": pair.moving_image,
+              "fixed_seg": pair.fixed_labels, "moving_seg": pair.moving_labels}
+    for name, tensor in images.items():
+        sitk.WriteImage(to_sitk(tensor, spacing=SPACING), str(folder / f"{name}.nii.gz"))
+    return folder, weights
+
+
+def run(folder, weights, name: str, **options) -> dict:
+    return register(RegistrationRequest(folder / "fixed.nii.gz", folder / "moving.nii.gz", folder / name,
+                                        fixed_segmentation=folder / "fixed_seg.nii.gz",
+                                        moving_segmentation=folder / "moving_seg.nii.gz",
+                                        model=str(weights), device="cpu", affine=False, **options))
+
+
+def test_routing_maps_and_summary(case):
+    folder, weights = case
+    summary = run(folder, weights, "full", refine_steps=5)
+    out = folder / "full"
+    routing = json.loads((out / "routing.json").read_text())
+    levels, experts = ["1", "2", "3", "4"], 3
+    assert sorted(routing["utilisation"]) == levels and len(routing["experts"]) == experts
+    assert [e["receptive_field"] for e in routing["experts"]] == [3, 5, 7]
+    files = {p.name for p in (out / "routing").iterdir()}
+    expected = {f"level{l}_{a}_expert.nii.gz" for l in levels for a in "xyz"} | {
+        f"level{l}_{a}_gate{e}.nii.gz" for l in levels for a in "xyz" for e in range(1, experts + 1)}
+    assert files == expected
+    fixed = sitk.ReadImage(str(folder / "fixed.nii.gz"))
+    expert_map = sitk.ReadImage(str(out / "routing" / "level1_y_expert.nii.gz"))
+    assert expert_map.GetSize() == fixed.GetSize() and np.allclose(expert_map.GetSpacing(), fixed.GetSpacing())
+    values = sitk.GetArrayFromImage(expert_map)
+    assert set(np.unique(values)) <= {0, 1, 2, 3} and (values == 0).any() and (values > 0).any()
+    for level in levels:
+        for axis in "xyz":
+            fractions = routing["utilisation"][level][axis]
+            assert len(fractions) == experts and sum(fractions) == pytest.approx(1.0)
+    first = routing["utilisation"]["1"]["y"]
+    assert first[1] == pytest.approx(np.mean(values[values > 0] == 2))
+    assert sorted(routing["moa_utilisation"]) == ["3", "4"]
+    assert all(sum(v) == pytest.approx(1.0) for v in routing["moa_utilisation"].values())
+    model = summary["model"]
+    assert model["name"] == "shmoareg" and len(model["weights_sha256"]) == 64
+    assert model["parameters"] == sum(p.numel() for p in build_model("shmoareg", TINY).parameters())
+    assert summary["expert_utilisation"] == routing["utilisation"]
+    assert "predict" in summary["seconds"]
+
+
+def test_experts_only_mode_writes_no_gate_maps(case):
+    folder, weights = case
+    run(folder, weights, "experts", refine_steps=0, routing_maps="experts")
+    names = {p.name for p in (folder / "experts" / "routing").iterdir()}
+    assert len(names) == 12 and all(name.endswith("_expert.nii.gz") for name in names)
+
+
+def test_refinement_raises_dice_over_the_prediction(case):
+    folder, weights = case
+    predicted = run(folder, weights, "predicted", refine_steps=0, routing_maps="none")
+    refined = run(folder, weights, "refined", refine_steps=60, routing_maps="none")
+    assert refined["metrics"]["mean_dice"] > predicted["metrics"]["mean_dice"] + 0.05
