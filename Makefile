@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test,viz,slicer]"
+	$(BIN)/pip install --quiet -e ".[test,viz,slicer,train]"
 	touch $(STAMP)
 
 demo: $(STAMP)
