@@ -34,8 +34,9 @@ def _register_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="none", help="network model name or checkpoint path; "
                         "'none' optimises the field on the pair alone (default)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--refine-steps", type=int, help="optimisation steps on the pair "
-                        "(default 100 on CPU, 200 on GPU; 0 uses the network prediction alone)")
+    parser.add_argument("--refine-steps", type=int, help="optimisation steps on the pair (default: 100 on "
+                        "CPU and 200 on GPU with --model none, 50 and 150 after a network; 0 uses the network "
+                        "prediction alone)")
     parser.add_argument("--affine", action=argparse.BooleanOptionalAction, default=True,
                         help="affine initialisation (centre of mass then Mattes MI affine; default on)")
     parser.add_argument("--diffeomorphic", action=argparse.BooleanOptionalAction, default=True,

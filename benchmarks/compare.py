@@ -1,0 +1,286 @@
+"""Side-by-side registration benchmark: every available method on the same pairs, scored the same way.
+
+Run: ``.venv/bin/python benchmarks/compare.py`` (options: ``--methods``, ``--pairs``).
+Writes ``benchmarks/results/compare.json`` and the table between the markers in
+``benchmarks/RESULTS.md``; work files go to ``benchmarks/out/compare/``.
+
+Pairs (all 2 mm, offline, from ``Resources/SampleData``):
+
+* ``mni-colin``: MNI152 2009a (fixed) and Colin27 (moving), inter-subject. Labels are a
+  *proxy*: a 3-class tissue split (CSF / GM / WM by intensity) from Otsu multiple thresholds
+  over each image's nonzero (skull-stripped brain) voxels, not a manual segmentation.
+* ``colin-synth-<seed>``: Colin27 (fixed) and Colin27 warped by a known random smooth
+  diffeomorphic field (moving); the moving labels are the Colin27 proxy labels warped by the
+  same field (nearest), so the label correspondence is exact.
+
+Every method is one child process (``methods.py``), started by a small stdlib-only launcher;
+wall seconds are the child's wall time (process start to exit, model loading and file writing
+included) and peak memory is the child's ``ru_maxrss`` from ``os.wait4``. Each method's transform becomes a
+displacement field on the fixed grid (``sitk.TransformToDisplacementField``); the moving
+labels are resampled through it (nearest) for Dice and HD95, and its Jacobian determinant
+comes from ``shmoareg.fields.jacobian_image``; SDlogJ and the fraction J <= 0 are taken over
+the fixed image's brain mask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from shmoareg.fields import jacobian_image
+from shmoareg.grid import Grid
+from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics, mean_dice
+from shmoareg.spatial import warp, warp_labels
+from shmoareg.synthetic import random_smooth_field
+
+import methods
+
+HERE = Path(__file__).resolve().parent
+SAMPLES = HERE.parent / "Resources" / "SampleData"
+WORK = HERE / "out" / "compare"
+RESULTS_JSON = HERE / "results" / "compare.json"
+RESULTS_MD = HERE / "RESULTS.md"
+TABLE_BEGIN, TABLE_END = "<!-- compare-table:begin -->", "<!-- compare-table:end -->"
+METHODS = ["identity", "shmoareg", "shmoareg-no-refine", "shmoareg-model-none", "unet", "sitk-demons",
+           "elastix", "ants-syn"]
+SYNTHETIC_SEEDS = (1, 2)
+SYNTHETIC_MAX_DISPLACEMENT = 4.0
+SYNTHETIC_CONTROL_SPACING = 8.0
+TISSUE_CLASSES = 3
+MEASURE = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+json.dump({"seconds": time.perf_counter() - start, "peak_memory_mb": usage.ru_maxrss / 1024,
+           "returncode": os.waitstatus_to_exitcode(status)}, open(sys.argv[1], "w"))
+"""
+
+
+@dataclass
+class Pair:
+    """Paths of one benchmark pair: images, label maps on their own grids, fixed brain mask."""
+
+    name: str
+    fixed: Path
+    moving: Path
+    fixed_labels: Path
+    moving_labels: Path
+    fixed_mask: Path
+
+
+def brain_mask(image: sitk.Image) -> sitk.Image:
+    """Nonzero voxels of a skull-stripped image, holes filled."""
+    return sitk.BinaryFillhole(sitk.Cast(image > 0, sitk.sitkUInt8))
+
+
+def tissue_labels(image: sitk.Image) -> sitk.Image:
+    """Proxy labels 1..3 (dark to bright: CSF, GM, WM) from Otsu thresholds over the brain voxels."""
+    values = sitk.GetArrayFromImage(image).astype(np.float32)
+    inside = sitk.GetArrayFromImage(brain_mask(image)).astype(bool)
+    otsu = sitk.OtsuMultipleThresholdsImageFilter()
+    otsu.SetNumberOfThresholds(TISSUE_CLASSES - 1)
+    otsu.SetNumberOfHistogramBins(128)
+    otsu.Execute(sitk.GetImageFromArray(values[inside].reshape(1, 1, -1)))
+    labels = (np.digitize(values, otsu.GetThresholds()) + 1) * inside
+    result = sitk.GetImageFromArray(labels.astype(np.int16))
+    result.CopyInformation(image)
+    return result
+
+
+def write_pair(name: str, fixed: sitk.Image, moving: sitk.Image, fixed_labels: sitk.Image,
+               moving_labels: sitk.Image) -> Pair:
+    """Write one pair under ``WORK/pairs/<name>``."""
+    folder = WORK / "pairs" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    pair = Pair(name, folder / "fixed.nii.gz", folder / "moving.nii.gz", folder / "fixed_labels.nii.gz",
+                folder / "moving_labels.nii.gz", folder / "fixed_mask.nii.gz")
+    for image, path in ((fixed, pair.fixed), (moving, pair.moving), (fixed_labels, pair.fixed_labels),
+                        (moving_labels, pair.moving_labels), (brain_mask(fixed), pair.fixed_mask)):
+        sitk.WriteImage(image, str(path))
+    return pair
+
+
+def _tensor(image: sitk.Image) -> torch.Tensor:
+    """``(1, 1, Z, Y, X)`` tensor of an image's voxels."""
+    return torch.from_numpy(sitk.GetArrayFromImage(image))[None, None]
+
+
+def _image_like(array: torch.Tensor, reference: sitk.Image) -> sitk.Image:
+    """Image of a ``(1, 1, Z, Y, X)`` tensor with the reference's geometry."""
+    image = sitk.GetImageFromArray(array[0, 0].numpy())
+    image.CopyInformation(reference)
+    return image
+
+
+def synthetic_pair(colin: sitk.Image, colin_labels: sitk.Image, seed: int) -> Pair:
+    """Colin27 (fixed) and Colin27 resampled at ``p + u(p)`` for a seeded diffeomorphic ``u`` (moving)."""
+    shape = colin.GetSize()[::-1]
+    field = random_smooth_field(shape, SYNTHETIC_MAX_DISPLACEMENT, seed=seed,
+                                control_spacing=SYNTHETIC_CONTROL_SPACING)
+    moving = warp(_tensor(colin).float(), field, padding_mode="zeros").clamp(0, 255).round().to(torch.uint8)
+    moving_labels = warp_labels(_tensor(colin_labels).long(), field, method="nearest").to(torch.int16)
+    return write_pair(f"colin-synth-{seed}", colin, _image_like(moving, colin), colin_labels,
+                      _image_like(moving_labels, colin))
+
+
+def make_pairs() -> list[Pair]:
+    """The real inter-subject pair and the seeded synthetic-warp pairs."""
+    mni = sitk.ReadImage(str(SAMPLES / "mni152_2009a_t1_2mm.nii.gz"))
+    colin = sitk.ReadImage(str(SAMPLES / "colin27_t1_2mm.nii.gz"))
+    colin_labels = tissue_labels(colin)
+    pairs = [write_pair("mni-colin", mni, colin, tissue_labels(mni), colin_labels)]
+    return pairs + [synthetic_pair(colin, colin_labels, seed) for seed in SYNTHETIC_SEEDS]
+
+
+def child_environment() -> dict[str, str]:
+    """Environment of the method processes: the same thread count for torch, OpenMP and ITK."""
+    threads = str(methods.THREADS)
+    return {**os.environ, "OMP_NUM_THREADS": threads, "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": threads}
+
+
+def run_timed(command: list[str], folder: Path) -> dict:
+    """Run a command through the small ``MEASURE`` launcher: wall seconds, exit code, peak RSS (MB).
+
+    The launcher, not this process, forks the method: on Linux a child's ``ru_maxrss`` starts at
+    the RSS of the process it was forked from, and this one holds torch and the scoring arrays.
+    """
+    timing = folder / "timing.json"
+    with open(folder / "log.txt", "w") as log:
+        subprocess.run([sys.executable, "-S", "-c", MEASURE, str(timing), *command], stdout=log,
+                       stderr=subprocess.STDOUT, env=child_environment(), check=True)
+    measured = json.loads(timing.read_text())
+    return {"seconds": round(measured["seconds"], 2), "peak_memory_mb": round(measured["peak_memory_mb"], 1),
+            "returncode": measured["returncode"]}
+
+
+def field_on_fixed_grid(transform: sitk.Transform, fixed: sitk.Image) -> sitk.Image:
+    """The transform's displacement field sampled on the fixed image's grid (float64 vectors)."""
+    return sitk.TransformToDisplacementField(transform, sitk.sitkVectorFloat64, fixed.GetSize(),
+                                             fixed.GetOrigin(), fixed.GetSpacing(), fixed.GetDirection())
+
+
+def score(pair: Pair, transform: sitk.Transform) -> dict:
+    """Dice, HD95 per label and their means, and Jacobian statistics over the fixed brain mask."""
+    fixed_labels = sitk.ReadImage(str(pair.fixed_labels))
+    field = field_on_fixed_grid(transform, fixed_labels)
+    field_array = sitk.GetArrayFromImage(field)
+    warped = sitk.Resample(sitk.ReadImage(str(pair.moving_labels)), fixed_labels,
+                           sitk.DisplacementFieldTransform(sitk.Image(field)), sitk.sitkNearestNeighbor, 0)
+    reference, prediction = sitk.GetArrayFromImage(fixed_labels), sitk.GetArrayFromImage(warped)
+    labels = list(range(1, TISSUE_CLASSES + 1))
+    dice = dice_per_label(reference, prediction, labels)
+    hd95 = hd95_per_label(reference, prediction, fixed_labels.GetSpacing(), labels)
+    jacobian = sitk.GetArrayFromImage(jacobian_image(field_array, Grid.of(fixed_labels)))
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(pair.fixed_mask))).astype(bool)
+    return {"dice": dice, "mean_dice": mean_dice(dice), "hd95_mm": hd95,
+            "mean_hd95_mm": float(np.nanmean(list(hd95.values()))), **jacobian_statistics(jacobian, mask)}
+
+
+def evaluate(method: str, pair: Pair) -> dict:
+    """Run one method on one pair and score it; a failure or an unavailable method is recorded."""
+    reason = methods.unavailable(method)
+    if reason:
+        return {"status": "not available", "reason": reason}
+    if method == "identity":
+        identity = sitk.Transform(3, sitk.sitkIdentity)
+        return {"status": "ok", "seconds": 0.0, "peak_memory_mb": None, **score(pair, identity)}
+    output = WORK / "runs" / pair.name / method
+    output.mkdir(parents=True, exist_ok=True)
+    command = methods.command(method, pair.fixed, pair.moving, output)
+    timing = run_timed(command, output)
+    if timing["returncode"] != 0:
+        tail = (output / "log.txt").read_text()[-500:]
+        return {"status": "failed", "command": command, **timing, "log_tail": tail}
+    result = {"status": "ok", "command": command, **timing, **score(pair, methods.load_transform(method, output))}
+    return {**result, **engine_details(output)}
+
+
+def engine_details(output: Path) -> dict:
+    """Settings and stage timings from a ``shmoareg register`` summary.json, when there is one."""
+    summary = output / "summary.json"
+    if not summary.exists():
+        return {}
+    content = json.loads(summary.read_text())
+    return {"engine": {key: content.get(key) for key in ("method", "network_grid", "seconds", "threads")}}
+
+
+def machine() -> dict:
+    """What the numbers were measured on, including the load when the run started."""
+    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "simpleitk": sitk.Version.VersionString(), "cpu_count": os.cpu_count(),
+            "threads_per_method": methods.THREADS, "load_average_at_start": os.getloadavg()}
+
+
+def _number(value: float | None, digits: int) -> str:
+    """A table cell: rounded number, or a dash."""
+    return "-" if value is None or np.isnan(value) else f"{value:.{digits}f}"
+
+
+def table(results: dict) -> str:
+    """Markdown table: one row per pair and method."""
+    rows = ["| pair | method | mean Dice | Dice CSF/GM/WM | mean HD95 (mm) | SDlogJ | J<=0 (%) | seconds "
+            "| peak MB | load after |", "|" + " --- |" * 10]
+    for pair, by_method in results.items():
+        for method, result in by_method.items():
+            if result["status"] != "ok":
+                rows.append(f"| {pair} | {method} | {result['status']}: {result.get('reason', 'see JSON')} "
+                            + "| " * 7 + "|")
+                continue
+            per_label = "/".join(_number(result["dice"][label], 3) for label in result["dice"])
+            rows.append(
+                f"| {pair} | {method} | {_number(result['mean_dice'], 3)} | {per_label} "
+                f"| {_number(result['mean_hd95_mm'], 2)} | {_number(result['sdlogj'], 3)} "
+                f"| {_number(100 * result['fraction_nonpositive'], 3)} | {_number(result['seconds'], 1)} "
+                f"| {_number(result['peak_memory_mb'], 0)} | {_number(result.get('load_average'), 2)} |")
+    return "\n".join(rows)
+
+
+def write_table(markdown: str) -> None:
+    """Replace the text between the table markers of RESULTS.md (or append the markers and table)."""
+    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
+    block = f"{TABLE_BEGIN}\n{markdown}\n{TABLE_END}"
+    if TABLE_BEGIN in text and TABLE_END in text:
+        head, rest = text.split(TABLE_BEGIN, 1)
+        text = head + block + rest.split(TABLE_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    RESULTS_MD.write_text(text)
+
+
+def main() -> None:
+    """Build the pairs, run every method on every pair, write the JSON and the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--pairs", nargs="+", help="pair names to keep (default: all)")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    pairs = [pair for pair in make_pairs() if not args.pairs or pair.name in args.pairs]
+    report = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": {}}
+    for pair in pairs:
+        report["results"][pair.name] = {}
+        for method in args.methods:
+            result = {**evaluate(method, pair), "load_average": os.getloadavg()[0]}
+            report["results"][pair.name][method] = result
+            print(f"{pair.name:20s} {method:20s} {result['status']:14s} "
+                  f"dice={result.get('mean_dice', float('nan')):.3f} s={result.get('seconds', float('nan'))}",
+                  flush=True)
+    report["total_seconds"] = round(time.perf_counter() - start, 1)
+    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_JSON.write_text(json.dumps(report, indent=2, default=str))
+    write_table(table(report["results"]))
+
+
+if __name__ == "__main__":
+    main()
