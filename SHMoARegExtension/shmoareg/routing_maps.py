@@ -9,6 +9,8 @@ fraction of fixed-foreground voxels whose arg-max is each expert (each list sums
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
@@ -43,23 +45,13 @@ def write_routing_maps(routing: RoutingRecord, experts: list[dict[str, Any]], ne
     inside = np.asarray(foreground) > 0
     utilisation: dict[str, dict[str, list[float]]] = {}
     coordinates = fixed_sampling_grid(network, fixed)
-    for level, gates in sorted(routing.decoder_gates.items()):
-        channels = gates[0].reshape(-1, *gates.shape[3:]).float()[None]  # (1, 3E, z, y, x)
-        sampled = F.grid_sample(channels, coordinates.to(gates.device), mode="bilinear", padding_mode="border", align_corners=False)
-        probabilities = sampled[0].reshape(3, gates.shape[2], *fixed.shape).cpu().numpy()
-        utilisation[str(level)] = {}
-        for axis, name in enumerate(AXES):
-            winners = probabilities[axis].argmax(axis=0).astype(np.uint8) + 1
-            winners[~inside] = 0
-            counts = np.bincount(winners[inside].ravel(), minlength=len(experts) + 1)[1:].astype(float)
-            utilisation[str(level)][name] = (counts / max(counts.sum(), 1.0)).tolist()
-            if mode == "none":
-                continue
-            _write(from_array(winners, fixed), output_path(f"routing/level{level}_{name}_expert.nii.gz"))
-            if mode == "full":
-                for expert, gate in enumerate(probabilities[axis]):
-                    rounded = np.where(inside, np.round(gate, 2), 0.0).astype(np.float32)
-                    _write(from_array(rounded, fixed), output_path(f"routing/level{level}_{name}_gate{expert + 1}.nii.gz"))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as writer:  # gzip runs outside the GIL
+        pending: list[Future] = []
+        for level, gates in sorted(routing.decoder_gates.items()):
+            utilisation[str(level)] = _write_level(level, gates, coordinates, fixed, inside, len(experts),
+                                                   output_path, mode, writer, pending)
+        for write in pending:
+            write.result()  # re-raises a failed write
     return {
         "experts": experts,
         "levels": {str(level): {"spacing_mm": network.spacing[0] * 2 ** (level - 1)}
@@ -71,6 +63,33 @@ def write_routing_maps(routing: RoutingRecord, experts: list[dict[str, Any]], ne
                        "probabilities rounded to 0.01, 0 outside the fixed foreground; all on the fixed "
                        "image's grid; level 1 is full resolution",
     }
+
+
+def _write_level(level: int, gates: torch.Tensor, coordinates: torch.Tensor, fixed: Grid, inside: np.ndarray,
+                 experts: int, output_path: Callable[[str], Any], mode: str, writer: ThreadPoolExecutor,
+                 pending: list[Future]) -> dict[str, list[float]]:
+    """Resample one level's gates to the fixed grid, queue its files on ``writer`` (appending the
+    futures to ``pending``) and return its utilisation."""
+    channels = gates[0].reshape(-1, *gates.shape[3:]).float()[None]  # (1, 3E, z, y, x)
+    sampled = F.grid_sample(channels, coordinates.to(gates.device), mode="bilinear", padding_mode="border",
+                            align_corners=False)
+    probabilities = sampled[0].reshape(3, gates.shape[2], *fixed.shape).cpu().numpy()
+    utilisation = {}
+    for axis, name in enumerate(AXES):
+        winners = probabilities[axis].argmax(axis=0).astype(np.uint8) + 1
+        winners[~inside] = 0
+        counts = np.bincount(winners[inside].ravel(), minlength=experts + 1)[1:].astype(float)
+        utilisation[name] = (counts / max(counts.sum(), 1.0)).tolist()
+        if mode == "none":
+            continue
+        pending.append(writer.submit(_write, from_array(winners, fixed),
+                                     output_path(f"routing/level{level}_{name}_expert.nii.gz")))
+        if mode == "full":
+            for expert, gate in enumerate(probabilities[axis]):
+                rounded = np.where(inside, np.round(gate, 2), 0.0).astype(np.float32)
+                pending.append(writer.submit(_write, from_array(rounded, fixed),
+                                             output_path(f"routing/level{level}_{name}_gate{expert + 1}.nii.gz")))
+    return utilisation
 
 
 def _write(image: sitk.Image, path: Any) -> None:
