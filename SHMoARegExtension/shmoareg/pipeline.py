@@ -119,8 +119,7 @@ def _geometry(image: sitk.Image) -> dict:
             "origin": list(image.GetOrigin()), "direction": list(image.GetDirection())}
 
 
-def _segmentation_metrics(fixed_seg: sitk.Image, moving_seg: sitk.Image, transform: sitk.Transform,
-                          warped_seg: sitk.Image) -> dict:
+def _segmentation_metrics(fixed_seg: sitk.Image, moving_seg: sitk.Image, warped_seg: sitk.Image) -> dict:
     reference = sitk.GetArrayViewFromImage(fixed_seg)
     before = resample(moving_seg, Grid.of(fixed_seg), None, sitk.sitkNearestNeighbor)
     after = sitk.GetArrayViewFromImage(warped_seg)
@@ -211,7 +210,7 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
                 write_image(warped_seg, staged.path("warped_moving_seg.nii.gz"))
                 if inputs.fixed_segmentation is not None:
                     metrics.update(_segmentation_metrics(inputs.fixed_segmentation, inputs.moving_segmentation,
-                                                         transform, warped_seg))
+                                                         warped_seg))
             if inputs.landmarks is not None:
                 metrics.update(_landmark_metrics(inputs.landmarks, transform))
             routing_summary = None
