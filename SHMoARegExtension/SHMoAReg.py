@@ -87,11 +87,11 @@ class SHMoARegParameterNode:
     movingVolume: vtkMRMLScalarVolumeNode
     fixedSegmentation: Optional[vtkMRMLSegmentationNode]
     movingSegmentation: Optional[vtkMRMLSegmentationNode]
-    model: Annotated[str, Choice(list(SHMoARegLib.MODELS)), Default(SHMoARegLib.MODELS[0])]
+    model: Annotated[str, Choice(list(SHMoARegLib.MODELS)), Default(SHMoARegLib.DEFAULT_MODEL)]
     device: Annotated[str, Choice(list(SHMoARegLib.DEVICES)), Default("auto")]
     refineSteps: Annotated[int, WithinRange(-1, 5000), Default(-1)]  # -1: the engine's default
     affine: Annotated[bool, Default(True)]
-    importGateMaps: Annotated[bool, Default(True)]
+    importGateMaps: Annotated[bool, Default(False)]
     keepTemporaryFiles: Annotated[bool, Default(False)]
 
 

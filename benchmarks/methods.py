@@ -49,10 +49,10 @@ ELASTIX_STAGES = {
 }
 
 
-def _shmoareg(fixed: Path, moving: Path, output: Path, *extra: str) -> list[str]:
-    """``shmoareg register`` on CPU with the given extra options, defaults otherwise."""
+def _shmoareg(fixed: Path, moving: Path, output: Path, *extra: str, device: str = "cpu") -> list[str]:
+    """``shmoareg register`` on ``device`` with the given extra options, defaults otherwise."""
     return [sys.executable, "-m", "shmoareg", "register", "--fixed", str(fixed), "--moving", str(moving),
-            "--output-dir", str(output), "--device", "cpu", "--progress", "none", *extra]
+            "--output-dir", str(output), "--device", device, "--progress", "none", *extra]
 
 
 def _this_script(method: str, fixed: Path, moving: Path, output: Path) -> list[str]:
@@ -81,9 +81,10 @@ def _elastix_parameter_text(parameters: dict[str, object]) -> str:
 
 
 COMMANDS = {
-    "shmoareg": lambda f, m, o: _shmoareg(f, m, o, "--model", "shmoareg"),
-    "shmoareg-no-refine": lambda f, m, o: _shmoareg(f, m, o, "--model", "shmoareg", "--refine-steps", "0"),
+    "shmoareg": lambda f, m, o: _shmoareg(f, m, o),
+    "shmoareg-no-refine": lambda f, m, o: _shmoareg(f, m, o, "--refine-steps", "0"),
     "shmoareg-model-none": lambda f, m, o: _shmoareg(f, m, o, "--model", "none"),
+    "shmoareg-gpu": lambda f, m, o: _shmoareg(f, m, o, device="cuda"),
     "unet": lambda f, m, o: _shmoareg(f, m, o, "--model", "unet"),
     "sitk-demons": lambda f, m, o: _this_script("sitk-demons", f, m, o),
     "elastix": _elastix,
@@ -95,6 +96,11 @@ def unavailable(method: str) -> str | None:
     """Why ``method`` cannot run on this machine, or None when it can."""
     if method == "unet" and not (MODELS_DIR / "unet.safetensors").exists():
         return "no trained unet weights in Resources/models"
+    if method == "shmoareg-gpu":
+        import torch  # here, not at the top: the timed demons and ANTs processes run this file
+
+        if not torch.cuda.is_available():
+            return "no CUDA GPU on this machine"
     if method == "elastix" and not (shutil.which("elastix") and shutil.which("transformix")):
         return "elastix/transformix not on PATH (Debian package elastix)"
     if method == "ants-syn" and importlib.util.find_spec("ants") is None:

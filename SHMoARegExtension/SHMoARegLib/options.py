@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-# Model names the engine accepts for ``--model`` ("none": optimise on the pair alone); Testing/slicer
-# checks this against the engine's model registry. A checkpoint path is accepted too.
-MODELS = ("none", "shmoareg", "unet")
+# Model names the engine accepts for ``--model`` ("none": optimise on the pair alone), the engine's
+# default first; Testing/slicer checks both against the engine. A checkpoint path is accepted too.
+MODELS = ("shmoareg", "unet", "none")
+DEFAULT_MODEL = MODELS[0]
 DEVICES = ("auto", "cuda", "cpu")
 
 # Engine exit codes (the protocol of shmoareg.errors.ExitCode, repeated so SHMoARegLib never imports the engine).
@@ -29,11 +30,11 @@ class RegistrationOptions:
     ``keepTemporaryFiles`` leaves the input and output files on disk for debugging.
     """
 
-    model: str = "none"
+    model: str = DEFAULT_MODEL
     device: str = "auto"
     refineSteps: Optional[int] = None
     affine: bool = True
-    importGateMaps: bool = True
+    importGateMaps: bool = False
     keepTemporaryFiles: bool = False
 
     def __post_init__(self) -> None:

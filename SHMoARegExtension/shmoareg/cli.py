@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from shmoareg import __version__
+from shmoareg.defaults import DEFAULT_MODEL, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS
 from shmoareg.errors import Cancelled, ExitCode, InputError, is_out_of_memory
 from shmoareg.progress import MODES as PROGRESS_MODES
 from shmoareg.progress import Progress
@@ -31,12 +32,13 @@ def _register_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fixed-seg", type=Path, help="label map on the fixed image's grid (for Dice)")
     parser.add_argument("--moving-seg", type=Path, help="label map on the moving image's grid (warped too)")
     parser.add_argument("--output-dir", required=True, type=Path, help="folder for the outputs (created)")
-    parser.add_argument("--model", default="none", help="network model name or checkpoint path; "
-                        "'none' optimises the field on the pair alone (default)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"network model name or checkpoint path "
+                        f"(default: {DEFAULT_MODEL}, the shipped weights); 'none' optimises the field on the "
+                        "pair alone")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--refine-steps", type=int, help="optimisation steps on the pair (default: 100 on "
-                        "CPU and 200 on GPU with --model none, 50 and 150 after a network; 0 uses the network "
-                        "prediction alone)")
+    parser.add_argument("--refine-steps", type=int, help="optimisation steps on the pair, seeded by the "
+                        f"network's field (default: {DEFAULT_REFINE_STEPS['cpu']} on CPU, "
+                        f"{DEFAULT_REFINE_STEPS['cuda']} on GPU; 0 uses the network prediction alone)")
     parser.add_argument("--affine", action=argparse.BooleanOptionalAction, default=True,
                         help="affine initialisation (centre of mass then Mattes MI affine; default on)")
     parser.add_argument("--diffeomorphic", action=argparse.BooleanOptionalAction, default=True,
@@ -48,8 +50,9 @@ def _register_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="intensity normalisation: MR percentiles, CT window, or auto-detect")
     parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="intensity window mapped to [0, 1] (overrides --intensity)")
-    parser.add_argument("--routing-maps", default="full", choices=("full", "experts", "none"),
-                        help="network routing maps to write: arg-max and gate maps (full), arg-max only, or none")
+    parser.add_argument("--routing-maps", default=DEFAULT_ROUTING_MAPS, choices=("full", "experts", "none"),
+                        help="network routing maps to write: arg-max only (default), arg-max and gate maps "
+                             "(full: one volume per level, axis and expert), or none")
     parser.add_argument("--fixed-landmarks", type=Path, help="CSV or .mrk.json points in the fixed image (TRE)")
     parser.add_argument("--moving-landmarks", type=Path, help="corresponding points in the moving image")
     parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES,

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 import SimpleITK as sitk
 
+from shmoareg.defaults import DEFAULT_MODEL
 from shmoareg.overview import write_overview
 from shmoareg.pipeline import RegistrationRequest, register
 from shmoareg.progress import Progress
@@ -42,7 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shmoareg.demo", description=__doc__)
     parser.add_argument("--output-dir", type=Path, default=Path("demo-output"))
     parser.add_argument("--sample", choices=("real", "synthetic"), default="real")
-    parser.add_argument("--model", default="shmoareg", help="model name or checkpoint path ('none': no network)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model name or checkpoint path ('none': no network)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     inputs = REAL_PAIR if args.sample == "real" else write_synthetic_sample(args.output_dir / "inputs")

@@ -31,19 +31,21 @@ def voxel_from_physical(field: np.ndarray, grid: Grid) -> np.ndarray:
 
 def total_displacement(displacement: Optional[torch.Tensor], network: Optional[Grid], fixed: Grid,
                        affine: Optional[sitk.Transform]) -> np.ndarray:
-    """``d(x) = A(x + u(x)) - x`` on the fixed grid, ``(Z, Y, X, 3)`` float64 in mm (LPS)."""
-    points = fixed.physical_points()
-    moved = points.copy()
+    """``d(x) = A(x + u(x)) - x`` on the fixed grid, ``(Z, Y, X, 3)`` float64 in mm (LPS).
+
+    Computed as ``(A(x) - x) + M u(x)`` (``M`` the affine's matrix), so no array of every fixed
+    point's coordinates is needed.
+    """
+    field = np.zeros((*fixed.shape, 3))
     if displacement is not None:
         network_field = from_array(physical_from_voxel(displacement, network), network, is_vector=True)
-        on_fixed = resample(network_field, fixed, interpolator=sitk.sitkLinear)
-        moved += sitk.GetArrayFromImage(on_fixed)
+        field = sitk.GetArrayFromImage(resample(network_field, fixed, interpolator=sitk.sitkLinear))
     if affine is not None:
         linear = sitk.AffineTransform(affine)
-        matrix = np.asarray(linear.GetMatrix()).reshape(3, 3)
-        centre, translation = np.asarray(linear.GetCenter()), np.asarray(linear.GetTranslation())
-        moved = moved @ matrix.T + (centre + translation - matrix @ centre)
-    return moved - points
+        field = field @ np.asarray(linear.GetMatrix()).reshape(3, 3).T
+        field += sitk.GetArrayFromImage(sitk.TransformToDisplacementField(
+            linear, sitk.sitkVectorFloat64, fixed.size, fixed.origin, fixed.spacing, fixed.direction))
+    return field
 
 
 def displacement_image(field: np.ndarray, grid: Grid) -> sitk.Image:
@@ -58,6 +60,6 @@ def displacement_transform(field: np.ndarray, grid: Grid) -> sitk.DisplacementFi
 
 def jacobian_image(field: np.ndarray, grid: Grid) -> sitk.Image:
     """Jacobian determinant of ``x -> x + d(x)`` on ``grid`` as a float32 image."""
-    voxel = torch.from_numpy(voxel_from_physical(field, grid).transpose(3, 0, 1, 2).copy())[None]
+    voxel = torch.from_numpy(voxel_from_physical(field, grid).astype(np.float32).transpose(3, 0, 1, 2).copy())[None]
     det = jacobian_determinant(voxel)[0, 0].numpy().astype(np.float32)
     return from_array(det, grid)

@@ -9,6 +9,7 @@ optimised field is a stationary velocity integrated by scaling and squaring.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from shmoareg.losses import LocalNCC, diffusion
-from shmoareg.spatial import compose, integrate_velocity, resize_field, warp
+from shmoareg.spatial import integrate_velocity, resize_field, warp
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,33 @@ class OptimisationSettings:
     diffeomorphic: bool = True
     integration_steps: int = 6
     finest_field_factor: int = 2
+
+
+class Adam:
+    """Adam (Kingma and Ba, 2015) on one tensor: ``torch.optim.Adam``'s update with its default betas and eps.
+
+    Not ``torch.optim.Adam`` itself: its first use imports ``torch._dynamo``, which cost 1.5-3 s
+    of every CPU registration here.
+    """
+
+    def __init__(self, parameter: torch.Tensor, learning_rate: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.parameter, self.learning_rate, self.betas, self.eps = parameter, learning_rate, betas, eps
+        self.first = torch.zeros_like(parameter)
+        self.second = torch.zeros_like(parameter)
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update from ``parameter.grad``; the gradient is cleared afterwards."""
+        gradient = self.parameter.grad
+        beta1, beta2 = self.betas
+        self.steps += 1
+        self.first.mul_(beta1).add_(gradient, alpha=1 - beta1)
+        self.second.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
+        denominator = (self.second.sqrt() / math.sqrt(1 - beta2 ** self.steps)).add_(self.eps)
+        self.parameter.addcdiv_(self.first, denominator, value=-self.learning_rate / (1 - beta1 ** self.steps))
+        self.parameter.grad = None
 
 
 def _level_steps(total: int, levels: int) -> list[int]:
@@ -57,8 +85,10 @@ def optimise_displacement(fixed: torch.Tensor, moving: torch.Tensor, settings: O
                           on_step: Optional[Callable[[float], None]] = None) -> torch.Tensor:
     """Displacement ``(1, 3, Z, Y, X)`` in voxels of the input grid such that ``moving(p + u(p)) ~ fixed(p)``.
 
-    ``initial`` (same shape) is a displacement to start from, e.g. a network's prediction; it
-    is composed with the optimised correction (the correction acts first, in fixed space).
+    ``initial`` (same shape) is a displacement to start from, e.g. a network's prediction: it
+    seeds the optimised field at the coarsest level (as the stationary velocity in diffeomorphic
+    mode, ``exp(v) ~ id + v`` for small fields), so the smoothness term acts on the whole field
+    and can undo a rough prediction instead of only regularising a correction on top of it.
     ``fixed_valid`` and ``moving_valid`` (``(1, 1, Z, Y, X)``, 1 where the image has data) keep
     the similarity to where both images were actually imaged.
     """
@@ -76,14 +106,16 @@ def optimise_displacement(fixed: torch.Tensor, moving: torch.Tensor, settings: O
         moving_mask = _downsample(moving_valid, factor) if moving_valid is not None else None
         shape = tuple(fixed_level.shape[2:])
         field_shape = tuple(_downsample(fixed, max(factor, settings.finest_field_factor)).shape[2:])
-        start = (torch.zeros((1, 3, *field_shape), device=fixed.device) if parameter is None
-                 else resize_field(parameter, field_shape))
-        base = resize_field(initial, shape) if initial is not None else None
+        if parameter is not None:
+            start = resize_field(parameter, field_shape)
+        elif initial is not None:
+            start = resize_field(initial, field_shape)
+        else:
+            start = torch.zeros((1, 3, *field_shape), device=fixed.device)
         parameter = start.detach().requires_grad_(True)
-        optimiser = torch.optim.Adam([parameter], lr=settings.learning_rate)
+        optimiser = Adam(parameter, settings.learning_rate)
         for _ in range(count):
-            optimiser.zero_grad(set_to_none=True)
-            displacement = _field(parameter, base, settings, shape)
+            displacement = _field(parameter, settings, shape)
             weight = _overlap(fixed_mask, moving_mask, displacement)
             loss = (similarity(warp(moving_level, displacement), fixed_level, weight)
                     + settings.smoothness * diffusion(parameter))
@@ -93,7 +125,7 @@ def optimise_displacement(fixed: torch.Tensor, moving: torch.Tensor, settings: O
             if on_step is not None:
                 on_step(done / settings.steps)
     with torch.no_grad():
-        return _field(parameter.detach(), initial, settings, tuple(fixed.shape[2:]))
+        return _field(parameter.detach(), settings, tuple(fixed.shape[2:]))
 
 
 def _overlap(fixed_mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor],
@@ -106,9 +138,7 @@ def _overlap(fixed_mask: Optional[torch.Tensor], moving_mask: Optional[torch.Ten
     return fixed_mask if moving_mask is None else fixed_mask * moving_mask
 
 
-def _field(parameter: torch.Tensor, base: Optional[torch.Tensor], settings: OptimisationSettings,
-           shape: tuple[int, int, int]) -> torch.Tensor:
-    correction = integrate_velocity(parameter, settings.integration_steps) if settings.diffeomorphic else parameter
-    correction = resize_field(correction, shape) if tuple(correction.shape[2:]) != shape else correction
-    # The correction acts first, in fixed space: T = T_base o C (refines the already warped image).
-    return correction if base is None else compose(base, correction)
+def _field(parameter: torch.Tensor, settings: OptimisationSettings, shape: tuple[int, int, int]) -> torch.Tensor:
+    """The displacement of the optimised parameter (a velocity in diffeomorphic mode) on ``shape``."""
+    displacement = integrate_velocity(parameter, settings.integration_steps) if settings.diffeomorphic else parameter
+    return resize_field(displacement, shape) if tuple(displacement.shape[2:]) != shape else displacement

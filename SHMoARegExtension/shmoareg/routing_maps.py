@@ -28,12 +28,19 @@ def fixed_sampling_grid(network: Grid, fixed: Grid) -> torch.Tensor:
     """``grid_sample`` coordinates (align_corners=False) of every fixed voxel in the network grid.
 
     Levels are cell-centred (a level ``f`` times coarser has voxel ``j`` covering network voxels
-    ``[j f, (j + 1) f)``), so these normalised coordinates hold for every level.
+    ``[j f, (j + 1) f)``), so these normalised coordinates hold for every level. Both grids are
+    regular, so the map from the fixed grid's normalised coordinates to the network grid's is
+    affine and ``affine_grid`` builds the coordinates.
     """
-    network_matrix = network.direction_matrix * np.asarray(network.spacing)
-    continuous = (fixed.physical_points() - np.asarray(network.origin)) @ np.linalg.inv(network_matrix).T
-    normalised = 2.0 * (continuous + 0.5) / np.asarray(network.size, dtype=np.float64) - 1.0
-    return torch.from_numpy(normalised.astype(np.float32))[None]
+    fixed_size, network_size = np.asarray(fixed.size, dtype=np.float64), np.asarray(network.size, dtype=np.float64)
+    to_network_index = np.linalg.inv(network.direction_matrix * np.asarray(network.spacing))
+    # fixed normalised u -> fixed index i = (S_f u + S_f - 1) / 2 -> network index c -> network normalised v.
+    index_matrix = to_network_index @ (fixed.direction_matrix * np.asarray(fixed.spacing))
+    index_offset = to_network_index @ (np.asarray(fixed.origin) - np.asarray(network.origin))
+    matrix = np.diag(2.0 / network_size) @ index_matrix @ np.diag(fixed_size / 2.0)
+    offset = (2.0 / network_size) * (index_matrix @ ((fixed_size - 1.0) / 2.0) + index_offset + 0.5) - 1.0
+    theta = torch.from_numpy(np.hstack([matrix, offset[:, None]]).astype(np.float32))[None]
+    return F.affine_grid(theta, [1, 1, *fixed.shape], align_corners=False)
 
 
 def write_routing_maps(routing: RoutingRecord, experts: list[dict[str, Any]], network: Grid, fixed: Grid,
@@ -68,15 +75,19 @@ def write_routing_maps(routing: RoutingRecord, experts: list[dict[str, Any]], ne
 def _write_level(level: int, gates: torch.Tensor, coordinates: torch.Tensor, fixed: Grid, inside: np.ndarray,
                  experts: int, output_path: Callable[[str], Any], mode: str, writer: ThreadPoolExecutor,
                  pending: list[Future]) -> dict[str, list[float]]:
-    """Resample one level's gates to the fixed grid, queue its files on ``writer`` (appending the
-    futures to ``pending``) and return its utilisation."""
-    channels = gates[0].reshape(-1, *gates.shape[3:]).float()[None]  # (1, 3E, z, y, x)
-    sampled = F.grid_sample(channels, coordinates.to(gates.device), mode="bilinear", padding_mode="border",
-                            align_corners=False)
-    probabilities = sampled[0].reshape(3, gates.shape[2], *fixed.shape).cpu().numpy()
+    """Resample one level's routing to the fixed grid, queue its files on ``writer`` (appending the
+    futures to ``pending``) and return its utilisation.
+
+    The arg-max is taken on the level's own grid and sampled nearest (one channel per axis, not
+    one per expert); gate maps are sampled linearly.
+    """
+    coordinates = coordinates.to(gates.device)
+    arg_max = gates[0].argmax(dim=1).float()[None]  # (1, 3, z, y, x)
+    winners_per_axis = F.grid_sample(arg_max, coordinates, mode="nearest", padding_mode="border",
+                                     align_corners=False)[0].cpu().numpy().astype(np.uint8) + 1
     utilisation = {}
     for axis, name in enumerate(AXES):
-        winners = probabilities[axis].argmax(axis=0).astype(np.uint8) + 1
+        winners = winners_per_axis[axis]
         winners[~inside] = 0
         counts = np.bincount(winners[inside].ravel(), minlength=experts + 1)[1:].astype(float)
         utilisation[name] = (counts / max(counts.sum(), 1.0)).tolist()
@@ -85,7 +96,10 @@ def _write_level(level: int, gates: torch.Tensor, coordinates: torch.Tensor, fix
         pending.append(writer.submit(_write, from_array(winners, fixed),
                                      output_path(f"routing/level{level}_{name}_expert.nii.gz")))
         if mode == "full":
-            for expert, gate in enumerate(probabilities[axis]):
+            channels = gates[0, axis].float()[None]  # (1, E, z, y, x)
+            probabilities = F.grid_sample(channels, coordinates, mode="bilinear", padding_mode="border",
+                                          align_corners=False)[0].cpu().numpy()
+            for expert, gate in enumerate(probabilities):
                 rounded = np.where(inside, np.round(gate, 2), 0.0).astype(np.float32)
                 pending.append(writer.submit(_write, from_array(rounded, fixed),
                                              output_path(f"routing/level{level}_{name}_gate{expert + 1}.nii.gz")))

@@ -11,6 +11,8 @@ Conventions used throughout the engine:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -25,14 +27,26 @@ def identity_grid(shape: tuple[int, int, int], device: torch.device | str | None
     return torch.stack((xx, yy, zz)).unsqueeze(0)
 
 
+def _voxel_to_normalised(shape: tuple[int, int, int], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Per-channel (x, y, z) factor from voxels to ``grid_sample``'s align_corners=True units."""
+    sizes = torch.tensor([shape[2], shape[1], shape[0]], device=device, dtype=dtype)
+    return 2.0 / (sizes - 1).clamp(min=1)
+
+
+@functools.lru_cache(maxsize=8)
+def _normalised_identity(shape: tuple[int, int, int], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The identity ``grid_sample`` grid ``(1, Z, Y, X, 3)``: built once per shape, as the optimiser
+    warps on the same few grids hundreds of times."""
+    grid = identity_grid(shape, device, dtype).permute(0, 2, 3, 4, 1)
+    return grid * _voxel_to_normalised(shape, device, dtype) - 1.0
+
+
 def _sampling_grid(displacement: Tensor) -> Tensor:
     """Normalised ``grid_sample`` grid (align_corners=True) for a voxel displacement field."""
-    shape = displacement.shape[2:]
-    coords = identity_grid(shape, displacement.device, displacement.dtype) + displacement
-    sizes = torch.tensor([shape[2], shape[1], shape[0]], device=displacement.device, dtype=displacement.dtype)
-    scale = (2.0 / (sizes - 1).clamp(min=1)).view(1, 3, 1, 1, 1)
-    normalised = coords * scale - 1.0
-    return normalised.permute(0, 2, 3, 4, 1)
+    shape = tuple(displacement.shape[2:])
+    scale = _voxel_to_normalised(shape, displacement.device, displacement.dtype)
+    return _normalised_identity(shape, displacement.device, displacement.dtype) + (
+        displacement.permute(0, 2, 3, 4, 1) * scale)
 
 
 def warp(image: Tensor, displacement: Tensor, mode: str = "bilinear", padding_mode: str = "border") -> Tensor:

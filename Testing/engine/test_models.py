@@ -12,7 +12,7 @@ from shmoareg.grid import Grid, network_grid
 from shmoareg.models import build_model
 from shmoareg.models.base import RoutingRecord
 from shmoareg.models.mixture import MixtureOfAttentionHeads, SpatiallyHeterogeneousMoE, load_balancing_loss
-from shmoareg.routing_maps import write_routing_maps
+from shmoareg.routing_maps import fixed_sampling_grid, write_routing_maps
 from shmoareg.spatial import jacobian_determinant
 
 TINY = {"channels": [4, 8, 8, 8], "attention_levels": [3, 4], "head_experts": 4, "top_k": 2, "head_dim": 8}
@@ -129,6 +129,15 @@ def test_utilisation_summaries_sum_to_one():
     moa = routing.moa_utilisation()
     assert set(moa) == {"3", "4"} and all(sum(v) == pytest.approx(1.0) for v in moa.values())
     assert routing.moa_weights[3].shape == (2, 4 * 8 * 8, 4)  # fixed and moving tokens at 1/4 resolution
+
+
+def test_fixed_sampling_grid_matches_each_fixed_voxels_physical_point():
+    fixed = Grid((9, 7, 5), (1.2, 1.4, 2.0), (5.0, -3.0, 8.0), rotation_direction((0.3, -0.2, 0.1)))
+    network = network_grid(fixed.reference_image(), 1.5)
+    coordinates = fixed_sampling_grid(network, fixed)[0].double().numpy()  # (Z, Y, X, 3) normalised x, y, z
+    index = (coordinates + 1.0) * np.asarray(network.size) / 2.0 - 0.5  # continuous network index
+    physical = index * np.asarray(network.spacing) @ network.direction_matrix.T + np.asarray(network.origin)
+    assert np.allclose(physical, fixed.physical_points(), atol=1e-4)
 
 
 def test_routing_maps_align_with_the_fixed_image_in_physical_space(tmp_path):

@@ -50,7 +50,7 @@ def test_known_translation_is_recovered(tmp_path, affine):
     truth = sitk.TranslationTransform(3, (4.0, -3.0, 2.5))
     fixed, moving = write_pair(tmp_path, truth)
     summary = register(RegistrationRequest(tmp_path / "fixed.nii.gz", tmp_path / "moving.nrrd", tmp_path / "out",
-                                           affine=affine, device="cpu", refine_steps=100))
+                                           model="none", affine=affine, device="cpu", refine_steps=100))
     written = sitk.ReadTransform(str(tmp_path / "out" / "transform.h5"))
     errors = point_errors(written, truth, interior_points(fixed))
     assert np.median(errors) < 0.5 and np.percentile(errors, 95) < min(FIXED_GEOMETRY["spacing"])
@@ -64,7 +64,7 @@ def test_known_rotation_is_recovered_with_affine_initialisation(tmp_path):
     truth = sitk.Euler3DTransform((0.0, 0.0, 0.0), 0.12, -0.08, 0.1, (2.0, -1.5, 1.0))
     fixed, moving = write_pair(tmp_path, truth)
     summary = register(RegistrationRequest(tmp_path / "fixed.nii.gz", tmp_path / "moving.nrrd", tmp_path / "out",
-                                           device="cpu", refine_steps=60))
+                                           model="none", device="cpu", refine_steps=60))
     written = sitk.ReadTransform(str(tmp_path / "out" / "transform.h5"))
     errors = point_errors(written, truth, interior_points(fixed))
     assert np.percentile(errors, 95) < min(FIXED_GEOMETRY["spacing"])
@@ -88,10 +88,10 @@ def test_outputs_summary_segmentations_and_landmarks(tmp_path):
                                  fixed_segmentation=tmp_path / "fixed_seg.nii.gz",
                                  moving_segmentation=tmp_path / "moving_seg.nii.gz",
                                  fixed_landmarks=tmp_path / "fixed.csv", moving_landmarks=tmp_path / "moving.csv",
-                                 affine=False, device="cpu", refine_steps=80))
+                                 model="none", affine=False, device="cpu", refine_steps=80))
     out = tmp_path / "out"
-    expected = {"transform.h5", "displacement.nii.gz", "warped_moving.nii.gz", "warped_moving_seg.nii.gz",
-                "jacobian.nii.gz", "summary.json"}
+    expected = {"transform.h5", "displacement.nii", "warped_moving.nii.gz", "warped_moving_seg.nii.gz",
+                "jacobian.nii", "summary.json"}
     assert {p.name for p in out.iterdir()} == expected
     summary = json.loads((out / "summary.json").read_text())
     metrics = summary["metrics"]
@@ -105,7 +105,7 @@ def test_outputs_summary_segmentations_and_landmarks(tmp_path):
     warped_seg = sitk.ReadImage(str(out / "warped_moving_seg.nii.gz"))
     assert warped_seg.GetPixelID() == sitk.sitkInt32
     assert set(np.unique(sitk.GetArrayFromImage(warped_seg))) <= {0, 1, 2}
-    field = sitk.ReadImage(str(out / "displacement.nii.gz"))
+    field = sitk.ReadImage(str(out / "displacement.nii"))
     assert field.GetNumberOfComponentsPerPixel() == 3 and field.GetSize() == fixed.GetSize()
     centre = fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in fixed.GetSize()])
     vector = field[[int(round(v)) for v in fixed.TransformPhysicalPointToContinuousIndex(centre)]]

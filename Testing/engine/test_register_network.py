@@ -41,7 +41,7 @@ def run(folder, weights, name: str, **options) -> dict:
 
 def test_routing_maps_and_summary(case):
     folder, weights = case
-    summary = run(folder, weights, "full", refine_steps=5)
+    summary = run(folder, weights, "full", refine_steps=5, routing_maps="full")
     out = folder / "full"
     routing = json.loads((out / "routing.json").read_text())
     levels, experts = ["1", "2", "3", "4"], 3
@@ -71,9 +71,9 @@ def test_routing_maps_and_summary(case):
     assert "predict" in summary["seconds"]
 
 
-def test_experts_only_mode_writes_no_gate_maps(case):
+def test_default_writes_arg_max_maps_without_gate_maps(case):
     folder, weights = case
-    run(folder, weights, "experts", refine_steps=0, routing_maps="experts")
+    run(folder, weights, "experts", refine_steps=0)
     names = {p.name for p in (folder / "experts" / "routing").iterdir()}
     assert len(names) == 12 and all(name.endswith("_expert.nii.gz") for name in names)
 

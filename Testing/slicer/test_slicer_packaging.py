@@ -86,6 +86,8 @@ def test_ui_binds_every_parameter_and_names_every_widget_the_module_uses():
 def test_protocol_constants_match_the_engine():
     errors = pytest.importorskip("shmoareg.errors")
     registry = pytest.importorskip("shmoareg.models.registry")
+    defaults = pytest.importorskip("shmoareg.defaults")
     assert (options.EXIT_OK, options.EXIT_ERROR, options.EXIT_BAD_INPUT, options.EXIT_OUT_OF_MEMORY,
             options.EXIT_CANCELLED) == tuple(int(code) for code in errors.ExitCode)
-    assert options.MODELS == ("none", *registry.MODEL_NAMES)
+    assert sorted(options.MODELS) == sorted(("none", *registry.MODEL_NAMES))
+    assert options.DEFAULT_MODEL == defaults.DEFAULT_MODEL

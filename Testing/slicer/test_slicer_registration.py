@@ -10,6 +10,7 @@ import SimpleITK as sitk
 import slicer
 
 from mrml_helpers import FAST, dice, logicFor, sameGeometry, segmentArrays
+from SHMoARegLib import routingKey
 from SHMoARegLib.scene import folderChildren, subjectHierarchy
 from SHMoARegLib.synthetic import addSyntheticPair
 
@@ -105,7 +106,11 @@ def test_outputs_are_on_the_fixed_grid_in_one_folder(registered):
     children = folderChildren(scene, result.folderItemId)
     for node in (result.transformNode, result.warpedVolumeNode, result.warpedSegmentationNode):
         assert node in children
-    assert result.routingNodes == {} and result.utilisationTableNode is None  # --model none: no routing
+    # The default model (shipped shmoareg weights): arg-max maps for 4 decoder levels x 3 axes, no gates.
+    assert set(result.routingNodes) == {routingKey(level, axis) for level in (1, 2, 3, 4) for axis in "xyz"}
+    assert result.utilisationTableNode is not None
+    for node in result.routingNodes.values():
+        assert sameGeometry(node, pair.fixed)
 
 
 def test_progress_reaches_the_end_in_order(registered):

@@ -18,7 +18,8 @@ EXPERT_NAMES = ["RF 3 (k3 d1)", "RF 5 (k3 d2)", "RF 7 (k7 d1)"]
 @pytest.fixture
 def routed(scene, pair, tmp_path):
     logic = logicFor(scene, tmp_path, fakeEngine("routing"))
-    return logic.register(pair.fixed, pair.moving, pair.fixedSegmentation, pair.movingSegmentation)
+    return logic.register(pair.fixed, pair.moving, pair.fixedSegmentation, pair.movingSegmentation,
+                          importGateMaps=True)
 
 
 def test_routing_maps_are_on_the_fixed_grid(routed, pair):
@@ -97,9 +98,9 @@ def test_outputs_follow_a_fixed_volume_placed_under_a_transform(scene, pair, tmp
     assert pair.moving.GetTransformNodeID() == result.transformNode.GetID()
 
 
-def test_gate_maps_can_be_left_out(scene, pair, tmp_path):
+def test_gate_maps_are_left_out_by_default(scene, pair, tmp_path):
     logic = logicFor(scene, tmp_path, fakeEngine("routing"))
-    result = logic.register(pair.fixed, pair.moving, importGateMaps=False)
+    result = logic.register(pair.fixed, pair.moving)
     assert set(result.routingNodes) == {routingKey(level, axis) for level in fake_engine.LEVELS for axis in "xyz"}
 
 

@@ -36,7 +36,7 @@ def test_options_are_checked():
 
 
 def test_engine_arguments_follow_the_command_line():
-    arguments = engineArguments(RegistrationOptions(device="cpu", refineSteps=0, affine=False),
+    arguments = engineArguments(RegistrationOptions(device="cpu", refineSteps=0, affine=False, importGateMaps=True),
                                 Path("f.nrrd"), Path("m.nrrd"), Path("out"), movingSegmentation=Path("ms.nrrd"))
     assert arguments[0] == "register"
     assert arguments[arguments.index("--refine-steps") + 1] == "0"
@@ -45,8 +45,9 @@ def test_engine_arguments_follow_the_command_line():
     assert arguments[arguments.index("--progress") + 1] == "json"
     assert arguments[arguments.index("--routing-maps") + 1] == "full"
     assert "--refine-steps" not in engineArguments(RegistrationOptions(), Path("f"), Path("m"), Path("o"))
-    experts_only = engineArguments(RegistrationOptions(importGateMaps=False), Path("f"), Path("m"), Path("o"))
-    assert experts_only[experts_only.index("--routing-maps") + 1] == "experts"
+    default = engineArguments(RegistrationOptions(), Path("f"), Path("m"), Path("o"))
+    assert default[default.index("--routing-maps") + 1] == "experts"
+    assert default[default.index("--model") + 1] == "shmoareg"
 
 
 def test_the_engine_runs_with_this_python_and_finds_its_package():

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from shmoareg.defaults import DEFAULT_MODEL
 from shmoareg.training.config import DEVICES
 from shmoareg.training.datasets import PAIR_SPLITS
 
@@ -36,8 +37,8 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Register the pairs of a Learn2Reg-style dataset.json with a model and write "
                     "results.csv and results.json (one row per pair, and means).")
     parser.add_argument("--dataset", required=True, type=Path, help="dataset.json, or a folder holding one")
-    parser.add_argument("--model", default="none", help="model name or checkpoint path; 'none' optimises "
-                        "the field on each pair alone (default)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or checkpoint path (default: "
+                        f"{DEFAULT_MODEL}); 'none' optimises the field on each pair alone")
     parser.add_argument("--output-dir", required=True, type=Path, help="folder for results and per-pair outputs")
     parser.add_argument("--split", default="registration_val", choices=PAIR_SPLITS, help="which pairs of the dataset")
     parser.add_argument("--refine-steps", type=int, help="optimisation steps per pair (register's default if unset)")

@@ -1,0 +1,15 @@
+"""Defaults shared by ``register``, ``evaluate`` and their command lines (no heavy imports)."""
+
+from __future__ import annotations
+
+# The shipped network, refined on the pair, registers unless the user picks another model.
+DEFAULT_MODEL = "shmoareg"
+
+# Refinement steps on the pair per device, with or without a network: the network's field seeds
+# the optimisation (see shmoareg.optimise). On the benchmark brains 50 CPU steps gave the Dice of
+# 100 in half the time (benchmarks/RESULTS.md).
+DEFAULT_REFINE_STEPS = {"cpu": 50, "cuda": 150}
+
+# Routing maps ``register`` writes for a mixture-of-experts network: the arg-max expert per voxel
+# and axis ("full" adds one gate-probability volume per level, axis and expert).
+DEFAULT_ROUTING_MAPS = "experts"

@@ -1,0 +1,65 @@
+"""Public 1 mm brain MRI for the benchmark, fetched once from PyPI and Debian, then read from a cache.
+
+* MNI ICBM152 2009a T1 (brain only, 197x233x189 at 1 mm) from the nilearn wheel;
+* Colin27 T1 (skull-stripped ``ch2bet``, 181x217x181 at 1 mm) from Debian's ``mricron-data``.
+
+Both are the full-resolution versions of the 2 mm pair bundled in ``Resources/SampleData``
+(attribution in LICENSE). ``pip download`` and ``apt-get download`` fetch the packages into the
+cache; nothing is installed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+NILEARN_REQUIREMENT = "nilearn==0.14.1"
+NILEARN_MEMBER = "nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+MRICRON_PACKAGE = "mricron-data"
+MRICRON_MEMBER = "usr/share/mricron/templates/ch2bet.nii.gz"
+
+
+class SourceUnavailable(RuntimeError):
+    """A public image could not be fetched (no network, no pip or apt-get); the message says which."""
+
+
+def _run(command: list[str], folder: Path) -> None:
+    try:
+        subprocess.run(command, cwd=folder, check=True, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        detail = getattr(error, "stderr", "") or str(error)
+        raise SourceUnavailable(f"{' '.join(command[:3])} failed: {detail.strip().splitlines()[-1:]}") from error
+
+
+def _mni152(cache: Path) -> Path:
+    target = cache / "mni152_2009a_t1_1mm.nii.gz"
+    if not target.exists():
+        _run([sys.executable, "-m", "pip", "download", NILEARN_REQUIREMENT, "--no-deps", "--only-binary", ":all:",
+              "--dest", str(cache)], cache)
+        wheel = next(cache.glob("nilearn-*.whl"))
+        with zipfile.ZipFile(wheel) as archive, archive.open(NILEARN_MEMBER) as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out)
+    return target
+
+
+def _colin27(cache: Path) -> Path:
+    target = cache / "colin27_t1_1mm.nii.gz"
+    if not target.exists():
+        if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+            raise SourceUnavailable("apt-get/dpkg-deb not found: Colin27 comes from Debian's mricron-data")
+        _run(["apt-get", "download", MRICRON_PACKAGE], cache)
+        package = next(cache.glob(f"{MRICRON_PACKAGE}_*.deb"))
+        extracted = cache / MRICRON_PACKAGE
+        _run(["dpkg-deb", "-x", str(package), str(extracted)], cache)
+        shutil.copyfile(extracted / MRICRON_MEMBER, target)
+    return target
+
+
+def public_brains(cache: Path) -> dict[str, Path]:
+    """Paths of the 1 mm ``mni152`` and ``colin27`` T1 images, fetched into ``cache`` on first use."""
+    cache = cache.resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    return {"mni152": _mni152(cache), "colin27": _colin27(cache)}
