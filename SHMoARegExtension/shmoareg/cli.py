@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from shmoareg import __version__
-from shmoareg.defaults import DEFAULT_MODEL, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS
+from shmoareg.defaults import DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS
 from shmoareg.errors import Cancelled, ExitCode, InputError, is_out_of_memory
 from shmoareg.progress import MODES as PROGRESS_MODES
 from shmoareg.progress import Progress
@@ -45,7 +45,14 @@ def _register_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="optimise a velocity field integrated by scaling and squaring (default on)")
     parser.add_argument("--grid-spacing", type=float, help="isotropic network-grid spacing in mm "
                         "(default: the fixed image's finest spacing, coarsened to fit --max-grid-voxels)")
-    parser.add_argument("--max-grid-voxels", type=int, default=2_000_000)
+    parser.add_argument("--max-grid-voxels", type=int, default=2_000_000,
+                        help="voxel budget of the grid over the whole fixed image (default 2000000)")
+    parser.add_argument("--network-max-voxels", type=int, help="largest network input; above it the network "
+                        f"sees the grid averaged down 2x (default: {DEFAULT_NETWORK_MAX_VOXELS['cpu']} on CPU, "
+                        f"{DEFAULT_NETWORK_MAX_VOXELS['cuda']} on GPU)")
+    parser.add_argument("--crop", action=argparse.BooleanOptionalAction, default=True,
+                        help="work only on the fixed image's foreground (Otsu) plus 10 mm; outside it the "
+                             "field continues its border values (default on)")
     parser.add_argument("--intensity", default="auto", choices=("auto", "mr", "ct", "none"),
                         help="intensity normalisation: MR percentiles, CT window, or auto-detect")
     parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
@@ -77,8 +84,9 @@ def _run_register(args: argparse.Namespace, progress: Progress) -> None:
         fixed=args.fixed, moving=args.moving, output_dir=args.output_dir,
         fixed_segmentation=args.fixed_seg, moving_segmentation=args.moving_seg,
         model=args.model, device=args.device, refine_steps=args.refine_steps, affine=args.affine,
-        grid_spacing=args.grid_spacing, max_grid_voxels=args.max_grid_voxels, intensity=args.intensity,
-        window=tuple(args.window) if args.window else None, diffeomorphic=args.diffeomorphic,
+        grid_spacing=args.grid_spacing, max_grid_voxels=args.max_grid_voxels, crop=args.crop,
+        network_max_voxels=args.network_max_voxels,
+        intensity=args.intensity, window=tuple(args.window) if args.window else None, diffeomorphic=args.diffeomorphic,
         routing_maps=args.routing_maps,
         fixed_landmarks=args.fixed_landmarks, moving_landmarks=args.moving_landmarks)
     summary = register(request, progress)

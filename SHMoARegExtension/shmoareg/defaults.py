@@ -10,6 +10,11 @@ DEFAULT_MODEL = "shmoareg"
 # 100 in half the time (benchmarks/RESULTS.md).
 DEFAULT_REFINE_STEPS = {"cpu": 50, "cuda": 150}
 
+# Largest network input (voxels) per device: above it the network sees the working grid averaged
+# down 2x. Its field only seeds the optimisation, which starts on a grid 8x coarser, so on CPU a
+# half-resolution prediction costs about an eighth and loses nothing measurable.
+DEFAULT_NETWORK_MAX_VOXELS = {"cpu": 500_000, "cuda": 4_000_000}
+
 # Routing maps ``register`` writes for a mixture-of-experts network: the arg-max expert per voxel
 # and axis ("full" adds one gate-probability volume per level, axis and expert).
 DEFAULT_ROUTING_MAPS = "experts"

@@ -25,8 +25,8 @@ def physical_from_voxel(displacement: torch.Tensor, grid: Grid) -> np.ndarray:
 
 
 def voxel_from_physical(field: np.ndarray, grid: Grid) -> np.ndarray:
-    """Physical vectors ``(Z, Y, X, 3)`` -> voxel units of ``grid`` ``(Z, Y, X, 3)``."""
-    return (field @ grid.direction_matrix) / np.asarray(grid.spacing)
+    """Physical vectors ``(Z, Y, X, 3)`` -> voxel units of ``grid`` ``(Z, Y, X, 3)``, in the field's dtype."""
+    return (field @ grid.direction_matrix.astype(field.dtype)) / np.asarray(grid.spacing, dtype=field.dtype)
 
 
 def total_displacement(displacement: Optional[torch.Tensor], network: Optional[Grid], fixed: Grid,
@@ -34,15 +34,20 @@ def total_displacement(displacement: Optional[torch.Tensor], network: Optional[G
     """``d(x) = A(x + u(x)) - x`` on the fixed grid, ``(Z, Y, X, 3)`` float64 in mm (LPS).
 
     Computed as ``(A(x) - x) + M u(x)`` (``M`` the affine's matrix), so no array of every fixed
-    point's coordinates is needed.
+    point's coordinates is needed; ``M u`` is taken on the (smaller) network grid, as linear
+    interpolation commutes with a linear map.
     """
+    linear = sitk.AffineTransform(affine) if affine is not None else None
     field = np.zeros((*fixed.shape, 3))
     if displacement is not None:
-        network_field = from_array(physical_from_voxel(displacement, network), network, is_vector=True)
-        field = sitk.GetArrayFromImage(resample(network_field, fixed, interpolator=sitk.sitkLinear))
-    if affine is not None:
-        linear = sitk.AffineTransform(affine)
-        field = field @ np.asarray(linear.GetMatrix()).reshape(3, 3).T
+        vectors = physical_from_voxel(displacement, network)
+        if linear is not None:
+            vectors = vectors @ np.asarray(linear.GetMatrix()).reshape(3, 3).T
+        # A grid cropped to the fixed foreground ends inside the image: extend its border values.
+        on_fixed = resample(from_array(vectors, network, is_vector=True), fixed, sitk.Transform(3, sitk.sitkIdentity),
+                            sitk.sitkLinear, extrapolate=True)
+        field = sitk.GetArrayFromImage(on_fixed)
+    if linear is not None:
         field += sitk.GetArrayFromImage(sitk.TransformToDisplacementField(
             linear, sitk.sitkVectorFloat64, fixed.size, fixed.origin, fixed.spacing, fixed.direction))
     return field
@@ -60,6 +65,7 @@ def displacement_transform(field: np.ndarray, grid: Grid) -> sitk.DisplacementFi
 
 def jacobian_image(field: np.ndarray, grid: Grid) -> sitk.Image:
     """Jacobian determinant of ``x -> x + d(x)`` on ``grid`` as a float32 image."""
-    voxel = torch.from_numpy(voxel_from_physical(field, grid).astype(np.float32).transpose(3, 0, 1, 2).copy())[None]
+    voxel = voxel_from_physical(field.astype(np.float32), grid)  # float32: half the time of float64
+    voxel = torch.from_numpy(voxel.transpose(3, 0, 1, 2).copy())[None]
     det = jacobian_determinant(voxel)[0, 0].numpy().astype(np.float32)
     return from_array(det, grid)

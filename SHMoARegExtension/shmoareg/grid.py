@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -35,6 +36,13 @@ class Grid:
         """Direction cosines as a 3x3 matrix (columns are the index axes)."""
         return np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
 
+    def coarsened(self, factor: int, size: tuple[int, int, int]) -> "Grid":
+        """The grid of this one averaged down by ``factor`` (cell-centred: coarse voxel ``j`` covers
+        voxels ``[j f, (j + 1) f)``), with ``size`` voxels (x, y, z), e.g. after padding."""
+        shift = self.direction_matrix @ ((factor - 1) / 2.0 * np.asarray(self.spacing))
+        return Grid(tuple(int(n) for n in size), tuple(s * factor for s in self.spacing),
+                    tuple(float(v) for v in np.asarray(self.origin) + shift), self.direction)
+
     def reference_image(self, pixel_type: int = sitk.sitkUInt8) -> sitk.Image:
         """An empty image on this grid, for resampling."""
         image = sitk.Image([int(n) for n in self.size], pixel_type)
@@ -60,17 +68,35 @@ def auto_spacing(fixed: sitk.Image, max_voxels: int) -> float:
     return float(max(spacing, budget_spacing))
 
 
-def network_grid(fixed: sitk.Image, spacing: float, multiple: int = 16) -> Grid:
+IndexBox = tuple[np.ndarray, np.ndarray]  # lowest and highest voxel index (x, y, z), inclusive
+
+
+def foreground_box(mask: sitk.Image, margin_mm: float) -> Optional[IndexBox]:
+    """The index box of a mask's nonzero voxels grown by ``margin_mm``, clipped to the image (None if empty)."""
+    statistics = sitk.LabelShapeStatisticsImageFilter()
+    statistics.Execute(sitk.Cast(mask > 0, sitk.sitkUInt8))
+    if not statistics.HasLabel(1):
+        return None
+    box = np.asarray(statistics.GetBoundingBox(1))
+    margin = np.ceil(margin_mm / np.asarray(mask.GetSpacing())).astype(int)
+    lower = np.maximum(box[:3] - margin, 0)
+    upper = np.minimum(box[:3] + box[3:] - 1 + margin, np.asarray(mask.GetSize()) - 1)
+    return lower, upper
+
+
+def network_grid(fixed: sitk.Image, spacing: float, multiple: int = 16, region: Optional[IndexBox] = None) -> Grid:
     """Isotropic grid with the fixed image's direction, covering its extent, padded to ``multiple``.
 
-    The padding is shared equally on both sides so the grid stays centred on the fixed image.
+    ``region`` (an index box of the fixed image) restricts the grid to that part of the image.
+    The padding is shared equally on both sides so the grid stays centred on the region.
     """
     direction = np.asarray(fixed.GetDirection(), dtype=np.float64).reshape(3, 3)
     size_in, spacing_in = np.asarray(fixed.GetSize()), np.asarray(fixed.GetSpacing())
-    extent = (size_in - 1) * spacing_in
+    lower, upper = region if region is not None else (np.zeros(3), size_in - 1)
+    extent = (np.asarray(upper) - np.asarray(lower)) * spacing_in
     needed = np.ceil(extent / spacing - 1e-6).astype(int) + 1
     size = [int(math.ceil(n / multiple) * multiple) for n in needed]
-    centre_index = (size_in - 1) / 2.0
+    centre_index = (np.asarray(lower) + np.asarray(upper)) / 2.0
     centre = np.asarray(fixed.GetOrigin()) + direction @ (centre_index * spacing_in)
     half_extent = (np.asarray(size) - 1) / 2.0 * spacing
     origin = centre - direction @ half_extent
@@ -78,11 +104,14 @@ def network_grid(fixed: sitk.Image, spacing: float, multiple: int = 16) -> Grid:
 
 
 def resample(image: sitk.Image, grid: Grid, transform: sitk.Transform | None = None,
-             interpolator: int = sitk.sitkLinear, default_value: float = 0.0) -> sitk.Image:
-    """Resample ``image`` onto ``grid``; ``transform`` maps grid points to ``image`` points."""
+             interpolator: int = sitk.sitkLinear, default_value: float = 0.0, extrapolate: bool = False) -> sitk.Image:
+    """Resample ``image`` onto ``grid``; ``transform`` maps grid points to ``image`` points.
+
+    Outside ``image`` the value is ``default_value``, or with ``extrapolate`` the nearest voxel's.
+    """
     transform = transform if transform is not None else sitk.Transform(3, sitk.sitkIdentity)
     return sitk.Resample(image, grid.reference_image(), transform, interpolator, default_value,
-                         image.GetPixelID())
+                         image.GetPixelID(), extrapolate)
 
 
 def to_tensor(image: sitk.Image, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -15,25 +15,30 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 import torch
+import torch.nn.functional as F
 
 from shmoareg import __version__
 from shmoareg.affine import check_overlap, describe, initialise_affine
 from shmoareg.checkpoints import resolve_model
-from shmoareg.defaults import DEFAULT_MODEL, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS
+from shmoareg.defaults import DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS
 from shmoareg.devices import peak_memory_mb, resolve_device
 from shmoareg.errors import InputError
 from shmoareg.fields import displacement_image, displacement_transform, jacobian_image, total_displacement
-from shmoareg.grid import Grid, auto_spacing, network_grid, resample, to_tensor
+from shmoareg.grid import Grid, auto_spacing, foreground_box, network_grid, resample, to_tensor
 from shmoareg.imageio import check_label_grid, read_image, read_label_map, write_image
 from shmoareg.intensity import field_of_view, foreground_mask, normalise
 from shmoareg.landmarks import read_landmarks
 from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics, mean_dice, target_registration_error
+from shmoareg.models.base import RoutingRecord
 from shmoareg.optimise import OptimisationSettings, optimise_displacement
 from shmoareg.outputs import StagedOutputs, prepare_output_dir
 from shmoareg.progress import Progress
 from shmoareg.routing_maps import MODES as ROUTING_MAP_MODES
 from shmoareg.routing_maps import write_routing_maps
+from shmoareg.spatial import resize_field
 
+# The working grid covers the fixed image's foreground (Otsu) and this margin, not its empty border.
+CROP_MARGIN_MM = 10.0
 TRANSFORM_CONVENTION = ("ITK displacement field transform, LPS millimetres, resampling convention: "
                         "maps fixed-space points to moving-space points")
 
@@ -53,6 +58,8 @@ class RegistrationRequest:
     affine: bool = True
     grid_spacing: Optional[float] = None
     max_grid_voxels: int = 2_000_000
+    crop: bool = True
+    network_max_voxels: Optional[int] = None
     intensity: str = "auto"
     window: Optional[tuple[float, float]] = None
     diffeomorphic: bool = True
@@ -170,16 +177,17 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
         overlap = check_overlap(fixed_mask, moving_mask, affine if affine is not None else sitk.Transform())
     with progress.stage("preprocess", "resampling onto the network grid"):
         spacing = request.grid_spacing or auto_spacing(inputs.fixed, request.max_grid_voxels)
-        grid = network_grid(inputs.fixed, spacing)
+        region = foreground_box(fixed_mask, CROP_MARGIN_MM) if request.crop else None
+        grid = network_grid(inputs.fixed, spacing, region=region)
         fixed_tensor = to_tensor(resample(fixed_norm, grid), device)
         moving_tensor = to_tensor(resample(moving_norm, grid, affine), device)
         fixed_valid = to_tensor(resample(field_of_view(inputs.fixed), grid, None, sitk.sitkLinear), device)
         moving_valid = to_tensor(resample(field_of_view(inputs.moving), grid, affine, sitk.sitkLinear), device)
-    initial, routing = None, None
+    initial, routing, routing_grid = None, None, grid
     if network is not None:
-        with progress.stage("predict", f"{network.model.name} network prediction"), torch.no_grad():
-            output = network.model(fixed_tensor, moving_tensor)
-            initial, routing = output.displacement, output.routing
+        with progress.stage("predict", f"{network.model.name} network prediction"):
+            max_voxels = request.network_max_voxels or DEFAULT_NETWORK_MAX_VOXELS[device.type]
+            initial, routing, routing_grid = _predict(network.model, fixed_tensor, moving_tensor, grid, max_voxels)
     with progress.stage("register", "optimising the deformation on the pair"):
         settings = OptimisationSettings(steps=steps, diffeomorphic=request.diffeomorphic)
         displacement = optimise_displacement(
@@ -213,7 +221,8 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
                 metrics.update(_landmark_metrics(inputs.landmarks, transform))
             routing_summary = None
             if routing is not None and routing.decoder_gates:
-                routing_summary = write_routing_maps(routing, network.model.expert_descriptions(), grid, fixed_grid,
+                routing_summary = write_routing_maps(routing, network.model.expert_descriptions(), routing_grid,
+                                                     fixed_grid,
                                                      sitk.GetArrayViewFromImage(fixed_mask), staged.path,
                                                      request.routing_maps)
                 staged.write_json("routing.json", routing_summary)
@@ -230,7 +239,9 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
             "model": _model_summary(network),
             "expert_utilisation": routing_summary["utilisation"] if routing_summary else None,
             "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "network_grid": {"size": list(grid.size), "spacing_mm": spacing},
+            "network_grid": {"size": list(grid.size), "spacing_mm": spacing, "origin": list(grid.origin),
+                             "cropped_to_foreground": region is not None,
+                             "network_input_size": list(routing_grid.size) if network is not None else None},
             "affine": describe(affine) if affine is not None else None,
             "overlap_after_initialisation": overlap,
             "transform_convention": TRANSFORM_CONVENTION,
@@ -246,6 +257,20 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
         raise
     progress.done(summary["outputs"])
     return summary
+
+
+@torch.no_grad()
+def _predict(model: torch.nn.Module, fixed: torch.Tensor, moving: torch.Tensor, grid: Grid,
+             max_voxels: int) -> tuple[torch.Tensor, RoutingRecord, Grid]:
+    """The network's displacement on ``grid``, its routing, and the grid the routing lives on.
+
+    Above ``max_voxels`` the network sees the images averaged down 2x (grid sides are multiples
+    of 16, so every decoder level stays aligned) and its field is upsampled to ``grid``.
+    """
+    factor = 2 if int(np.prod(grid.size)) > max_voxels else 1
+    output = model(*(F.avg_pool3d(image, factor) if factor > 1 else image for image in (fixed, moving)))
+    input_grid = grid.coarsened(factor, tuple(output.displacement.shape[2:][::-1]))
+    return resize_field(output.displacement, grid.shape), output.routing, input_grid
 
 
 def _model_summary(network: Optional[_Network]) -> Optional[dict]:

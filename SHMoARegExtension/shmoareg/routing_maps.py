@@ -82,7 +82,7 @@ def _write_level(level: int, gates: torch.Tensor, coordinates: torch.Tensor, fix
     one per expert); gate maps are sampled linearly.
     """
     coordinates = coordinates.to(gates.device)
-    arg_max = gates[0].argmax(dim=1).float()[None]  # (1, 3, z, y, x)
+    arg_max = _arg_max_expert(gates[0])[None]  # (1, 3, z, y, x)
     winners_per_axis = F.grid_sample(arg_max, coordinates, mode="nearest", padding_mode="border",
                                      align_corners=False)[0].cpu().numpy().astype(np.uint8) + 1
     utilisation = {}
@@ -104,6 +104,20 @@ def _write_level(level: int, gates: torch.Tensor, coordinates: torch.Tensor, fix
                 pending.append(writer.submit(_write, from_array(rounded, fixed),
                                              output_path(f"routing/level{level}_{name}_gate{expert + 1}.nii.gz")))
     return utilisation
+
+
+def _arg_max_expert(gates: torch.Tensor) -> torch.Tensor:
+    """Index of the largest gate, ``(3, E, z, y, x) -> (3, z, y, x)`` float (first on ties).
+
+    One comparison per expert on contiguous slices: several times faster on CPU than
+    ``argmax(dim=1)``, which reduces across a strided axis.
+    """
+    best, index = gates[:, 0].clone(), torch.zeros(gates[:, 0].shape, dtype=torch.float32, device=gates.device)
+    for expert in range(1, gates.shape[1]):
+        larger = gates[:, expert] > best
+        best = torch.where(larger, gates[:, expert], best)
+        index[larger] = float(expert)
+    return index
 
 
 def _write(image: sitk.Image, path: Any) -> None:

@@ -8,7 +8,7 @@ import torch
 from phantoms import rotation_direction
 from shmoareg.fields import (displacement_image, displacement_transform, jacobian_image, physical_from_voxel,
                              total_displacement, voxel_from_physical)
-from shmoareg.grid import Grid, auto_spacing, network_grid
+from shmoareg.grid import Grid, auto_spacing, foreground_box, network_grid
 
 DIRECTION = rotation_direction((0.2, -0.1, 0.3))
 FIXED = Grid((30, 25, 20), (1.2, 0.8, 2.5), (10.0, -5.0, 3.0), DIRECTION)
@@ -24,6 +24,34 @@ def test_network_grid_is_isotropic_padded_centred_and_keeps_the_direction():
     assert np.allclose(fixed_corners.mean(axis=0), network_points[[0, -1], [0, -1], [0, -1]].mean(axis=0))
     extent_needed = (np.asarray(FIXED.size) - 1) * np.asarray(FIXED.spacing)
     assert np.all((np.asarray(grid.size) - 1) * 1.0 >= extent_needed - 1e-6)
+
+
+def test_a_coarsened_grids_voxel_centres_are_the_means_of_the_voxels_they_cover():
+    grid = network_grid(FIXED.reference_image(), 1.5)
+    coarse = grid.coarsened(2, tuple(n // 2 for n in grid.size))
+    fine = grid.physical_points()
+    z, y, x = coarse.shape
+    means = fine.reshape(z, 2, y, 2, x, 2, 3).mean(axis=(1, 3, 5))
+    assert np.allclose(coarse.physical_points(), means) and coarse.spacing == (3.0, 3.0, 3.0)
+
+
+def test_network_grid_on_a_foreground_box_covers_the_box_and_its_margin():
+    mask = sitk.Image(FIXED.size, sitk.sitkUInt8)
+    mask.SetSpacing(FIXED.spacing)
+    mask.SetOrigin(FIXED.origin)
+    mask.SetDirection(FIXED.direction)
+    mask[10:15, 5:9, 4:7] = 1
+    lower, upper = foreground_box(mask, margin_mm=2.5)
+    assert list(lower) == [10 - 3, 5 - 4, 4 - 1] and list(upper) == [14 + 3, 8 + 4, 6 + 1]
+    grid = network_grid(mask, 1.0, region=(lower, upper))
+    full = network_grid(mask, 1.0)
+    assert all(n % 16 == 0 for n in grid.size) and np.prod(grid.size) < np.prod(full.size)
+    corners = [mask.TransformIndexToPhysicalPoint([int(v) for v in corner]) for corner in (lower, upper)]
+    reference = grid.reference_image()
+    for corner in corners:
+        index = np.asarray(reference.TransformPhysicalPointToContinuousIndex(corner))
+        assert np.all(index >= -0.5) and np.all(index <= np.asarray(grid.size) - 0.5)
+    assert foreground_box(mask * 0, margin_mm=2.5) is None
 
 
 def test_auto_spacing_respects_the_voxel_budget():

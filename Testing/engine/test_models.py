@@ -12,7 +12,7 @@ from shmoareg.grid import Grid, network_grid
 from shmoareg.models import build_model
 from shmoareg.models.base import RoutingRecord
 from shmoareg.models.mixture import MixtureOfAttentionHeads, SpatiallyHeterogeneousMoE, load_balancing_loss
-from shmoareg.routing_maps import fixed_sampling_grid, write_routing_maps
+from shmoareg.routing_maps import _arg_max_expert, fixed_sampling_grid, write_routing_maps
 from shmoareg.spatial import jacobian_determinant
 
 TINY = {"channels": [4, 8, 8, 8], "attention_levels": [3, 4], "head_experts": 4, "top_k": 2, "head_dim": 8}
@@ -129,6 +129,11 @@ def test_utilisation_summaries_sum_to_one():
     moa = routing.moa_utilisation()
     assert set(moa) == {"3", "4"} and all(sum(v) == pytest.approx(1.0) for v in moa.values())
     assert routing.moa_weights[3].shape == (2, 4 * 8 * 8, 4)  # fixed and moving tokens at 1/4 resolution
+
+
+def test_arg_max_expert_is_torch_argmax_first_on_ties():
+    gates = torch.rand(3, 4, 6, 5, 7, generator=torch.Generator().manual_seed(0)).round(decimals=1)
+    assert torch.equal(_arg_max_expert(gates), gates.argmax(dim=1).float())
 
 
 def test_fixed_sampling_grid_matches_each_fixed_voxels_physical_point():

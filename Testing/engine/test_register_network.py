@@ -83,3 +83,19 @@ def test_refinement_raises_dice_over_the_prediction(case):
     predicted = run(folder, weights, "predicted", refine_steps=0, routing_maps="none")
     refined = run(folder, weights, "refined", refine_steps=60, routing_maps="none")
     assert refined["metrics"]["mean_dice"] > predicted["metrics"]["mean_dice"] + 0.05
+
+
+def test_a_grid_over_the_network_budget_is_predicted_at_half_resolution(case):
+    folder, weights = case
+    full = run(folder, weights, "full-resolution", refine_steps=0)
+    half = run(folder, weights, "half-resolution", refine_steps=0, network_max_voxels=1000)
+    size = full["network_grid"]["size"]
+    assert full["network_grid"]["network_input_size"] == size
+    assert half["network_grid"]["network_input_size"] == [n // 2 for n in size]
+    levels = json.loads((folder / "half-resolution" / "routing.json").read_text())["levels"]
+    assert levels["1"]["spacing_mm"] == pytest.approx(2 * full["network_grid"]["spacing_mm"])
+    fixed = sitk.ReadImage(str(folder / "fixed.nii.gz"))
+    expert_map = sitk.ReadImage(str(folder / "half-resolution" / "routing" / "level1_x_expert.nii.gz"))
+    assert expert_map.GetSize() == fixed.GetSize()
+    transform = sitk.ReadTransform(str(folder / "half-resolution" / "transform.h5"))
+    assert sitk.DisplacementFieldTransform(transform).GetDisplacementField().GetSize() == fixed.GetSize()
