@@ -104,6 +104,15 @@ def _crash_log(error: BaseException) -> str:
         return log.name
 
 
+# What a cancelled command leaves behind: training keeps the checkpoints saved before the stop.
+CANCELLED_MESSAGES = {
+    "register": "cancelled: the run was stopped and no outputs were written",
+    "train": "cancelled: training stopped; the checkpoints saved so far are kept (resume with --resume)",
+    "evaluate": "cancelled: evaluation stopped; finished pairs are kept under pairs/, results.csv and "
+                "results.json were not written",
+}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit code. SIGINT and SIGTERM cancel the run."""
     args = build_parser().parse_args(argv)
@@ -125,7 +134,7 @@ def _run_reporting_errors(args: argparse.Namespace, progress: Progress) -> int:
     except InputError as error:
         code, message = ExitCode.BAD_INPUT, f"error: {error}"
     except (Cancelled, KeyboardInterrupt):
-        code, message = ExitCode.CANCELLED, "cancelled: the run was stopped and no outputs were written"
+        code, message = ExitCode.CANCELLED, CANCELLED_MESSAGES[args.command]
     except Exception as error:  # noqa: BLE001 - every failure must become one line and an exit code
         if is_out_of_memory(error):
             code = ExitCode.OUT_OF_MEMORY

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import subprocess
@@ -97,3 +98,10 @@ def test_out_of_memory_detection():
     assert is_out_of_memory(MemoryError())
     assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_every_command_says_what_a_cancel_leaves_behind():
+    subcommands = next(action for action in cli.build_parser()._actions
+                       if isinstance(action, argparse._SubParsersAction))
+    assert set(subcommands.choices) == set(cli.CANCELLED_MESSAGES)
+    assert "kept" in cli.CANCELLED_MESSAGES["train"] and "no outputs" in cli.CANCELLED_MESSAGES["register"]

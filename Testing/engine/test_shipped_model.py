@@ -1,12 +1,28 @@
-"""The shipped default weights load offline by name and say how they were trained."""
+"""The shipped weights load offline by name, say how they were trained, and are the default model."""
+
+import pytest
 
 from shmoareg.checkpoints import resolve_model, sha256_of
+from shmoareg.defaults import DEFAULT_MODEL
 
 
-def test_shipped_shmoareg_weights_resolve_by_name_with_provenance():
-    model, metadata = resolve_model("shmoareg")
-    assert model.name == "shmoareg" and not model.training
+def parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["shmoareg", "unet"])
+def test_shipped_weights_resolve_by_name_with_provenance(name):
+    model, metadata = resolve_model(name)
+    assert model.name == name and not model.training
     assert metadata["step"] > 0 and metadata["data"]["source"] == "synthetic"
     assert metadata["weights"]["sha256"] == sha256_of(metadata["weights_path"])
+    assert metadata["seconds"] > 0 and metadata["hardware"]["device"] in ("cpu", "cuda")
     assert metadata["metrics"]["validation"]["dice"] > metadata["metrics"]["validation"]["dice_before"]
-    assert [e["receptive_field"] for e in model.expert_descriptions()] == [3, 5, 7, 11]
+
+
+def test_the_default_model_is_the_shipped_shmoareg_and_the_baseline_has_matched_size():
+    assert DEFAULT_MODEL == "shmoareg"
+    shmoareg, _ = resolve_model(DEFAULT_MODEL)
+    unet, _ = resolve_model("unet")
+    assert [e["receptive_field"] for e in shmoareg.expert_descriptions()] == [3, 5, 7, 11]
+    assert abs(parameters(unet) - parameters(shmoareg)) < 0.05 * parameters(shmoareg)
