@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -157,8 +158,8 @@ def pairs_at(resolution: str, mni: sitk.Image, colin: sitk.Image) -> list[Pair]:
     return pairs + [synthetic_pair(colin, colin_labels, seed, resolution) for seed in SYNTHETIC_SEEDS[resolution]]
 
 
-def make_pairs(wanted: Optional[list[str]]) -> tuple[list[Pair], Optional[str]]:
-    """The benchmark pairs whose names are in ``wanted`` (all when None), and why 1 mm is missing if it is."""
+def make_pairs() -> tuple[list[Pair], Optional[str]]:
+    """Every benchmark pair, and why the 1 mm pairs are missing if they are."""
     read = lambda path: sitk.ReadImage(str(path))  # noqa: E731
     pairs = pairs_at("2mm", read(SAMPLES / "mni152_2009a_t1_2mm.nii.gz"), read(SAMPLES / "colin27_t1_2mm.nii.gz"))
     missing = None
@@ -167,7 +168,7 @@ def make_pairs(wanted: Optional[list[str]]) -> tuple[list[Pair], Optional[str]]:
         pairs += pairs_at("1mm", read(brains["mni152"]), read(brains["colin27"]))
     except sources.SourceUnavailable as error:
         missing = str(error)
-    return [pair for pair in pairs if wanted is None or pair.name in wanted], missing
+    return pairs, missing
 
 
 def child_environment() -> dict[str, str]:
@@ -214,8 +215,11 @@ def score(pair: Pair, transform: sitk.Transform) -> dict:
             "mean_hd95_mm": float(np.nanmean(list(hd95.values()))), **jacobian_statistics(jacobian, mask)}
 
 
-def evaluate(method: str, pair: Pair) -> dict:
-    """Run one method on one pair and score it; a failure or an unavailable method is recorded."""
+def evaluate(method: str, pair: Pair, repeats: int = 1) -> dict:
+    """Run one method on one pair ``repeats`` times and score the last run; seconds is the median run.
+
+    A failure or an unavailable method is recorded instead.
+    """
     reason = methods.unavailable(method)
     if reason:
         return {"status": "not available", "reason": reason}
@@ -223,12 +227,18 @@ def evaluate(method: str, pair: Pair) -> dict:
         identity = sitk.Transform(3, sitk.sitkIdentity)
         return {"status": "ok", "seconds": 0.0, "peak_memory_mb": None, **score(pair, identity)}
     output = WORK / "runs" / pair.name / method
-    output.mkdir(parents=True, exist_ok=True)
-    command = methods.command(method, pair.fixed, pair.moving, output)
-    timing = run_timed(command, output)
-    if timing["returncode"] != 0:
-        tail = (output / "log.txt").read_text()[-500:]
-        return {"status": "failed", "command": command, **timing, "log_tail": tail}
+    runs = []
+    for _ in range(repeats):
+        shutil.rmtree(output, ignore_errors=True)
+        output.mkdir(parents=True)
+        command = methods.command(method, pair.fixed, pair.moving, output)
+        runs.append(run_timed(command, output))
+        if runs[-1]["returncode"] != 0:
+            tail = (output / "log.txt").read_text()[-500:]
+            return {"status": "failed", "command": command, **runs[-1], "log_tail": tail}
+    timing = {"seconds": float(np.median([run["seconds"] for run in runs])),
+              "seconds_per_run": [run["seconds"] for run in runs],
+              "peak_memory_mb": max(run["peak_memory_mb"] for run in runs), "returncode": 0}
     result = {"status": "ok", "command": command, **timing, **score(pair, methods.load_transform(method, output))}
     return {**result, **engine_details(output)}
 
@@ -288,18 +298,18 @@ def targets(results: dict, pairs: list[Pair]) -> str:
     ours = {name: _ok(results, name, "shmoareg") for name in names}
     rows = ["| target | verdict | by how much (per pair: ours against theirs) |", "| --- | --- | --- |"]
 
-    def against(method: str, key: str, better) -> tuple[Optional[bool], str]:
+    def against(method: str, key: str, better, digits: int) -> tuple[Optional[bool], str]:
         measured = [(name, ours[name], _ok(results, name, method)) for name in names]
         measured = [(name, a, b) for name, a, b in measured if a and b]
         if not measured or len(measured) < len(names):
             return None, f"needs `shmoareg` and `{method}` on every 1 mm inter-subject pair"
-        detail = "; ".join(f"{name}: {a[key]:.3f} vs {b[key]:.3f}" for name, a, b in measured)
+        detail = "; ".join(f"{name}: {a[key]:.{digits}f} vs {b[key]:.{digits}f}" for name, a, b in measured)
         return better([a[key] for _, a, _ in measured], [b[key] for _, _, b in measured]), detail
 
     holds, detail = against("ants-syn", "mean_dice",
-                            lambda a, b: float(np.mean(a)) >= float(np.mean(b)))
+                            lambda a, b: float(np.mean(a)) >= float(np.mean(b)), 3)
     rows.append(f"| mean Dice >= ANTs SyN | {_verdict(holds)} | {detail} |")
-    holds, detail = against("elastix", "seconds", lambda a, b: all(x < y for x, y in zip(a, b)))
+    holds, detail = against("elastix", "seconds", lambda a, b: all(x < y for x, y in zip(a, b)), 1)
     rows.append(f"| wall seconds < elastix affine + B-spline, every pair | {_verdict(holds)} | {detail} |")
     folding = [100 * ours[name]["fraction_nonpositive"] for name in names if ours[name]]
     holds = None if len(folding) < len(names) or not names else max(folding) < MAX_FOLDING_PERCENT
@@ -330,24 +340,29 @@ def main() -> None:
     """Build the pairs, run every method on every pair, write the JSON and the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    parser.add_argument("--pairs", nargs="+", help="pair names to keep (default: all)")
+    parser.add_argument("--pairs", nargs="+", help="pair names to run (default: all)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="timed runs per method and pair; `seconds` is their median (default 1)")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other results of results/compare.json and replace only those run now")
     args = parser.parse_args()
     start = time.perf_counter()
-    pairs, missing = make_pairs(args.pairs)
+    pairs, missing = make_pairs()
     if missing:
         print(f"1 mm pairs left out: {missing}", flush=True)
-    report = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "pairs": {pair.name: {"kind": pair.kind, "resolution": pair.resolution} for pair in pairs},
-              "one_mm_missing": missing, "results": {}}
-    for pair in pairs:
-        report["results"][pair.name] = {}
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    report = json.loads(RESULTS_JSON.read_text()) if args.update and RESULTS_JSON.exists() else {"results": {}}
+    report.update(machine=machine(), started=report.get("started", started), one_mm_missing=missing,
+                  pairs={pair.name: {"kind": pair.kind, "resolution": pair.resolution} for pair in pairs})
+    for pair in (pair for pair in pairs if not args.pairs or pair.name in args.pairs):
+        by_method = report["results"].setdefault(pair.name, {})
         for method in args.methods:
-            result = {**evaluate(method, pair), "load_average": os.getloadavg()[0]}
-            report["results"][pair.name][method] = result
+            result = {**evaluate(method, pair, args.repeats), "load_average": os.getloadavg()[0], "measured": started}
+            by_method[method] = result
             print(f"{pair.name:20s} {method:20s} {result['status']:14s} "
                   f"dice={result.get('mean_dice', float('nan')):.3f} s={result.get('seconds', float('nan'))}",
                   flush=True)
-    report["total_seconds"] = round(time.perf_counter() - start, 1)
+    report["total_seconds" if not args.update else "update_seconds"] = round(time.perf_counter() - start, 1)
     RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_JSON.write_text(json.dumps(report, indent=2, default=str))
     write_between(TABLE_MARKERS, table(report["results"]))
