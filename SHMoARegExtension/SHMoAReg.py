@@ -67,7 +67,7 @@ plot of expert utilisation. All outputs of a run are in one subject-hierarchy fo
 """
         self.parent.acknowledgementText = """
 SHMoAReg follows "Spatially Heterogeneous Mixture of Attention experts for registration"
-(arXiv 2509.20073). Built with PyTorch, SimpleITK, MONAI and 3D Slicer.
+(arXiv 2509.20073). Built with PyTorch, SimpleITK and 3D Slicer.
 """
         iconPath = moduleResourcePath(f"Icons/{self.moduleName}.png")
         if os.path.exists(iconPath):
