@@ -95,6 +95,10 @@ def _validate(request: RegistrationRequest) -> None:
         raise InputError(f"--refine-steps must be 0 or more, not {request.refine_steps}")
     if request.grid_spacing is not None and not request.grid_spacing > 0:
         raise InputError(f"--grid-spacing must be a positive number of millimetres, not {request.grid_spacing}")
+    for option, value in (("--max-grid-voxels", request.max_grid_voxels),
+                          ("--network-max-voxels", request.network_max_voxels)):
+        if value is not None and value < 1:
+            raise InputError(f"{option} must be a positive number of voxels, not {value}")
     if request.routing_maps not in ROUTING_MAP_MODES:
         raise InputError(f"--routing-maps must be one of {', '.join(ROUTING_MAP_MODES)}, not {request.routing_maps!r}")
     if (request.fixed_landmarks is None) != (request.moving_landmarks is None):
@@ -221,10 +225,9 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
                 metrics.update(_landmark_metrics(inputs.landmarks, transform))
             routing_summary = None
             if routing is not None and routing.decoder_gates:
-                routing_summary = write_routing_maps(routing, network.model.expert_descriptions(), routing_grid,
-                                                     fixed_grid,
-                                                     sitk.GetArrayViewFromImage(fixed_mask), staged.path,
-                                                     request.routing_maps)
+                routing_summary = write_routing_maps(
+                    routing, network.model.expert_descriptions(), routing_grid, fixed_grid,
+                    sitk.GetArrayViewFromImage(fixed_mask), staged.path, request.routing_maps)
                 staged.write_json("routing.json", routing_summary)
         summary = {
             "shmoareg_version": __version__,

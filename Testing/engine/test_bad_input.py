@@ -111,6 +111,11 @@ def test_unknown_model(pair, capsys):
     assert_bad_input(*run(pair, capsys, "--model", "magic"), "model", "magic")
 
 
+@pytest.mark.parametrize("option", ["--max-grid-voxels", "--network-max-voxels"])
+def test_a_voxel_budget_below_one(pair, capsys, option):
+    assert_bad_input(*run(pair, capsys, option, "0"), option, "positive", out_dir=pair / "out")
+
+
 def test_cuda_without_gpu(pair, capsys, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert_bad_input(*run(pair, capsys, "--device", "cuda"), "--device cuda", "--device cpu")
