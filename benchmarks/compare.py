@@ -275,10 +275,12 @@ def table(results: dict) -> str:
                             + "| " * 7 + "|")
                 continue
             per_label = "/".join(_number(result["dice"][label], 3) for label in result["dice"])
+            runs = len(result.get("seconds_per_run", []))
+            seconds = _number(result["seconds"], 1) + (f" (median of {runs})" if runs > 1 else "")
             rows.append(
                 f"| {pair} | {method} | {_number(result['mean_dice'], 3)} | {per_label} "
                 f"| {_number(result['mean_hd95_mm'], 2)} | {_number(result['sdlogj'], 3)} "
-                f"| {_number(100 * result['fraction_nonpositive'], 3)} | {_number(result['seconds'], 1)} "
+                f"| {_number(100 * result['fraction_nonpositive'], 3)} | {seconds} "
                 f"| {_number(result['peak_memory_mb'], 0)} | {_number(result.get('load_average'), 2)} |")
     return "\n".join(rows)
 
