@@ -313,10 +313,10 @@ def targets(results: dict, pairs: list[Pair]) -> str:
     rows.append(f"| mean Dice >= ANTs SyN | {_verdict(holds)} | {detail} |")
     holds, detail = against("elastix", "seconds", lambda a, b: all(x < y for x, y in zip(a, b)), 1)
     rows.append(f"| wall seconds < elastix affine + B-spline, every pair | {_verdict(holds)} | {detail} |")
-    folding = [100 * ours[name]["fraction_nonpositive"] for name in names if ours[name]]
-    holds = None if len(folding) < len(names) or not names else max(folding) < MAX_FOLDING_PERCENT
+    folding = {name: 100 * ours[name]["fraction_nonpositive"] for name in names if ours[name]}
+    holds = None if len(folding) < len(names) or not names else max(folding.values()) < MAX_FOLDING_PERCENT
     rows.append(f"| J <= 0 under {MAX_FOLDING_PERCENT} % | {_verdict(holds)} | "
-                + ("; ".join(f"{name}: {value:.4f} %" for name, value in zip(names, folding)) or "-") + " |")
+                + ("; ".join(f"{name}: {value:.4f} %" for name, value in folding.items()) or "-") + " |")
     gpu = [_ok(results, name, "shmoareg-gpu") for name in names]
     holds = None if not all(gpu) or not names else all(r["seconds"] < GPU_SECONDS for r in gpu)
     detail = ("; ".join(f"{name}: {r['seconds']:.2f} s" for name, r in zip(names, gpu)) if all(gpu) and names

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from shmoareg import __version__
-from shmoareg.defaults import DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS
+from shmoareg.defaults import (DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS,
+                               ROUTING_MAP_MODES)
 from shmoareg.errors import Cancelled, ExitCode, InputError, is_out_of_memory
 from shmoareg.progress import MODES as PROGRESS_MODES
 from shmoareg.progress import Progress
@@ -57,7 +58,7 @@ def _register_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="intensity normalisation: MR percentiles, CT window, or auto-detect")
     parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="intensity window mapped to [0, 1] (overrides --intensity)")
-    parser.add_argument("--routing-maps", default=DEFAULT_ROUTING_MAPS, choices=("full", "experts", "none"),
+    parser.add_argument("--routing-maps", default=DEFAULT_ROUTING_MAPS, choices=ROUTING_MAP_MODES,
                         help="network routing maps to write: arg-max only (default), arg-max and gate maps "
                              "(full: one volume per level, axis and expert), or none")
     parser.add_argument("--fixed-landmarks", type=Path, help="CSV or .mrk.json points in the fixed image (TRE)")

@@ -16,5 +16,6 @@ DEFAULT_REFINE_STEPS = {"cpu": 50, "cuda": 150}
 DEFAULT_NETWORK_MAX_VOXELS = {"cpu": 500_000, "cuda": 4_000_000}
 
 # Routing maps ``register`` writes for a mixture-of-experts network: the arg-max expert per voxel
-# and axis ("full" adds one gate-probability volume per level, axis and expert).
+# and axis ("full" adds one gate-probability volume per level, axis and expert; "none": no maps).
+ROUTING_MAP_MODES = ("full", "experts", "none")
 DEFAULT_ROUTING_MAPS = "experts"

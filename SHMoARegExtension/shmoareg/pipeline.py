@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from shmoareg import __version__
 from shmoareg.affine import check_overlap, describe, initialise_affine
 from shmoareg.checkpoints import resolve_model
-from shmoareg.defaults import DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS
+from shmoareg.defaults import (DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS,
+                               ROUTING_MAP_MODES)
 from shmoareg.devices import peak_memory_mb, resolve_device
 from shmoareg.errors import InputError
 from shmoareg.fields import displacement_image, displacement_transform, jacobian_image, total_displacement
@@ -33,7 +34,6 @@ from shmoareg.models.base import RoutingRecord
 from shmoareg.optimise import OptimisationSettings, optimise_displacement
 from shmoareg.outputs import StagedOutputs, prepare_output_dir
 from shmoareg.progress import Progress
-from shmoareg.routing_maps import MODES as ROUTING_MAP_MODES
 from shmoareg.routing_maps import write_routing_maps
 from shmoareg.spatial import resize_field
 

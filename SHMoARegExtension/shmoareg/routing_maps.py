@@ -18,10 +18,9 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from shmoareg.defaults import ROUTING_MAP_MODES
 from shmoareg.grid import Grid, from_array
 from shmoareg.models.base import AXES, RoutingRecord
-
-MODES = ("full", "experts", "none")
 
 
 def fixed_sampling_grid(network: Grid, fixed: Grid) -> torch.Tensor:
@@ -47,8 +46,8 @@ def write_routing_maps(routing: RoutingRecord, experts: list[dict[str, Any]], ne
                        foreground: np.ndarray, output_path: Callable[[str], Any],
                        mode: str = "full") -> dict[str, Any]:
     """Write every level's and axis's maps through ``output_path(name)``; returns ``routing.json``'s content."""
-    if mode not in MODES:
-        raise ValueError(f"unknown routing-map mode {mode!r}; use one of {', '.join(MODES)}")
+    if mode not in ROUTING_MAP_MODES:
+        raise ValueError(f"unknown routing-map mode {mode!r}; use one of {', '.join(ROUTING_MAP_MODES)}")
     inside = np.asarray(foreground) > 0
     utilisation: dict[str, dict[str, list[float]]] = {}
     coordinates = fixed_sampling_grid(network, fixed)
