@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := demo-output
 
-.PHONY: demo test venv clean benchmark
+.PHONY: demo test venv clean benchmark train
 
 venv: $(STAMP)
 
@@ -22,6 +22,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Continue training the shipped recipe from its last checkpoint (runs/ of the config), at low priority on
+# one thread so the machine stays usable; `make train TRAIN_CONFIG=Resources/configs/train_unet_cpu.yaml`
+# for the U-Net baseline. Stop it with Ctrl-C: the last checkpoint (every 250 steps) is kept.
+TRAIN_CONFIG ?= Resources/configs/train_default_cpu.yaml
+train: $(STAMP)
+	OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 nice -n 19 $(BIN)/python -m shmoareg train --config $(TRAIN_CONFIG) --resume
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_register.py

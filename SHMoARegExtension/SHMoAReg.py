@@ -268,6 +268,9 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             lines.append(f"Mean Dice {metrics['mean_dice_before']:.3f} -> {metrics['mean_dice']:.3f}.")
         if "fraction_nonpositive" in metrics:
             lines.append(f"Folding: {100 * metrics['fraction_nonpositive']:.2f} % of voxels with |J| <= 0.")
+        networkShare = SHMoARegLib.describeNetworkShare(summary)
+        if networkShare is not None:
+            lines.append(networkShare)
         return " ".join(lines)
 
     def ensureDependencies(self) -> bool:
@@ -311,6 +314,7 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.overlayLevelComboBox.clear()
         self.ui.overlayAxisComboBox.clear()
         self.ui.utilisationTableView.setMRMLTableNode(result.utilisationTableNode if result else None)
+        self.ui.routingNoteLabel.text = (SHMoARegLib.describeNetworkShare(result.summary) or "") if result else ""
         hasRouting = bool(result and result.routingNodes)
         for widget in (self.ui.showOverlayButton, self.ui.showPlotButton, self.ui.overlayLevelComboBox,
                        self.ui.overlayAxisComboBox, self.ui.overlayMapComboBox, self.ui.overlayOpacitySlider):

@@ -2,8 +2,9 @@
 
 from SHMoARegLib.logic import RegistrationCancelled, RegistrationError, SHMoARegLogic
 from SHMoARegLib.options import DEFAULT_MODEL, DEVICES, MODELS, RegistrationOptions
-from SHMoARegLib.results import RegistrationResult
+from SHMoARegLib.results import RegistrationResult, describeNetworkShare
 from SHMoARegLib.routing import AXES, parseRoutingKey, routingKey
 
 __all__ = ["AXES", "DEFAULT_MODEL", "DEVICES", "MODELS", "RegistrationCancelled", "RegistrationError",
-           "RegistrationOptions", "RegistrationResult", "SHMoARegLogic", "parseRoutingKey", "routingKey"]
+           "RegistrationOptions", "RegistrationResult", "SHMoARegLogic", "describeNetworkShare", "parseRoutingKey",
+           "routingKey"]

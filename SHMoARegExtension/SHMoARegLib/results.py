@@ -117,6 +117,19 @@ def importResults(scene: slicer.vtkMRMLScene, outputDirectory: Path, inputs: Run
                               folderItemId=folder, expertColorTableNode=colors, utilisationChartNode=chart)
 
 
+def describeNetworkShare(summary: dict) -> Optional[str]:
+    """What the routing maps show, from ``summary.json``: the network's prediction, its refinement on the pair
+    and the network share. None for a run without a network."""
+    share = summary.get("network_share")
+    if share is None:
+        return None
+    steps = summary.get("method", {}).get("refine_steps", 0)
+    refinement = (f"refined afterwards by {steps} step{'s' if steps != 1 else ''} on the pair" if steps
+                  else "not refined afterwards")
+    return (f"The routing maps are those of the network's prediction, {refinement}; the prediction accounts for "
+            f"{100 * share:.0f} % of the final deformation beyond the affine (network share {share:.2f}).")
+
+
 def _copyDisplay(source: slicer.vtkMRMLScalarVolumeNode, target: slicer.vtkMRMLScalarVolumeNode) -> None:
     """Show ``target`` with ``source``'s colour map and window/level."""
     sourceDisplay, targetDisplay = source.GetDisplayNode(), target.GetDisplayNode()

@@ -2,11 +2,13 @@
 
 Layout written by the engine (all maps on the fixed image's grid)::
 
-    routing.json                              experts, utilisation, moa_utilisation
+    routing.json                              experts, utilisation, moa_utilisation, network_share
     routing/level{L}_{a}_expert.nii.gz        arg-max expert, 1-based; 0 outside the foreground
     routing/level{L}_{a}_gate{E}.nii.gz       gate probability of expert E (1-based)
 
-with ``a`` in x, y, z. A run without routing (e.g. ``--model none``) has neither.
+with ``a`` in x, y, z. A run without routing (e.g. ``--model none``) has neither. The maps are
+those of the network's prediction, before its refinement on the pair; ``network_share`` (0 to 1)
+is how much of the final deformation that prediction accounts for.
 """
 
 from __future__ import annotations
@@ -45,11 +47,16 @@ class Expert:
 
 @dataclass
 class RoutingInfo:
-    """Contents of ``routing.json``; utilisation is ``{level: {axis: [fraction per expert]}}``."""
+    """Contents of ``routing.json``; utilisation is ``{level: {axis: [fraction per expert]}}``.
+
+    ``networkShare`` is the share of the final deformation that the network's prediction accounts
+    for (None when the engine did not report it).
+    """
 
     experts: list[Expert]
     utilisation: dict[int, dict[str, list[float]]]
     moaUtilisation: dict
+    networkShare: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,8 @@ def readRoutingInfo(outputDirectory: Path) -> Optional[RoutingInfo]:
                           int(entry["receptive_field"])) for entry in content["experts"]]
         utilisation = {int(level): {axis: [float(value) for value in values] for axis, values in axes.items()}
                        for level, axes in content["utilisation"].items()}
+        networkShare = content.get("network_share")
+        networkShare = float(networkShare) if networkShare is not None else None
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"{path} is not a valid routing description ({type(error).__name__}: {error})") from None
     if not experts:
@@ -100,7 +109,9 @@ def readRoutingInfo(outputDirectory: Path) -> Optional[RoutingInfo]:
             if axis not in AXES or len(fractions) != len(experts):
                 raise ValueError(f"{path}: utilisation of level {level} axis {axis!r} has {len(fractions)} "
                                  f"values for {len(experts)} experts")
-    return RoutingInfo(experts, dict(sorted(utilisation.items())), content.get("moa_utilisation", {}))
+    if networkShare is not None and not 0.0 <= networkShare <= 1.0:
+        raise ValueError(f"{path}: network_share {networkShare} is not between 0 and 1")
+    return RoutingInfo(experts, dict(sorted(utilisation.items())), content.get("moa_utilisation", {}), networkShare)
 
 
 def routingFiles(outputDirectory: Path) -> list[RoutingFile]:

@@ -82,11 +82,13 @@ def _replace_atomically(target: Path, write: Any) -> None:
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, step: int = 0,
                     metrics: Optional[dict[str, Any]] = None, training: Optional[dict[str, Any]] = None,
                     data: Optional[dict[str, Any]] = None, seconds: Optional[float] = None,
-                    training_state: Optional[dict[str, Any]] = None) -> Path:
+                    training_state: Optional[dict[str, Any]] = None,
+                    history: Optional[dict[str, Any]] = None) -> Path:
     """Write ``model``'s weights and sidecar (and ``training_state`` when given); returns the weights path.
 
     ``training`` is the training config, ``data`` the data provenance, ``seconds`` the training
-    time so far; ``training_state`` (optimiser, scaler, RNG state) must be made of tensors,
+    time so far, ``history`` the training sessions and validation curve so far;
+    ``training_state`` (optimiser, scaler, RNG state) must be made of tensors,
     numbers, strings, lists and dicts so that it loads with ``weights_only=True``.
     """
     weights, sidecar, state = checkpoint_paths(path)
@@ -105,6 +107,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, step: int = 0,
         "data": data or {},
         "hardware": describe_hardware(device),
         "seconds": seconds,
+        "history": history or {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "weights": {"file": weights.name, "sha256": sha256_of(weights), "bytes": weights.stat().st_size},
     }

@@ -5,10 +5,14 @@ from __future__ import annotations
 # The shipped network, refined on the pair, registers unless the user picks another model.
 DEFAULT_MODEL = "shmoareg"
 
-# Refinement steps on the pair per device, with or without a network: the network's field seeds
-# the optimisation (see shmoareg.optimise). On the benchmark brains 50 CPU steps gave the Dice of
-# 100 in half the time (benchmarks/RESULTS.md).
+# Optimisation steps on the pair per device without a network (`--model none`), from the coarsest
+# level (1/8) up. On the benchmark brains 50 CPU steps gave the Dice of 100 in half the time.
 DEFAULT_REFINE_STEPS = {"cpu": 50, "cuda": 150}
+
+# Refinement steps after a network's prediction, which seeds the field: the optimisation starts at
+# the network input's resolution instead of 1/8, since the coarse deformation is already there
+# (chosen by measurement: benchmarks/RESULTS.md, "Refinement after the network").
+NETWORK_REFINE_STEPS = {"cpu": 20, "cuda": 60}
 
 # Largest network input (voxels) per device: above it the network sees the working grid averaged
 # down 2x. Its field only seeds the optimisation, which starts on a grid 8x coarser, so on CPU a

@@ -69,6 +69,11 @@ def _level_steps(total: int, levels: int) -> list[int]:
     return counts
 
 
+def levels_from(levels: tuple[int, ...], start: int) -> tuple[int, ...]:
+    """The levels no coarser than ``start`` (e.g. a network's resolution), never empty."""
+    return tuple(f for f in levels if f <= start) or (min(levels),)
+
+
 def _usable_levels(levels: tuple[int, ...], shape: tuple[int, ...], smallest: int = 8) -> tuple[int, ...]:
     """The levels whose grid keeps at least ``smallest`` voxels per axis (always at least the finest)."""
     usable = tuple(f for f in levels if min(shape) // f >= smallest)

@@ -8,7 +8,7 @@ and every output written through a staging folder.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +21,7 @@ from shmoareg import __version__
 from shmoareg.affine import check_overlap, describe, initialise_affine
 from shmoareg.checkpoints import resolve_model
 from shmoareg.defaults import (DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS,
-                               ROUTING_MAP_MODES)
+                               NETWORK_REFINE_STEPS, ROUTING_MAP_MODES)
 from shmoareg.devices import peak_memory_mb, resolve_device
 from shmoareg.errors import InputError
 from shmoareg.fields import displacement_image, displacement_transform, jacobian_image, total_displacement
@@ -31,7 +31,8 @@ from shmoareg.intensity import field_of_view, foreground_mask, normalise
 from shmoareg.landmarks import read_landmarks
 from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics, mean_dice, target_registration_error
 from shmoareg.models.base import RoutingRecord
-from shmoareg.optimise import OptimisationSettings, optimise_displacement
+from shmoareg.network_share import network_share
+from shmoareg.optimise import OptimisationSettings, levels_from, optimise_displacement
 from shmoareg.outputs import StagedOutputs, prepare_output_dir
 from shmoareg.progress import Progress
 from shmoareg.routing_maps import write_routing_maps
@@ -167,7 +168,8 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     network = _load_network(request.model, device)
-    steps = request.refine_steps if request.refine_steps is not None else DEFAULT_REFINE_STEPS[device.type]
+    default_steps = (NETWORK_REFINE_STEPS if network is not None else DEFAULT_REFINE_STEPS)[device.type]
+    steps = request.refine_steps if request.refine_steps is not None else default_steps
 
     with progress.stage("load", "reading images"):
         inputs = _load(request)
@@ -194,6 +196,8 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
             initial, routing, routing_grid = _predict(network.model, fixed_tensor, moving_tensor, grid, max_voxels)
     with progress.stage("register", "optimising the deformation on the pair"):
         settings = OptimisationSettings(steps=steps, diffeomorphic=request.diffeomorphic)
+        if network is not None:  # the coarse deformation is already there: start at the network's resolution
+            settings = replace(settings, levels=levels_from(settings.levels, _factor(routing_grid, grid)))
         displacement = optimise_displacement(
             fixed_tensor, moving_tensor, settings, initial=initial, fixed_valid=fixed_valid,
             moving_valid=moving_valid, on_step=lambda f: progress.update(f, "optimising the deformation on the pair"))
@@ -223,11 +227,16 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
                                                          warped_seg))
             if inputs.landmarks is not None:
                 metrics.update(_landmark_metrics(inputs.landmarks, transform))
+            share = None
+            if initial is not None:
+                foreground = resample(fixed_mask, grid, None, sitk.sitkNearestNeighbor)
+                share = network_share(displacement, initial, grid, sitk.GetArrayViewFromImage(foreground))
             routing_summary = None
             if routing is not None and routing.decoder_gates:
                 routing_summary = write_routing_maps(
                     routing, network.model.expert_descriptions(), routing_grid, fixed_grid,
                     sitk.GetArrayViewFromImage(fixed_mask), staged.path, request.routing_maps)
+                routing_summary["network_share"] = share
                 staged.write_json("routing.json", routing_summary)
         summary = {
             "shmoareg_version": __version__,
@@ -241,6 +250,7 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
                        "intensity": request.intensity, "window": request.window},
             "model": _model_summary(network),
             "expert_utilisation": routing_summary["utilisation"] if routing_summary else None,
+            "network_share": share,
             "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "network_grid": {"size": list(grid.size), "spacing_mm": spacing, "origin": list(grid.origin),
                              "cropped_to_foreground": region is not None,
@@ -274,6 +284,11 @@ def _predict(model: torch.nn.Module, fixed: torch.Tensor, moving: torch.Tensor, 
     output = model(*(F.avg_pool3d(image, factor) if factor > 1 else image for image in (fixed, moving)))
     input_grid = grid.coarsened(factor, tuple(output.displacement.shape[2:][::-1]))
     return resize_field(output.displacement, grid.shape), output.routing, input_grid
+
+
+def _factor(coarse: Grid, fine: Grid) -> int:
+    """How many times coarser ``coarse`` is than ``fine`` (both isotropic)."""
+    return max(1, round(coarse.spacing[0] / fine.spacing[0]))
 
 
 def _model_summary(network: Optional[_Network]) -> Optional[dict]:

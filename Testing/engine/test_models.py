@@ -11,7 +11,9 @@ from phantoms import rotation_direction
 from shmoareg.grid import Grid, network_grid
 from shmoareg.models import build_model
 from shmoareg.models.base import RoutingRecord
-from shmoareg.models.mixture import MixtureOfAttentionHeads, SpatiallyHeterogeneousMoE, load_balancing_loss
+from shmoareg.errors import InputError
+from shmoareg.models.mixture import (FactorisedExpert, MixtureOfAttentionHeads, SpatiallyHeterogeneousMoE,
+                                     load_balancing_loss)
 from shmoareg.routing_maps import _arg_max_expert, fixed_sampling_grid, write_routing_maps
 from shmoareg.spatial import jacobian_determinant
 
@@ -112,7 +114,7 @@ def test_diffeomorphic_network_does_not_fold():
     model = build_model("shmoareg", {**TINY, "diffeomorphic": True, "integration_steps": 7}).eval()
     for head in model.heads:
         for expert in head.experts:
-            torch.nn.init.normal_(expert.weight, std=0.02)
+            torch.nn.init.normal_(expert.project.weight, std=0.02)
     with torch.no_grad():
         displacement = model(*inputs()).displacement
     assert displacement.abs().max() > 1.0
@@ -179,3 +181,35 @@ def test_routing_maps_align_with_the_fixed_image_in_physical_space(tmp_path):
     assert fractions[1] == pytest.approx(np.mean(values[values > 0] == 2))
     gate = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "routing" / "level2_x_gate2.nii.gz")))
     assert np.all(gate[clear & (side > 0)] > 0.99)
+
+
+@pytest.mark.parametrize("kernel,dilation", [(3, 1), (5, 1), (3, 3), (3, 5)])
+def test_factorised_expert_reaches_exactly_its_receptive_field(kernel, dilation):
+    expert = FactorisedExpert(1, kernel, dilation)
+    torch.nn.init.ones_(expert.project.weight)
+    impulse = torch.zeros(1, 1, 15, 15, 15)
+    impulse[0, 0, 7, 7, 7] = 1.0
+    with torch.no_grad():
+        response = expert(impulse)[0, 0]
+    reach = dilation * (kernel - 1) // 2
+    for axis in range(3):
+        touched = torch.nonzero(response.abs().sum(dim=tuple(a for a in range(3) if a != axis)) > 0).flatten()
+        assert (touched.min().item(), touched.max().item()) == (7 - reach, 7 + reach)
+        assert len(touched) == kernel  # dilated taps only
+    assert response.sum().item() == pytest.approx(kernel ** 3)  # box sums: a full kernel's fan-in
+
+
+def test_half_resolution_input_level_numbers_levels_by_resolution_and_returns_a_full_field():
+    model = build_model("shmoareg", {"channels": [8, 8, 8], "input_level": 2, "attention_levels": [3, 4],
+                                     "head_dim": 4}).eval()
+    with torch.no_grad():
+        output = model(*inputs())
+    assert output.displacement.shape == (1, 3, *SHAPE)
+    assert sorted(output.routing.decoder_gates) == [2, 3, 4]
+    assert tuple(output.routing.decoder_gates[2].shape[3:]) == tuple(n // 2 for n in SHAPE)
+    assert sorted(output.routing.moa_weights) == [3, 4]
+
+
+def test_attention_levels_must_lie_above_the_input_level():
+    with pytest.raises(InputError, match="attention_levels must lie in 3..4"):
+        build_model("shmoareg", {"channels": [8, 8, 8], "input_level": 2, "attention_levels": [2]})

@@ -102,6 +102,7 @@ def test_outputs_summary_segmentations_and_landmarks(tmp_path):
     assert set(metrics["dice"]) == {"1", "2"} and set(metrics["hd95_mm"]) == {"1", "2"}
     assert metrics["tre_mm"] < 1.0 < metrics["tre_before_mm"]
     assert summary["memory"]["host_peak_mb"] > 0 and summary["seconds"]["register"] > 0
+    assert "network_share" in summary and summary["network_share"] is None  # no network
     warped_seg = sitk.ReadImage(str(out / "warped_moving_seg.nii.gz"))
     assert warped_seg.GetPixelID() == sitk.sitkInt32
     assert set(np.unique(sitk.GetArrayFromImage(warped_seg))) <= {0, 1, 2}

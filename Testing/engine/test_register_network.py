@@ -68,12 +68,14 @@ def test_routing_maps_and_summary(case):
     assert model["name"] == "shmoareg" and len(model["weights_sha256"]) == 64
     assert model["parameters"] == sum(p.numel() for p in build_model("shmoareg", TINY).parameters())
     assert summary["expert_utilisation"] == routing["utilisation"]
+    assert 0.0 <= summary["network_share"] <= 1.0 and routing["network_share"] == summary["network_share"]
     assert "predict" in summary["seconds"]
 
 
 def test_default_writes_arg_max_maps_without_gate_maps(case):
     folder, weights = case
-    run(folder, weights, "experts", refine_steps=0)
+    summary = run(folder, weights, "experts", refine_steps=0)
+    assert summary["network_share"] == 1.0  # the prediction is the final field
     names = {p.name for p in (folder / "experts" / "routing").iterdir()}
     assert len(names) == 12 and all(name.endswith("_expert.nii.gz") for name in names)
 

@@ -3,7 +3,8 @@
 Usage: ``fake_engine.py --mode MODE register --fixed F --moving M --output-dir D [...]``
 
 - ``routing``: identity transform, warped images, and network-style routing outputs
-  (``routing.json`` and ``routing/level{L}_{a}_{expert|gateE}.nii.gz`` on the fixed grid).
+  (``routing.json`` and ``routing/level{L}_{a}_{expert|gateE}.nii.gz`` on the fixed grid), with
+  the network share in ``routing.json`` and ``summary.json``.
 - ``corrupt``: like ``routing`` but one routing map is not an image (the import must fail part-way).
 - ``crash``: a progress line, a partial output file, one stderr line, exit code 1.
 - ``hang``: starts a child process, reports its pid as a progress message, then waits forever.
@@ -29,6 +30,8 @@ EXPERTS = [
 LEVELS = (0, 1)
 GATE_LEVELS = (0,)
 AXES = ("x", "y", "z")
+NETWORK_SHARE = 0.6875
+REFINE_STEPS = 50
 CRASH_MESSAGE = "error: internal failure (ZeroDivisionError: division by zero); traceback in /tmp/fake.log"
 
 
@@ -84,9 +87,11 @@ def writeOutputs(args: argparse.Namespace, corrupt: bool) -> None:
                     writeLike(gate, fixed, out / "routing" / f"level{level}_{axis}_gate{expert}.nii.gz")
     if corrupt:
         (out / "routing" / f"level{LEVELS[-1]}_z_expert.nii.gz").write_bytes(b"not an image")
-    routing = {"experts": EXPERTS, "utilisation": utilisation(), "moa_utilisation": {"3": [0.5, 0.5]}}
+    routing = {"experts": EXPERTS, "utilisation": utilisation(), "moa_utilisation": {"3": [0.5, 0.5]},
+               "network_share": NETWORK_SHARE}
     (out / "routing.json").write_text(json.dumps(routing))
-    (out / "summary.json").write_text(json.dumps({"fake": True, "device": "cpu"}))
+    summary = {"fake": True, "device": "cpu", "method": {"refine_steps": REFINE_STEPS}, "network_share": NETWORK_SHARE}
+    (out / "summary.json").write_text(json.dumps(summary))
 
 
 def main() -> int:

@@ -8,9 +8,10 @@ import slicer
 
 import fake_engine
 from mrml_helpers import fakeEngine, logicFor, sameGeometry
-from SHMoARegLib import routingKey
+from SHMoARegLib import describeNetworkShare, routingKey
 from SHMoARegLib.colors import SLICER_VIRIDIS_ID, VIRIDIS_NAME
 from SHMoARegLib.scene import folderChildren, subjectHierarchy
+from SHMoARegLib.utilisation import NETWORK_SHARE_COLUMN
 
 EXPERT_NAMES = ["RF 3 (k3 d1)", "RF 5 (k3 d2)", "RF 7 (k7 d1)"]
 
@@ -70,7 +71,7 @@ def test_utilisation_table_rows_sum_to_one_per_level_and_axis(routed):
     expected = fake_engine.utilisation()
     assert table.GetNumberOfRows() == len(fake_engine.LEVELS) * 3
     columns = [table.GetColumnName(index) for index in range(table.GetNumberOfColumns())]
-    assert columns[3:] == EXPERT_NAMES
+    assert columns[3:] == [*EXPERT_NAMES, NETWORK_SHARE_COLUMN]
     for row in range(table.GetNumberOfRows()):
         level, axis = int(table.GetCellText(row, 1)), table.GetCellText(row, 2)
         fractions = [float(table.GetCellText(row, column)) for column in range(3, 6)]
@@ -79,6 +80,22 @@ def test_utilisation_table_rows_sum_to_one_per_level_and_axis(routed):
     chart = routed.utilisationChartNode
     assert chart.GetNumberOfPlotSeriesNodes() == 3
     assert routed.summary["routing"]["moaUtilisation"] == {"3": [0.5, 0.5]}
+
+
+def test_utilisation_table_shows_the_network_share_of_the_final_deformation(routed):
+    table = routed.utilisationTableNode
+    column = table.GetNumberOfColumns() - 1
+    assert table.GetColumnName(column) == NETWORK_SHARE_COLUMN
+    shares = {float(table.GetCellText(row, column)) for row in range(table.GetNumberOfRows())}
+    assert shares == {fake_engine.NETWORK_SHARE}
+    description = table.GetColumnDescription(NETWORK_SHARE_COLUMN)
+    assert "final deformation" in description and "network's prediction" in description
+    assert routed.summary["routing"]["networkShare"] == fake_engine.NETWORK_SHARE
+    # The status text says whose routing the maps show and how much refinement followed.
+    assert describeNetworkShare(routed.summary) == (
+        f"The routing maps are those of the network's prediction, refined afterwards by {fake_engine.REFINE_STEPS} "
+        "steps on the pair; the prediction accounts for 69 % of the final deformation beyond the affine "
+        "(network share 0.69).")
 
 
 def test_everything_is_in_the_pair_folder(routed, scene):

@@ -25,6 +25,7 @@ from SHMoARegLib.process import (
     engineEnvironment,
     pythonExecutable,
 )
+from SHMoARegLib.results import describeNetworkShare
 from SHMoARegLib.routing import readRoutingInfo
 
 
@@ -87,6 +88,26 @@ def test_routing_json_is_optional_but_must_be_consistent(tmp_path):
         '"utilisation": {"0": {"x": [0.5, 0.5]}}}')
     with pytest.raises(ValueError, match="2 values for 1 experts"):
         readRoutingInfo(tmp_path)
+
+
+def test_network_share_is_optional_in_routing_json_but_must_be_a_share(tmp_path):
+    expert = '{"name": "a", "kernel_size": 3, "dilation": 1, "receptive_field": 3}'
+    (tmp_path / "routing.json").write_text(f'{{"experts": [{expert}], "utilisation": {{"1": {{"x": [1.0]}}}}}}')
+    assert readRoutingInfo(tmp_path).networkShare is None
+    (tmp_path / "routing.json").write_text(
+        f'{{"experts": [{expert}], "utilisation": {{"1": {{"x": [1.0]}}}}, "network_share": 1.5}}')
+    with pytest.raises(ValueError, match="network_share"):
+        readRoutingInfo(tmp_path)
+
+
+def test_network_share_sentence_follows_the_refinement():
+    assert describeNetworkShare({"network_share": None, "method": {"refine_steps": 50}}) is None
+    unrefined = describeNetworkShare({"network_share": 1.0, "method": {"refine_steps": 0}})
+    assert unrefined == ("The routing maps are those of the network's prediction, not refined afterwards; the "
+                         "prediction accounts for 100 % of the final deformation beyond the affine "
+                         "(network share 1.00).")
+    assert "refined afterwards by 1 step on the pair" in describeNetworkShare(
+        {"network_share": 0.5, "method": {"refine_steps": 1}})
 
 
 def test_missing_packages_are_found_without_importing_them():

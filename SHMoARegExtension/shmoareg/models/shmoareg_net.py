@@ -25,9 +25,16 @@ from shmoareg.spatial import compose, integrate_velocity, resize_field, warp
 
 @dataclass(frozen=True)
 class SHMoARegConfig:
-    """Sizes of the network. ``channels[i]`` is the width of level ``i + 1`` (level 1: full resolution)."""
+    """Sizes of the network. ``channels[i]`` is the width of level ``input_level + i``.
+
+    Levels are numbered by resolution: level ``L`` is the input averaged down ``2^(L-1)``. With
+    ``input_level`` 2 the first stem strides by 2, the finest decoder level works at half the input's
+    resolution and its field is upsampled to the input: on a CPU that costs about an eighth of a
+    full-resolution level (whose 3D convolutions dominate a training step).
+    """
 
     channels: tuple[int, ...] = (8, 16, 32, 32, 32)
+    input_level: int = 1
     attention_levels: tuple[int, ...] = (3, 4, 5)
     window: int = 4
     head_experts: int = 4
@@ -47,9 +54,16 @@ class SHMoARegConfig:
         if "experts" in values:
             values["experts"] = tuple(tuple(pair) for pair in values["experts"])
         config = cls(**values)
-        if any(not 2 <= level <= len(config.channels) for level in config.attention_levels):
-            raise TypeError(f"attention_levels must lie in 2..{len(config.channels)}")
+        if config.input_level not in (1, 2):
+            raise TypeError(f"input_level must be 1 (full resolution) or 2 (half), not {config.input_level}")
+        finest, coarsest = config.input_level, config.input_level + len(config.channels) - 1
+        if any(not finest < level <= coarsest for level in config.attention_levels):
+            raise TypeError(f"attention_levels must lie in {finest + 1}..{coarsest}")
         return config
+
+    def level(self, index: int) -> int:
+        """The level number of ``channels[index]``."""
+        return self.input_level + index
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -113,9 +127,9 @@ class SHMoARegNet(nn.Module):
         self.stems = nn.ModuleList()
         self.attention = nn.ModuleDict()
         for index, width in enumerate(widths):
-            level = index + 1
-            if level == 1:
-                self.stems.append(ConvBlock(1, width))
+            level = config.level(index)
+            if index == 0:
+                self.stems.append(ConvBlock(1, width, stride=2 ** (config.input_level - 1)))
             elif level in config.attention_levels:
                 self.stems.append(nn.Conv3d(widths[index - 1], width, 2, stride=2))
                 self.attention[str(level)] = WindowedMoATransformer(width, config)
@@ -137,7 +151,7 @@ class SHMoARegNet(nn.Module):
         pyramid, balances = [], []
         features = images
         for index, stem in enumerate(self.stems):
-            level = index + 1
+            level = self.config.level(index)
             features = stem(features)
             if str(level) in self.attention:
                 features, weights, chosen, balance = self.attention[str(level)](features)
@@ -166,6 +180,8 @@ class SHMoARegNet(nn.Module):
             if self.config.diffeomorphic:
                 residual = integrate_velocity(residual, self.config.integration_steps)
             field = residual if field is None else compose(field, residual)
-            routing.decoder_gates[index + 1] = gates
+            routing.decoder_gates[self.config.level(index)] = gates
             balances.append(balance)
+        if field.shape[2:] != fixed.shape[2:]:
+            field = resize_field(field, tuple(fixed.shape[2:]))
         return ModelOutput(field, routing, torch.stack(balances).mean())

@@ -34,21 +34,6 @@ class ModelSpec:
 
 
 @dataclass
-class SyntheticSpec:
-    """SynthMorph-style pairs (see :func:`shmoareg.synthetic.synthetic_pair`).
-
-    ``pool``: None draws a new pair for every sample; N cycles over N pairs per rank kept in memory.
-    """
-
-    num_labels: int = 16
-    max_displacement: float = 4.0
-    feature_size: float = 8.0
-    control_spacing: float = 8.0
-    same_contrast: bool = True
-    pool: Optional[int] = None
-
-
-@dataclass
 class AugmentationSpec:
     """Augmentation of real pairs; zero values switch a part off.
 
@@ -62,6 +47,30 @@ class AugmentationSpec:
     scaling: float = 0.05
     translation: float = 2.0
     gamma: float = 0.2
+
+
+@dataclass
+class SyntheticSpec:
+    """SynthMorph-style pairs (see :mod:`shmoareg.training.synthesis`).
+
+    ``max_displacement`` (voxels), ``noise_std``, ``blur_sigma`` (voxels) and ``bias_strength`` are
+    maxima: each pair or image draws its own value between 0 and the maximum. ``augmentation``: flips of
+    the label map, the random affine residual of the pair, gamma per image. ``pool``: None draws a new
+    label map for every training sample; N reuses N label maps per rank (kept in memory), each time with
+    a new deformation, flips and contrasts.
+    """
+
+    num_labels: int = 16
+    max_displacement: float = 4.0
+    feature_size: float = 8.0
+    control_spacing: float = 8.0
+    same_contrast: bool = True
+    noise_std: float = 0.05
+    blur_sigma: float = 1.0
+    bias_strength: float = 0.1
+    augmentation: AugmentationSpec = field(default_factory=lambda: AugmentationSpec(
+        flip=False, rotation_degrees=0.0, scaling=0.0, translation=0.0, gamma=0.25))
+    pool: Optional[int] = None
 
 
 @dataclass
@@ -85,7 +94,11 @@ class DataSpec:
 
 @dataclass
 class LossSpec:
-    """Loss terms and weights: similarity + smoothness + Dice on warped labels + MoE load balancing."""
+    """Loss terms and weights: similarity + smoothness + Dice on warped labels + MoE load balancing.
+
+    ``dice_downsample`` 2 computes the Dice term on label fractions averaged down 2x (an eighth of the
+    cost of warping every label's one-hot map at full resolution).
+    """
 
     similarity: str = "ncc"
     window: int = 9
@@ -93,6 +106,7 @@ class LossSpec:
     smoothness: str = "diffusion"
     smoothness_weight: float = 1.0
     dice_weight: float = 0.0
+    dice_downsample: int = 1
     load_balance_weight: float = 0.01
 
 
@@ -117,7 +131,12 @@ class ValidationSpec:
 
 @dataclass
 class TrainingConfig:
-    """A whole training run."""
+    """A whole training run.
+
+    ``init_from`` (a shipped model name or a checkpoint path): where ``--resume`` starts when
+    ``output_dir`` holds no checkpoint yet, at that checkpoint's step and with its history, so
+    a fresh clone continues the shipped weights (the optimiser's moments start afresh).
+    """
 
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
@@ -128,6 +147,7 @@ class TrainingConfig:
     log_every: int = 10
     seed: int = 0
     output_dir: str = "runs/shmoareg"
+    init_from: Optional[str] = None
     amp: bool = False
     device: str = "auto"
 
@@ -169,15 +189,17 @@ def _build(cls: type, values: Any, source: str, prefix: str) -> Any:
     if not isinstance(values, dict):
         raise InputError(f"{source}: {where} must be a mapping of keys to values, not {type(values).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise InputError(f"{source}: unknown key {prefix}{unknown[0]}; known keys here: {', '.join(sorted(names))}")
+        raise InputError(f"{source}: unknown key {prefix}{unknown[0]}; known keys here: {', '.join(sorted(fields))}")
     built = {}
     for name, value in values.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            built[name] = _build(hint, value or {}, source, f"{prefix}{name}.")
+            nested = _build(hint, value or {}, source, f"{prefix}{name}.")
+            default = fields[name].default_factory()  # a section keeps its owner's defaults for keys not given
+            built[name] = dataclasses.replace(default, **{key: getattr(nested, key) for key in (value or {})})
         else:
             built[name] = _coerce(value, hint, source, f"{prefix}{name}")
     return cls(**built)
@@ -228,6 +250,7 @@ def _check(config: TrainingConfig, source: str) -> None:
              f"loss.smoothness must be one of {', '.join(SMOOTHNESS)}, not {loss.smoothness!r}")
     _require(loss.window >= 3 and loss.window % 2 == 1, source,
              f"loss.window must be odd and at least 3, not {loss.window}")
+    _require(loss.dice_downsample in (1, 2, 4), source, f"loss.dice_downsample must be 1, 2 or 4, not {loss.dice_downsample}")
     for name in ("similarity_weight", "smoothness_weight", "dice_weight", "load_balance_weight"):
         _require(getattr(loss, name) >= 0, source, f"loss.{name} must not be negative")
     _require(optimiser.lr > 0, source, "optimiser.lr must be positive")

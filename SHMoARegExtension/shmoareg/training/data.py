@@ -19,10 +19,10 @@ from shmoareg.errors import InputError
 from shmoareg.grid import Grid, resample, to_tensor
 from shmoareg.imageio import read_image, read_label_map
 from shmoareg.intensity import normalise
-from shmoareg.synthetic import synthetic_pair
 from shmoareg.training.augment import augment_pair
 from shmoareg.training.config import DataSpec
 from shmoareg.training.datasets import DatasetIndex, Pair, read_dataset
+from shmoareg.training.synthesis import draw_label_map, synthesise_pair
 
 TRAIN, VALIDATION, AUGMENT = 0, 1, 2
 
@@ -72,30 +72,33 @@ def training_grid(image: sitk.Image, shape: tuple[int, int, int], spacing: Optio
 
 
 class SyntheticSource:
-    """SynthMorph-style pairs from :func:`shmoareg.synthetic.synthetic_pair`."""
+    """SynthMorph-style pairs from :func:`shmoareg.training.synthesis.synthesise_pair`.
+
+    With ``synthetic.pool`` N, training samples of a rank reuse N label maps (drawn on first use and
+    kept), each time with a new deformation, flips and contrasts; validation always draws its own.
+    """
 
     def __init__(self, spec: DataSpec, seed: int) -> None:
         self.spec, self.seed = spec, seed
-        self._pool: dict[tuple[int, int], Sample] = {}
+        self._labels: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _label_map(self, stream: int, rank: int, index: int) -> torch.Tensor:
+        pool = self.spec.synthetic.pool
+        if stream != TRAIN or pool is None:
+            return draw_label_map(self.spec.synthetic, self.spec.shape, derive_seed(self.seed, stream, rank, index))
+        key = (rank, index % pool)
+        if key not in self._labels:
+            self._labels[key] = draw_label_map(self.spec.synthetic, self.spec.shape,
+                                               derive_seed(self.seed, stream, rank, key[1]))
+        return self._labels[key]
 
     def sample(self, stream: int, rank: int, index: int) -> Sample:
-        synthetic = self.spec.synthetic
-        pooled = stream == TRAIN and synthetic.pool is not None
-        if pooled:
-            index = index % synthetic.pool
-            if (rank, index) in self._pool:
-                return self._pool[rank, index]
-        pair = synthetic_pair(self.spec.shape, derive_seed(self.seed, stream, rank, index),
-                              max_displacement=synthetic.max_displacement, num_labels=synthetic.num_labels,
-                              same_contrast=synthetic.same_contrast, feature_size=synthetic.feature_size,
-                              control_spacing=synthetic.control_spacing)
-        sample = Sample(pair.fixed_image, pair.moving_image, pair.fixed_labels, pair.moving_labels)
-        if pooled:
-            self._pool[rank, index] = sample
-        return sample
+        pair = synthesise_pair(self._label_map(stream, rank, index), self.spec.synthetic,
+                               derive_seed(self.seed, AUGMENT, stream, rank, index))
+        return Sample(pair.fixed_image, pair.moving_image, pair.fixed_labels, pair.moving_labels)
 
     def describe(self) -> dict[str, Any]:
-        return {"source": "synthetic", "generator": "shmoareg.synthetic.synthetic_pair",
+        return {"source": "synthetic", "generator": "shmoareg.training.synthesis.synthesise_pair",
                 "shape": list(self.spec.shape), **asdict(self.spec.synthetic)}
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 
 from shmoareg.losses import MINDSSC, LocalNCC, bending_energy, diffusion, mse, soft_dice_loss
 from shmoareg.models.base import ModelOutput
-from shmoareg.spatial import warp
+from shmoareg.spatial import resize_field, warp
 from shmoareg.training.config import LossSpec
 from shmoareg.training.data import Sample
 
@@ -50,16 +51,20 @@ class Objective:
     def __call__(self, output: ModelOutput, sample: Sample) -> tuple[Tensor, dict[str, float]]:
         spec = self.spec
         displacement = output.displacement.float()
-        warped = warp(sample.moving.float(), displacement)
-        terms = {"similarity": self.similarity(warped, sample.fixed.float()),
-                 "smoothness": self.smoothness(displacement),
-                 "load_balance": output.auxiliary_loss.float()}
-        total = (spec.similarity_weight * terms["similarity"] + spec.smoothness_weight * terms["smoothness"]
-                 + spec.load_balance_weight * terms["load_balance"])
+        terms = {"smoothness": self.smoothness(displacement), "load_balance": output.auxiliary_loss.float()}
+        total = spec.smoothness_weight * terms["smoothness"] + spec.load_balance_weight * terms["load_balance"]
+        if spec.similarity_weight > 0:  # SynthMorph-style label-only training skips the image term
+            terms["similarity"] = self.similarity(warp(sample.moving.float(), displacement), sample.fixed.float())
+            total = total + spec.similarity_weight * terms["similarity"]
         if spec.dice_weight > 0 and sample.fixed_labels is not None and sample.moving_labels is not None:
             one_hot = paired_one_hot(sample.fixed_labels, sample.moving_labels)
             if one_hot is not None:
-                terms["dice"] = soft_dice_loss(warp(one_hot[1], displacement), one_hot[0])
+                fixed_one_hot, moving_one_hot, field = *one_hot, displacement
+                factor = spec.dice_downsample
+                if factor > 1:  # partial-volume label fractions on a coarser grid: a factor^3 cheaper warp
+                    fixed_one_hot, moving_one_hot = (F.avg_pool3d(t, factor) for t in one_hot)
+                    field = resize_field(displacement, tuple(fixed_one_hot.shape[2:]))
+                terms["dice"] = soft_dice_loss(warp(moving_one_hot, field), fixed_one_hot)
                 total = total + spec.dice_weight * terms["dice"]
         logged = {name: float(value.detach()) for name, value in terms.items()}
         logged["loss"] = float(total.detach())

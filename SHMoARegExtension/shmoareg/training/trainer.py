@@ -9,6 +9,7 @@ loss without labels). Only rank 0 writes. The random state is reseeded every ste
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,14 +21,15 @@ import torch.nn as nn
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from shmoareg.checkpoints import load_checkpoint, load_training_state, save_checkpoint
+from shmoareg.checkpoints import (describe_hardware, load_checkpoint, load_training_state, resolve_model,
+                                  save_checkpoint)
 from shmoareg.devices import resolve_device
 from shmoareg.errors import InputError
 from shmoareg.models.registry import build_model, model_config
 from shmoareg.training.config import TrainingConfig
 from shmoareg.training.data import Sample, TrainingData, derive_seed
 from shmoareg.training.distributed import DistributedContext, distributed
-from shmoareg.training.logs import MetricsLog
+from shmoareg.training.logs import METRICS_FILE, MetricsLog
 from shmoareg.training.objective import Objective
 from shmoareg.training.validation import validate
 
@@ -45,6 +47,15 @@ class TrainingResult:
     output_dir: Path
     losses: list[float] = field(default_factory=list)
     validations: list[dict[str, float]] = field(default_factory=list)
+
+
+def _session(step: int, device: torch.device, world_size: int) -> dict[str, Any]:
+    """A new training session's record: where it starts and on what hardware."""
+    hardware = describe_hardware(device)
+    return {"from_step": step, "to_step": step, "seconds": 0.0,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "world_size": world_size,
+            "device": hardware.get("gpu") or f"cpu ({hardware.get('cpu_count')} cores, "
+                                              f"{torch.get_num_threads()} threads)"}
 
 
 def train(config: TrainingConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> TrainingResult:
@@ -76,36 +87,68 @@ class _Trainer:
         self.data = TrainingData(config.data, config.seed, context.rank, context.world_size)
         self.seconds_before = 0.0
         self.best: Optional[float] = None
+        # The sessions and validation curve of the weights' whole life, carried from checkpoint to checkpoint.
+        self.history: dict[str, list] = {"sessions": [], "validation": []}
         if config.amp and self.amp_dtype is None:
             self.log("amp is for CUDA only: training in float32 on this device")
 
     # -- checkpoints -------------------------------------------------------------------------
+    def _check_same_model(self, path: Path, metadata: dict[str, Any]) -> None:
+        wanted = {"name": self.model.name, "config": model_config(self.model)}
+        found = {"name": metadata["model"]["name"], "config": metadata["model"]["config"]}
+        if wanted != found:
+            raise InputError(f"cannot continue from {path}: it holds model {found['name']!r} with config "
+                             f"{found['config']} but the training config asks for {wanted['name']!r} with "
+                             f"{wanted['config']}")
+
+    def _adopt(self, loaded: nn.Module, metadata: dict[str, Any]) -> int:
+        """Take over a checkpoint's weights, time and history; returns its step."""
+        self.model.load_state_dict(loaded.state_dict())
+        self.seconds_before = float(metadata.get("seconds") or 0.0)
+        history = metadata.get("history") or {"sessions": [], "validation": self._logged_validation()}
+        self.history = {"sessions": list(history.get("sessions", [])),
+                        "validation": list(history.get("validation", []))}
+        return int(metadata["step"])
+
+    def _logged_validation(self) -> list[dict[str, Any]]:
+        """The validation curve in this run's ``metrics.jsonl`` (for checkpoints written before histories)."""
+        log = self.output_dir / METRICS_FILE
+        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+        return [{"step": r["step"], **{key: round(r[key], 4) for key in ("dice", "loss") if key in r}}
+                for r in records if r.get("phase") == "validation"]
+
+    def _initialise(self) -> int:
+        """Start from ``config.init_from`` (resume without a checkpoint yet), or from scratch."""
+        source = self.config.init_from
+        if source is None:
+            self.log(f"no checkpoint to resume from in {self.checkpoints}; starting at step 0")
+            return 0
+        loaded, metadata = resolve_model(source, self.device)
+        self._check_same_model(Path(metadata["weights_path"]), metadata)
+        self.best = None  # validation pairs of this run may differ from the source's
+        step = self._adopt(loaded, metadata)
+        self.log(f"no checkpoint in {self.checkpoints} yet: continuing {metadata['weights_path']} from step {step} "
+                 "(fresh optimiser state)")
+        return step
+
     def _restore(self, resume: bool) -> int:
         latest = self.checkpoints / f"{LATEST}.safetensors"
         if not latest.is_file():
-            if resume:
-                self.log(f"no checkpoint to resume from in {self.checkpoints}; starting at step 0")
-            return 0
+            return self._initialise() if resume else 0
         if not resume:
             raise InputError(f"output_dir {self.output_dir} already holds a training run ({latest}); pass "
                              "--resume to continue it, or choose another output_dir")
         loaded, metadata = load_checkpoint(latest, self.device)
-        wanted = {"name": self.model.name, "config": model_config(self.model)}
-        found = {"name": metadata["model"]["name"], "config": metadata["model"]["config"]}
-        if wanted != found:
-            raise InputError(f"cannot resume from {latest}: it holds model {found['name']!r} with config "
-                             f"{found['config']} but the training config asks for {wanted['name']!r} with "
-                             f"{wanted['config']}")
-        self.model.load_state_dict(loaded.state_dict())
+        self._check_same_model(latest, metadata)
         state = load_training_state(latest)
         if state is None:
             raise InputError(f"cannot resume from {latest}: its training state file (optimiser) is missing")
+        step = self._adopt(loaded, metadata)
         self.optimiser.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        self.seconds_before = float(metadata.get("seconds") or 0.0)
         self.best = metadata["metrics"].get("best_score")
-        self.log(f"resuming from {latest} at step {metadata['step']}")
-        return int(metadata["step"])
+        self.log(f"resuming from {latest} at step {step}")
+        return step
 
     def _save(self, name: str, step: int, metrics: dict[str, Any], seconds: float, with_state: bool) -> Path:
         state = None
@@ -113,9 +156,11 @@ class _Trainer:
             state = {"optimizer": self.optimiser.state_dict(), "scaler": self.scaler.state_dict(), "step": step}
         world = self.context.world_size
         data = {**self.data.describe(), "pairs_seen": step * self.config.optimiser.batch_size * world}
+        session = self.history["sessions"][-1]
+        session.update(to_step=step, seconds=round(seconds - self.seconds_before, 1))
         return save_checkpoint(self.model, self.checkpoints / name, step=step,
                                metrics={**metrics, "best_score": self.best}, training=self.config.to_dict(),
-                               data=data, seconds=round(seconds, 3), training_state=state)
+                               data=data, seconds=round(seconds, 3), training_state=state, history=self.history)
 
     # -- one step and validation -------------------------------------------------------------
     def _step(self, network: nn.Module, step: int) -> tuple[dict[str, float], float]:
@@ -140,6 +185,8 @@ class _Trainer:
     def _validate(self, samples: list[Sample], step: int, metrics_log: MetricsLog, seconds: float) -> dict[str, float]:
         values = validate(self.model, samples, self.objective, self.device)
         metrics_log.write("validation", step, values)
+        self.history["validation"].append({"step": step, "hours": round(seconds / 3600, 3),
+                                           **{key: round(values[key], 4) for key in ("dice", "loss") if key in values}})
         dice = values.get("dice", math.nan)
         score = dice if not math.isnan(dice) else -values["loss"]
         improved = self.best is None or score > self.best
@@ -156,6 +203,7 @@ class _Trainer:
     def run(self, resume: bool) -> TrainingResult:
         config, context = self.config, self.context
         start = self._restore(resume)
+        self.history["sessions"].append(_session(start, self.device, context.world_size))
         result = TrainingResult(start, self.model, self.output_dir)
         network: nn.Module = self.model
         if context.active:
@@ -171,8 +219,9 @@ class _Trainer:
                      f"to {config.optimiser.steps}; outputs in {self.output_dir}")
         started = time.perf_counter()
         elapsed = lambda: self.seconds_before + time.perf_counter() - started  # noqa: E731
-        if context.is_main and start == 0:
-            result.validations.append(self._validate(samples, 0, metrics_log, 0.0))
+        fresh = not (self.checkpoints / f"{LATEST}.safetensors").is_file()
+        if context.is_main and fresh:
+            result.validations.append(self._validate(samples, start, metrics_log, self.seconds_before))
         validation: dict[str, float] = result.validations[-1] if result.validations else {}
         terms: dict[str, float] = {}
         window_seconds, window_steps = 0.0, 0

@@ -1,0 +1,81 @@
+"""Synthetic training pairs (issue-9 recipe): exact label correspondence, determinism, pooled label maps,
+random acquisition, the affine residual, and config sections that keep their defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from shmoareg.spatial import warp_labels
+from shmoareg.training.config import AugmentationSpec, SyntheticSpec, TrainingConfig
+from shmoareg.training.data import TRAIN, SyntheticSource
+from shmoareg.training.synthesis import affine_displacement, draw_label_map, synthesise_pair
+from torch_threads import one_torch_thread  # noqa: F401 - autouse: one torch thread
+
+SHAPE = (24, 32, 32)
+SPEC = SyntheticSpec(num_labels=6, max_displacement=4.0, same_contrast=False,
+                     augmentation=AugmentationSpec(flip=True, rotation_degrees=3.0, scaling=0.03, translation=1.0,
+                                                   gamma=0.2))
+
+
+@pytest.fixture(scope="module")
+def labels():
+    return draw_label_map(SPEC, SHAPE, seed=3)
+
+
+def test_fixed_labels_are_the_moving_labels_warped_by_the_returned_field(labels):
+    pair = synthesise_pair(labels, SPEC, seed=1)
+    assert torch.equal(pair.fixed_labels, warp_labels(pair.moving_labels, pair.displacement))
+    assert pair.displacement.abs().max() > 0.5
+    for image in (pair.fixed_image, pair.moving_image):
+        assert image.shape == (1, 1, *SHAPE) and image.min() >= 0 and image.max() <= 1
+
+
+def test_pairs_are_deterministic_in_the_seed_and_differ_between_seeds(labels):
+    first, again, other = (synthesise_pair(labels, SPEC, seed) for seed in (5, 5, 6))
+    assert torch.equal(first.fixed_image, again.fixed_image) and torch.equal(first.displacement, again.displacement)
+    assert not torch.equal(first.displacement, other.displacement)
+
+
+def test_each_image_gets_its_own_contrast_unless_asked_for_the_same(labels):
+    def label_means(image, label_map):
+        return torch.stack([image[label_map == v].mean() for v in range(1, SPEC.num_labels)])
+
+    different = synthesise_pair(labels, SPEC, seed=2)
+    same = synthesise_pair(labels, dataclasses.replace(SPEC, same_contrast=True, noise_std=0.0, bias_strength=0.0),
+                           seed=2)
+    correlation = lambda p: torch.corrcoef(torch.stack([label_means(p.fixed_image, p.fixed_labels),  # noqa: E731
+                                                        label_means(p.moving_image, p.moving_labels)]))[0, 1]
+    assert correlation(same) > 0.95
+    assert correlation(different) < 0.9
+
+
+def test_a_pure_translation_residual_is_a_constant_displacement_within_its_bound():
+    spec = dataclasses.replace(SPEC, augmentation=AugmentationSpec(flip=False, rotation_degrees=0.0, scaling=0.0,
+                                                                   translation=2.0, gamma=0.0))
+    field = affine_displacement(SHAPE, spec, torch.Generator().manual_seed(0))
+    assert field.shape == (1, 3, *SHAPE)
+    per_axis = field.flatten(2)
+    assert torch.allclose(per_axis, per_axis[..., :1].expand_as(per_axis), atol=1e-4)
+    assert per_axis.abs().max() <= 2.0 + 1e-4 and per_axis.abs().max() > 0.1
+
+
+def test_a_pool_reuses_label_maps_with_new_deformations():
+    config = TrainingConfig.from_dict({"data": {"shape": [16, 16, 16],
+                                                "synthetic": {"num_labels": 4, "pool": 2, "max_displacement": 6.0}}})
+    source = SyntheticSource(config.data, seed=0)
+    first, third = source.sample(TRAIN, 0, 0), source.sample(TRAIN, 0, 2)  # 2 % 2 == 0: the same label map
+    assert len(source._labels) == 1
+    assert torch.equal(torch.sort(first.moving_labels.flatten()).values,
+                       torch.sort(third.moving_labels.flatten()).values)  # same map, up to flips
+    assert not torch.equal(first.fixed_labels, third.fixed_labels)
+
+
+def test_a_config_section_keeps_its_owners_defaults_for_keys_not_given():
+    config = TrainingConfig.from_dict({"data": {"synthetic": {"augmentation": {"translation": 1.5}}}})
+    augmentation = config.data.synthetic.augmentation
+    assert augmentation.translation == 1.5
+    assert (augmentation.flip, augmentation.rotation_degrees) == (False, 0.0)  # SyntheticSpec's defaults
+    assert config.data.augmentation.flip is True  # the dataset augmentation keeps its own defaults
