@@ -58,8 +58,8 @@ RESULTS_JSON = HERE / "results" / "compare.json"
 RESULTS_MD = HERE / "RESULTS.md"
 TABLE_MARKERS = ("<!-- compare-table:begin -->", "<!-- compare-table:end -->")
 TARGET_MARKERS = ("<!-- targets:begin -->", "<!-- targets:end -->")
-METHODS = ["identity", "shmoareg", "shmoareg-no-refine", "shmoareg-model-none", "shmoareg-gpu", "unet",
-           "sitk-demons", "elastix", "ants-syn"]
+METHODS = ["identity", "affine-only", "shmoareg", "shmoareg-no-refine", "shmoareg-model-none", "shmoareg-gpu",
+           "unet", "unet-no-refine", "sitk-demons", "elastix", "ants-syn"]
 SYNTHETIC_SEEDS = {"2mm": (1, 2), "1mm": (1,)}
 SYNTHETIC_MAX_DISPLACEMENT_MM = 8.0
 SYNTHETIC_CONTROL_SPACING_MM = 16.0
@@ -68,6 +68,8 @@ TISSUE_CLASSES = 3
 TARGET_RESOLUTION = "1mm"
 MAX_FOLDING_PERCENT = 0.5
 GPU_SECONDS = 2.0
+NETWORK_GAIN_SHARE = 2 / 3  # issue 9: the network alone recovers this share of the default's gain over affine
+TIME_RATIO = 0.65  # issue 9: the default takes at most this share of --model none's wall time
 MEASURE = """
 import json, os, subprocess, sys, time
 start = time.perf_counter()
@@ -249,7 +251,8 @@ def engine_details(output: Path) -> dict:
     if not summary.exists():
         return {}
     content = json.loads(summary.read_text())
-    return {"engine": {key: content.get(key) for key in ("method", "network_grid", "seconds", "threads")}}
+    return {"engine": {key: content.get(key) for key in ("method", "network_grid", "seconds", "threads",
+                                                          "network_share")}}
 
 
 def machine() -> dict:
@@ -267,12 +270,12 @@ def _number(value: float | None, digits: int) -> str:
 def table(results: dict) -> str:
     """Markdown table: one row per pair and method."""
     rows = ["| pair | method | mean Dice | Dice CSF/GM/WM | mean HD95 (mm) | SDlogJ | J<=0 (%) | seconds "
-            "| peak MB | load after |", "|" + " --- |" * 10]
+            "| peak MB | network share | load after |", "|" + " --- |" * 11]
     for pair, by_method in results.items():
         for method, result in by_method.items():
             if result["status"] != "ok":
                 rows.append(f"| {pair} | {method} | {result['status']}: {result.get('reason', 'see JSON')} "
-                            + "| " * 7 + "|")
+                            + "| " * 8 + "|")
                 continue
             per_label = "/".join(_number(result["dice"][label], 3) for label in result["dice"])
             runs = len(result.get("seconds_per_run", []))
@@ -281,7 +284,9 @@ def table(results: dict) -> str:
                 f"| {pair} | {method} | {_number(result['mean_dice'], 3)} | {per_label} "
                 f"| {_number(result['mean_hd95_mm'], 2)} | {_number(result['sdlogj'], 3)} "
                 f"| {_number(100 * result['fraction_nonpositive'], 3)} | {seconds} "
-                f"| {_number(result['peak_memory_mb'], 0)} | {_number(result.get('load_average'), 2)} |")
+                f"| {_number(result['peak_memory_mb'], 0)} "
+                f"| {_number(result.get('engine', {}).get('network_share'), 2)} "
+                f"| {_number(result.get('load_average'), 2)} |")
     return "\n".join(rows)
 
 
@@ -295,7 +300,7 @@ def _verdict(holds: Optional[bool]) -> str:
 
 
 def targets(results: dict, pairs: list[Pair]) -> str:
-    """Markdown table of the issue-5 targets on the 1 mm inter-subject pairs, with the margins."""
+    """Markdown table of the issue-5 and issue-9 targets on the 1 mm inter-subject pairs, with the margins."""
     names = [pair.name for pair in pairs if pair.kind == "inter-subject" and pair.resolution == TARGET_RESOLUTION]
     ours = {name: _ok(results, name, "shmoareg") for name in names}
     rows = ["| target | verdict | by how much (per pair: ours against theirs) |", "| --- | --- | --- |"]
@@ -317,12 +322,40 @@ def targets(results: dict, pairs: list[Pair]) -> str:
     holds = None if len(folding) < len(names) or not names else max(folding.values()) < MAX_FOLDING_PERCENT
     rows.append(f"| J <= 0 under {MAX_FOLDING_PERCENT} % | {_verdict(holds)} | "
                 + ("; ".join(f"{name}: {value:.4f} %" for name, value in folding.items()) or "-") + " |")
+    rows += network_targets(results, names)
     gpu = [_ok(results, name, "shmoareg-gpu") for name in names]
     holds = None if not all(gpu) or not names else all(r["seconds"] < GPU_SECONDS for r in gpu)
     detail = ("; ".join(f"{name}: {r['seconds']:.2f} s" for name, r in zip(names, gpu)) if all(gpu) and names
               else methods.unavailable("shmoareg-gpu") or "no GPU run")
     rows.append(f"| GPU: under {GPU_SECONDS:.0f} s per pair end to end | {_verdict(holds)} | {detail} |")
     return "\n".join(rows)
+
+
+def network_targets(results: dict, names: list[str]) -> list[str]:
+    """The issue-9 target rows: the network alone against the default's gain, and the default's time."""
+    runs = {name: {method: _ok(results, name, method) for method in
+                   ("affine-only", "shmoareg-no-refine", "shmoareg", "shmoareg-model-none")} for name in names}
+    complete = bool(names) and all(all(by_method.values()) for by_method in runs.values())
+    if not complete:
+        missing = "needs affine-only, shmoareg-no-refine, shmoareg and shmoareg-model-none on every 1 mm pair"
+        return [f"| network alone >= {NETWORK_GAIN_SHARE:.2f} of the default's Dice gain over affine | not measured "
+                f"| {missing} |", f"| default <= {TIME_RATIO} x `--model none` wall time, Dice not lower "
+                f"| not measured | {missing} |"]
+    shares = {name: (r["shmoareg-no-refine"]["mean_dice"] - r["affine-only"]["mean_dice"])
+              / max(r["shmoareg"]["mean_dice"] - r["affine-only"]["mean_dice"], 1e-9) for name, r in runs.items()}
+    detail = "; ".join(f"{name}: affine {r['affine-only']['mean_dice']:.3f}, network alone "
+                       f"{r['shmoareg-no-refine']['mean_dice']:.3f}, default {r['shmoareg']['mean_dice']:.3f} "
+                       f"(share {shares[name]:.2f})" for name, r in runs.items())
+    gain_row = (f"| network alone >= {NETWORK_GAIN_SHARE:.2f} of the default's Dice gain over affine "
+                f"| {_verdict(all(v >= NETWORK_GAIN_SHARE for v in shares.values()))} | {detail} |")
+    ratios = {name: r["shmoareg"]["seconds"] / r["shmoareg-model-none"]["seconds"] for name, r in runs.items()}
+    holds = all(ratios[name] <= TIME_RATIO and r["shmoareg"]["mean_dice"] >= r["shmoareg-model-none"]["mean_dice"]
+                for name, r in runs.items())
+    detail = "; ".join(f"{name}: {r['shmoareg']['seconds']:.1f} s vs {r['shmoareg-model-none']['seconds']:.1f} s "
+                       f"(x{ratios[name]:.2f}), Dice {r['shmoareg']['mean_dice']:.3f} vs "
+                       f"{r['shmoareg-model-none']['mean_dice']:.3f}" for name, r in runs.items())
+    time_row = f"| default <= {TIME_RATIO} x `--model none` wall time, Dice not lower | {_verdict(holds)} | {detail} |"
+    return [gain_row, time_row]
 
 
 def write_between(markers: tuple[str, str], markdown: str) -> None:

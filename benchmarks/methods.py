@@ -82,10 +82,12 @@ def _elastix_parameter_text(parameters: dict[str, object]) -> str:
 
 COMMANDS = {
     "shmoareg": lambda f, m, o: _shmoareg(f, m, o),
+    "affine-only": lambda f, m, o: _shmoareg(f, m, o, "--model", "none", "--refine-steps", "0"),
     "shmoareg-no-refine": lambda f, m, o: _shmoareg(f, m, o, "--refine-steps", "0"),
     "shmoareg-model-none": lambda f, m, o: _shmoareg(f, m, o, "--model", "none"),
     "shmoareg-gpu": lambda f, m, o: _shmoareg(f, m, o, device="cuda"),
     "unet": lambda f, m, o: _shmoareg(f, m, o, "--model", "unet"),
+    "unet-no-refine": lambda f, m, o: _shmoareg(f, m, o, "--model", "unet", "--refine-steps", "0"),
     "sitk-demons": lambda f, m, o: _this_script("sitk-demons", f, m, o),
     "elastix": _elastix,
     "ants-syn": lambda f, m, o: _this_script("ants-syn", f, m, o),
@@ -94,7 +96,7 @@ COMMANDS = {
 
 def unavailable(method: str) -> str | None:
     """Why ``method`` cannot run on this machine, or None when it can."""
-    if method == "unet" and not (MODELS_DIR / "unet.safetensors").exists():
+    if method.startswith("unet") and not (MODELS_DIR / "unet.safetensors").exists():
         return "no trained unet weights in Resources/models"
     if method == "shmoareg-gpu":
         import torch  # here, not at the top: the timed demons and ANTs processes run this file

@@ -24,11 +24,6 @@ def physical_from_voxel(displacement: torch.Tensor, grid: Grid) -> np.ndarray:
     return (voxel * np.asarray(grid.spacing)) @ grid.direction_matrix.T
 
 
-def voxel_from_physical(field: np.ndarray, grid: Grid) -> np.ndarray:
-    """Physical vectors ``(Z, Y, X, 3)`` -> voxel units of ``grid`` ``(Z, Y, X, 3)``, in the field's dtype."""
-    return (field @ grid.direction_matrix.astype(field.dtype)) / np.asarray(grid.spacing, dtype=field.dtype)
-
-
 def total_displacement(displacement: Optional[torch.Tensor], network: Optional[Grid], fixed: Grid,
                        affine: Optional[sitk.Transform]) -> np.ndarray:
     """``d(x) = A(x + u(x)) - x`` on the fixed grid, ``(Z, Y, X, 3)`` float64 in mm (LPS).
@@ -48,8 +43,26 @@ def total_displacement(displacement: Optional[torch.Tensor], network: Optional[G
                             sitk.sitkLinear, extrapolate=True)
         field = sitk.GetArrayFromImage(on_fixed)
     if linear is not None:
-        field += sitk.GetArrayFromImage(sitk.TransformToDisplacementField(
-            linear, sitk.sitkVectorFloat64, fixed.size, fixed.origin, fixed.spacing, fixed.direction))
+        field += affine_displacement(linear, fixed)
+    return field
+
+
+def affine_displacement(affine: sitk.AffineTransform, grid: Grid) -> np.ndarray:
+    """``A(x) - x`` at every voxel of ``grid``, ``(Z, Y, X, 3)`` float64 in mm.
+
+    It is affine in the voxel index, ``c + sum_i k_i a_i`` (``a_i`` the change per step along index
+    axis ``i``), so it is built from three broadcast rows instead of one point per voxel (about a
+    third of the time of ``TransformToDisplacementField`` at 1 mm, which it matches).
+    """
+    matrix = np.asarray(affine.GetMatrix()).reshape(3, 3)
+    change = matrix - np.eye(3)
+    start = change @ (np.asarray(grid.origin) - np.asarray(affine.GetCenter())) + np.asarray(affine.GetTranslation())
+    steps = change @ (grid.direction_matrix * np.asarray(grid.spacing))  # column i: one step along index axis i
+    z, y, x = (np.arange(n, dtype=np.float64) for n in grid.shape)
+    field = np.empty((*grid.shape, 3))
+    field[:] = (z[:, None, None] * steps[:, 2] + start)[:, None, :, :]  # one row per slice, then in place
+    field += (y[:, None] * steps[:, 1])[None, :, None, :]
+    field += (x[:, None] * steps[:, 0])[None, None, :, :]
     return field
 
 
@@ -65,7 +78,8 @@ def displacement_transform(field: np.ndarray, grid: Grid) -> sitk.DisplacementFi
 
 def jacobian_image(field: np.ndarray, grid: Grid) -> sitk.Image:
     """Jacobian determinant of ``x -> x + d(x)`` on ``grid`` as a float32 image."""
-    voxel = voxel_from_physical(field.astype(np.float32), grid)  # float32: half the time of float64
-    voxel = torch.from_numpy(voxel.transpose(3, 0, 1, 2).copy())[None]
-    det = jacobian_determinant(voxel)[0, 0].numpy().astype(np.float32)
+    # float32 and torch (threaded): a third of the time of numpy in float64 at 1 mm.
+    to_voxel = torch.from_numpy((grid.direction_matrix / np.asarray(grid.spacing)).astype(np.float32))
+    voxel = (torch.from_numpy(field.astype(np.float32)) @ to_voxel).permute(3, 0, 1, 2)[None]
+    det = jacobian_determinant(voxel)[0, 0].numpy()
     return from_array(det, grid)

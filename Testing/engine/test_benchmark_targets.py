@@ -47,3 +47,22 @@ def test_a_slower_pair_or_folding_fails_and_a_missing_method_is_not_measured():
     assert verdicts["mean Dice >= ANTs SyN"] == "not measured"
     assert verdicts["wall seconds < elastix affine + B-spline, every pair"] == "**does not hold**"
     assert verdicts["J <= 0 under 0.5 %"] == "**does not hold**"
+
+
+def test_network_targets_compare_the_network_alone_and_the_time_with_model_none():
+    def pair(affine, alone, default, none, default_seconds, none_seconds):
+        return {"affine-only": ok(affine, 5.0), "shmoareg-no-refine": ok(alone, 6.0),
+                "shmoareg": ok(default, default_seconds), "shmoareg-model-none": ok(none, none_seconds)}
+
+    gain = "network alone >= 0.67 of the default's Dice gain over affine"
+    timing = "default <= 0.65 x `--model none` wall time, Dice not lower"
+    # (0.68 - 0.50) / (0.76 - 0.50) = 0.69 and (0.70 - 0.55) / (0.77 - 0.55) = 0.68: both above 2/3.
+    good = {"mni-colin-1mm": pair(0.50, 0.68, 0.76, 0.75, 10.0, 16.0),
+            "colin-mni-1mm": pair(0.55, 0.70, 0.77, 0.77, 9.0, 15.0)}
+    assert rows(good)[gain] == "**holds**" and rows(good)[timing] == "**holds**"
+    # One pair below 2/3 (0.60: (0.65 - 0.50) / 0.25), one pair too slow (x0.69) or less accurate than model none.
+    bad = {"mni-colin-1mm": pair(0.50, 0.65, 0.75, 0.74, 11.0, 16.0),
+           "colin-mni-1mm": pair(0.55, 0.70, 0.77, 0.78, 9.0, 15.0)}
+    assert rows(bad)[gain] == "**does not hold**" and rows(bad)[timing] == "**does not hold**"
+    del good["colin-mni-1mm"]["affine-only"]
+    assert rows(good)[gain] == "not measured"

@@ -6,8 +6,8 @@ import SimpleITK as sitk
 import torch
 
 from phantoms import rotation_direction
-from shmoareg.fields import (displacement_image, displacement_transform, jacobian_image, physical_from_voxel,
-                             total_displacement, voxel_from_physical)
+from shmoareg.fields import (affine_displacement, displacement_image, displacement_transform, jacobian_image,
+                             physical_from_voxel, total_displacement)
 from shmoareg.grid import Grid, auto_spacing, foreground_box, network_grid
 
 DIRECTION = rotation_direction((0.2, -0.1, 0.3))
@@ -68,7 +68,16 @@ def test_physical_from_voxel_applies_spacing_then_direction():
     matrix = np.asarray(DIRECTION).reshape(3, 3)
     expected = matrix @ np.array([2.0 * 1.2, 0.0, -1.0 * 2.5])
     assert np.allclose(physical[3, 4, 5], expected)
-    assert np.allclose(voxel_from_physical(physical, FIXED)[3, 4, 5], [2.0, 0.0, -1.0])
+
+
+def test_affine_displacement_matches_itk_in_a_rotated_grid():
+    affine = sitk.AffineTransform(3)
+    affine.SetMatrix([1.05, 0.1, 0.0, -0.08, 0.97, 0.05, 0.02, 0.0, 1.1])
+    affine.SetTranslation([3.0, -2.0, 1.5])
+    affine.SetCenter([10.0, -4.0, 7.0])
+    expected = sitk.GetArrayFromImage(sitk.TransformToDisplacementField(
+        affine, sitk.sitkVectorFloat64, FIXED.size, FIXED.origin, FIXED.spacing, FIXED.direction))
+    assert np.allclose(affine_displacement(affine, FIXED), expected, atol=1e-9)
 
 
 def test_total_displacement_bakes_in_the_affine():

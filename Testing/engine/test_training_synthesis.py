@@ -10,7 +10,7 @@ import torch
 
 from shmoareg.spatial import warp_labels
 from shmoareg.training.config import AugmentationSpec, SyntheticSpec, TrainingConfig
-from shmoareg.training.data import TRAIN, SyntheticSource
+from shmoareg.training.data import TRAIN, Prefetcher, SyntheticSource, TrainingData
 from shmoareg.training.synthesis import affine_displacement, draw_label_map, synthesise_pair
 from torch_threads import one_torch_thread  # noqa: F401 - autouse: one torch thread
 
@@ -79,3 +79,14 @@ def test_a_config_section_keeps_its_owners_defaults_for_keys_not_given():
     assert augmentation.translation == 1.5
     assert (augmentation.flip, augmentation.rotation_degrees) == (False, 0.0)  # SyntheticSpec's defaults
     assert config.data.augmentation.flip is True  # the dataset augmentation keeps its own defaults
+
+
+def test_the_prefetcher_gives_the_batches_of_the_data_in_any_order():
+    config = TrainingConfig.from_dict({"data": {"shape": [16, 16, 16], "synthetic": {"num_labels": 4}}})
+    data = TrainingData(config.data, seed=0)
+    prefetcher = Prefetcher(data, batch_size=1)
+    try:
+        for step in (0, 1, 2, 5, 6):  # 5 was not prefetched
+            assert torch.equal(prefetcher.batch(step).fixed, data.batch(step, 1).fixed)
+    finally:
+        prefetcher.close()

@@ -94,11 +94,7 @@ class DataSpec:
 
 @dataclass
 class LossSpec:
-    """Loss terms and weights: similarity + smoothness + Dice on warped labels + MoE load balancing.
-
-    ``dice_downsample`` 2 computes the Dice term on label fractions averaged down 2x (an eighth of the
-    cost of warping every label's one-hot map at full resolution).
-    """
+    """Loss terms and weights: similarity + smoothness + Dice on warped labels + MoE load balancing."""
 
     similarity: str = "ncc"
     window: int = 9
@@ -106,7 +102,6 @@ class LossSpec:
     smoothness: str = "diffusion"
     smoothness_weight: float = 1.0
     dice_weight: float = 0.0
-    dice_downsample: int = 1
     load_balance_weight: float = 0.01
 
 
@@ -250,7 +245,6 @@ def _check(config: TrainingConfig, source: str) -> None:
              f"loss.smoothness must be one of {', '.join(SMOOTHNESS)}, not {loss.smoothness!r}")
     _require(loss.window >= 3 and loss.window % 2 == 1, source,
              f"loss.window must be odd and at least 3, not {loss.window}")
-    _require(loss.dice_downsample in (1, 2, 4), source, f"loss.dice_downsample must be 1, 2 or 4, not {loss.dice_downsample}")
     for name in ("similarity_weight", "smoothness_weight", "dice_weight", "load_balance_weight"):
         _require(getattr(loss, name) >= 0, source, f"loss.{name} must not be negative")
     _require(optimiser.lr > 0, source, "optimiser.lr must be positive")

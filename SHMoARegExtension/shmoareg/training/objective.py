@@ -11,11 +11,10 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from shmoareg.losses import MINDSSC, LocalNCC, bending_energy, diffusion, mse, soft_dice_loss
 from shmoareg.models.base import ModelOutput
-from shmoareg.spatial import resize_field, warp
+from shmoareg.spatial import warp
 from shmoareg.training.config import LossSpec
 from shmoareg.training.data import Sample
 
@@ -59,12 +58,7 @@ class Objective:
         if spec.dice_weight > 0 and sample.fixed_labels is not None and sample.moving_labels is not None:
             one_hot = paired_one_hot(sample.fixed_labels, sample.moving_labels)
             if one_hot is not None:
-                fixed_one_hot, moving_one_hot, field = *one_hot, displacement
-                factor = spec.dice_downsample
-                if factor > 1:  # partial-volume label fractions on a coarser grid: a factor^3 cheaper warp
-                    fixed_one_hot, moving_one_hot = (F.avg_pool3d(t, factor) for t in one_hot)
-                    field = resize_field(displacement, tuple(fixed_one_hot.shape[2:]))
-                terms["dice"] = soft_dice_loss(warp(moving_one_hot, field), fixed_one_hot)
+                terms["dice"] = soft_dice_loss(warp(one_hot[1], displacement), one_hot[0])
                 total = total + spec.dice_weight * terms["dice"]
         logged = {name: float(value.detach()) for name, value in terms.items()}
         logged["loss"] = float(total.detach())

@@ -27,7 +27,7 @@ from shmoareg.devices import resolve_device
 from shmoareg.errors import InputError
 from shmoareg.models.registry import build_model, model_config
 from shmoareg.training.config import TrainingConfig
-from shmoareg.training.data import Sample, TrainingData, derive_seed
+from shmoareg.training.data import Prefetcher, Sample, TrainingData, derive_seed
 from shmoareg.training.distributed import DistributedContext, distributed
 from shmoareg.training.logs import METRICS_FILE, MetricsLog
 from shmoareg.training.objective import Objective
@@ -61,7 +61,11 @@ def _session(step: int, device: torch.device, world_size: int) -> dict[str, Any]
 def train(config: TrainingConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> TrainingResult:
     """Train as ``config`` says (continuing ``output_dir``'s latest checkpoint when ``resume``)."""
     with distributed(resolve_device(config.device)) as context:
-        return _Trainer(config, context, log).run(resume)
+        trainer = _Trainer(config, context, log)
+        try:
+            return trainer.run(resume)
+        finally:
+            trainer.prefetcher.close()
 
 
 def _autocast_dtype(config: TrainingConfig, device: torch.device) -> Optional[torch.dtype]:
@@ -85,6 +89,7 @@ class _Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.objective = Objective(config.loss)
         self.data = TrainingData(config.data, config.seed, context.rank, context.world_size)
+        self.prefetcher = Prefetcher(self.data, config.optimiser.batch_size)
         self.seconds_before = 0.0
         self.best: Optional[float] = None
         # The sessions and validation curve of the weights' whole life, carried from checkpoint to checkpoint.
@@ -165,7 +170,7 @@ class _Trainer:
     # -- one step and validation -------------------------------------------------------------
     def _step(self, network: nn.Module, step: int) -> tuple[dict[str, float], float]:
         torch.manual_seed(derive_seed(self.config.seed, _NOISE_STREAM, self.context.rank, step))
-        sample: Sample = self.data.batch(step, self.config.optimiser.batch_size).to(self.device)
+        sample: Sample = self.prefetcher.batch(step).to(self.device)
         amp = self.amp_dtype is not None
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=amp):
             output = network(sample.fixed, sample.moving)

@@ -1,0 +1,77 @@
+"""Choose the refinement after the network by measurement, on a pair the benchmark does not score.
+
+Run: ``.venv/bin/python benchmarks/tune_refinement.py [--model shmoareg] [--steps 0 10 20 30 50]``.
+The pair is ``bench_register.py``'s seeded SynthMorph-style 160x192x224 pair at 1 mm, with its label
+maps (never one of the brains that ``compare.py`` scores). Each setting is one ``register`` call in this
+process (two threads, as the benchmark's children): the network followed by N refinement steps that
+start at the network's resolution (the issue-9 schedule), against ``--model none`` with its own
+default schedule. Writes ``benchmarks/results/refinement_cpu.json``; the choice and its numbers are in
+benchmarks/README.md ("Refinement after the network").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import SimpleITK as sitk
+import torch
+
+from bench_register import SHAPE_XYZ, make_pair
+from shmoareg.pipeline import RegistrationRequest, register
+from shmoareg.synthetic import synthetic_pair, to_sitk
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "out" / "tune_refinement"
+RESULTS = HERE / "results" / "refinement_cpu.json"
+
+
+def labelled_pair(folder: Path) -> tuple[Path, Path, Path, Path]:
+    """``bench_register``'s pair and its label maps (the same seed, so the same pair)."""
+    fixed, moving = make_pair(folder)
+    fixed_labels, moving_labels = folder / "fixed_labels.nii.gz", folder / "moving_labels.nii.gz"
+    if not (fixed_labels.exists() and moving_labels.exists()):
+        pair = synthetic_pair(SHAPE_XYZ[::-1], seed=11, max_displacement=6.0, num_labels=16, feature_size=16.0,
+                              control_spacing=24.0)
+        sitk.WriteImage(to_sitk(pair.fixed_labels), str(fixed_labels))
+        sitk.WriteImage(to_sitk(pair.moving_labels), str(moving_labels))
+    return fixed, moving, fixed_labels, moving_labels
+
+
+def run(paths: tuple[Path, Path, Path, Path], model: str, steps: int | None) -> dict:
+    """One registration: mean Dice, seconds per stage and in all, network share."""
+    fixed, moving, fixed_labels, moving_labels = paths
+    output = WORK / f"{model}-{steps}"
+    shutil.rmtree(output, ignore_errors=True)
+    started = time.perf_counter()
+    summary = register(RegistrationRequest(fixed, moving, output, fixed_labels, moving_labels, model=model,
+                                           device="cpu", refine_steps=steps, routing_maps="none"))
+    return {"model": model, "refine_steps": summary["method"]["refine_steps"],
+            "levels": summary["method"]["settings"]["levels"], "mean_dice": summary["metrics"]["mean_dice"],
+            "mean_dice_before": summary["metrics"]["mean_dice_before"], "sdlogj": summary["metrics"]["sdlogj"],
+            "network_share": summary.get("network_share"), "seconds": summary["seconds"],
+            "wall_seconds": round(time.perf_counter() - started, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="shmoareg", help="model name or checkpoint path")
+    parser.add_argument("--steps", type=int, nargs="+", default=[0, 10, 20, 30, 50])
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    paths = labelled_pair(HERE / "out" / "pair160x192x224")
+    rows = [run(paths, "none", None)] + [run(paths, args.model, steps) for steps in args.steps]
+    for row in rows:
+        print(f"{row['model']:>10} steps {row['refine_steps']:>3} levels {row['levels']}: Dice {row['mean_dice']:.3f} "
+              f"(before {row['mean_dice_before']:.3f}), register {row['seconds'].get('register', 0):.1f} s, "
+              f"total {row['seconds']['total']:.1f} s, network share {row['network_share']}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"pair": "bench_register.py seed 11, 160x192x224 at 1 mm, with labels",
+                                   "threads": 2, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
