@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 from shmoareg import __version__
 from shmoareg.defaults import (DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS,
-                               ROUTING_MAP_MODES)
+                               NETWORK_REFINE_STEPS, ROUTING_MAP_MODES)
 from shmoareg.errors import Cancelled, ExitCode, InputError, is_out_of_memory
 from shmoareg.progress import MODES as PROGRESS_MODES
 from shmoareg.progress import Progress
@@ -37,9 +37,11 @@ def _register_parser(subparsers: argparse._SubParsersAction) -> None:
                         f"(default: {DEFAULT_MODEL}, the shipped weights); 'none' optimises the field on the "
                         "pair alone")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--refine-steps", type=int, help="optimisation steps on the pair, seeded by the "
-                        f"network's field (default: {DEFAULT_REFINE_STEPS['cpu']} on CPU, "
-                        f"{DEFAULT_REFINE_STEPS['cuda']} on GPU; 0 uses the network prediction alone)")
+    parser.add_argument("--refine-steps", type=int, help="optimisation steps on the pair. With a network they "
+                        "start from its field at the network input's resolution (default: "
+                        f"{NETWORK_REFINE_STEPS['cpu']} on CPU, {NETWORK_REFINE_STEPS['cuda']} on GPU; 0 uses the "
+                        f"network prediction alone); with --model none from 1/8 up (default: "
+                        f"{DEFAULT_REFINE_STEPS['cpu']} on CPU, {DEFAULT_REFINE_STEPS['cuda']} on GPU)")
     parser.add_argument("--affine", action=argparse.BooleanOptionalAction, default=True,
                         help="affine initialisation (centre of mass then Mattes MI affine; default on)")
     parser.add_argument("--diffeomorphic", action=argparse.BooleanOptionalAction, default=True,

@@ -114,7 +114,7 @@ def test_diffeomorphic_network_does_not_fold():
     model = build_model("shmoareg", {**TINY, "diffeomorphic": True, "integration_steps": 7}).eval()
     for head in model.heads:
         for expert in head.experts:
-            torch.nn.init.normal_(expert.project.weight, std=0.02)
+            torch.nn.init.normal_(expert.weight, std=0.02)
     with torch.no_grad():
         displacement = model(*inputs()).displacement
     assert displacement.abs().max() > 1.0
@@ -196,18 +196,28 @@ def test_factorised_expert_reaches_exactly_its_receptive_field(kernel, dilation)
         touched = torch.nonzero(response.abs().sum(dim=tuple(a for a in range(3) if a != axis)) > 0).flatten()
         assert (touched.min().item(), touched.max().item()) == (7 - reach, 7 + reach)
         assert len(touched) == kernel  # dilated taps only
-    assert response.sum().item() == pytest.approx(kernel ** 3)  # box sums: a full kernel's fan-in
+    assert response.sum().item() == pytest.approx(1.0)  # box averages
 
 
 def test_half_resolution_input_level_numbers_levels_by_resolution_and_returns_a_full_field():
     model = build_model("shmoareg", {"channels": [8, 8, 8], "input_level": 2, "attention_levels": [3, 4],
-                                     "head_dim": 4}).eval()
+                                     "head_dim": 4, "factorised_experts": True}).eval()
     with torch.no_grad():
         output = model(*inputs())
     assert output.displacement.shape == (1, 3, *SHAPE)
     assert sorted(output.routing.decoder_gates) == [2, 3, 4]
     assert tuple(output.routing.decoder_gates[2].shape[3:]) == tuple(n // 2 for n in SHAPE)
     assert sorted(output.routing.moa_weights) == [3, 4]
+
+
+def test_factorised_heads_are_cheaper_and_route_per_voxel():
+    full = SpatiallyHeterogeneousMoE(16, ((3, 1), (5, 1), (3, 3), (3, 5)))
+    factorised = SpatiallyHeterogeneousMoE(16, ((3, 1), (5, 1), (3, 3), (3, 5)), factorised=True)
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert count(factorised) < count(full) / 10
+    assert factorised.gate.kernel_size == (1, 1, 1) and factorised.receptive_fields == full.receptive_fields == [3, 5, 7, 11]
+    field, gates, _ = factorised.eval()(torch.randn(1, 16, 8, 8, 8))
+    assert field.shape == (1, 3, 8, 8, 8) and torch.allclose(gates.sum(dim=2), torch.ones(1, 3, 8, 8, 8))
 
 
 def test_attention_levels_must_lie_above_the_input_level():

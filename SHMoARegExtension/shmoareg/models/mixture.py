@@ -3,8 +3,8 @@
 * :class:`MixtureOfAttentionHeads`: multi-head attention whose heads are experts. Each head has its
   own query and output projection; keys and values are shared. A router picks the top-k heads per
   token (noisy top-k gating while training) and weights them with a softmax over the chosen logits.
-* :class:`SpatiallyHeterogeneousMoE`: a flow head whose experts are factorised convolutions with
-  different receptive fields; a per-voxel gate, separate for the x, y and z displacement components, mixes
+* :class:`SpatiallyHeterogeneousMoE`: a flow head whose experts are convolutions (full, or factorised
+  for CPU speed) with different receptive fields; a per-voxel gate, separate for the x, y and z displacement components, mixes
   the experts' outputs for that component.
 
 Both return a Switch-style load-balancing loss (the SHMoE head only while training) ``E * sum_e f_e * P_e`` (``f_e`` share of
@@ -74,9 +74,8 @@ class FactorisedExpert(nn.Module):
     Its receptive field is ``dilation * (kernel - 1) + 1`` voxels per side, as a full ``kernel``^3 conv
     with that dilation, at a fraction of the CPU cost: a full 3D convolution on few channels runs on
     PyTorch's slow CPU path (about 250 ms forward and backward at 48^3 against about 15 ms for this).
-    The depthwise filters start as box sums (all ones), so an untrained expert is a smoothed linear
-    read-out whose output moves per optimiser step as much as a full kernel's would (a full kernel sums
-    ``kernel^3`` products; box averages made the experts learn about ``kernel^3`` times slower under Adam).
+    The depthwise filters start as box averages, so an untrained expert is a smoothed linear read-out
+    (box sums, whose output moves per Adam step as much as a full kernel's, made wide networks noisy).
     """
 
     def __init__(self, in_channels: int, kernel: int, dilation: int, init_scale: float = 1e-5) -> None:
@@ -90,7 +89,7 @@ class FactorisedExpert(nn.Module):
             size, padding = [1, 1, 1], [0, 0, 0]
             size[axis], padding[axis] = kernel, reach
             conv = nn.Conv3d(3, 3, tuple(size), padding=tuple(padding), dilation=dilation, groups=3, bias=False)
-            nn.init.ones_(conv.weight)
+            nn.init.constant_(conv.weight, 1.0 / kernel)
             self.filters.append(conv)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -101,17 +100,33 @@ class FactorisedExpert(nn.Module):
         return proposal
 
 
-class SpatiallyHeterogeneousMoE(nn.Module):
-    """Flow head: experts ``(kernel, dilation)`` each predict (x, y, z); per-voxel, per-axis gates mix them."""
+def _expert(in_channels: int, kernel: int, dilation: int, factorised: bool, init_scale: float) -> nn.Module:
+    """One SHMoE expert with near-zero output at first: factorised, or a full dilated convolution."""
+    if factorised:
+        return FactorisedExpert(in_channels, kernel, dilation, init_scale)
+    conv = nn.Conv3d(in_channels, 3, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation)
+    nn.init.normal_(conv.weight, std=init_scale)
+    nn.init.zeros_(conv.bias)
+    return conv
 
-    def __init__(self, in_channels: int, experts: tuple[tuple[int, int], ...], init_scale: float = 1e-5) -> None:
+
+class SpatiallyHeterogeneousMoE(nn.Module):
+    """Flow head: experts ``(kernel, dilation)`` each predict (x, y, z); per-voxel, per-axis gates mix them.
+
+    ``factorised`` False: each expert is a full ``kernel``^3 convolution and the gate a 3^3 convolution
+    (the original form, which every checkpoint before issue 9 holds). True: :class:`FactorisedExpert`
+    experts and a per-voxel linear router (1x1x1, as token routers of MoE layers are), several times
+    cheaper on a CPU, where full 3D convolutions on few channels take PyTorch's slow path.
+    """
+
+    def __init__(self, in_channels: int, experts: tuple[tuple[int, int], ...], factorised: bool = False,
+                 init_scale: float = 1e-5) -> None:
         super().__init__()
         self.expert_specs = tuple((int(k), int(d)) for k, d in experts)
-        self.experts = nn.ModuleList(FactorisedExpert(in_channels, kernel, dilation, init_scale)
+        self.experts = nn.ModuleList(_expert(in_channels, kernel, dilation, factorised, init_scale)
                                      for kernel, dilation in self.expert_specs)
-        # A per-voxel linear router, as token routers of MoE layers are (the features it reads already
-        # carry spatial context; a 3^3 gate with 12 outputs took 150 ms a step on PyTorch's slow CPU path).
-        self.gate = nn.Conv3d(in_channels, 3 * len(self.expert_specs), 1)
+        outputs = 3 * len(self.expert_specs)
+        self.gate = nn.Conv3d(in_channels, outputs, 1) if factorised else nn.Conv3d(in_channels, outputs, 3, padding=1)
 
     @property
     def receptive_fields(self) -> list[int]:

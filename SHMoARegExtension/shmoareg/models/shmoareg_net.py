@@ -30,7 +30,8 @@ class SHMoARegConfig:
     Levels are numbered by resolution: level ``L`` is the input averaged down ``2^(L-1)``. With
     ``input_level`` 2 the first stem strides by 2, the finest decoder level works at half the input's
     resolution and its field is upsampled to the input: on a CPU that costs about an eighth of a
-    full-resolution level (whose 3D convolutions dominate a training step).
+    full-resolution level (whose 3D convolutions dominate a training step). ``factorised_experts``
+    picks the cheap form of the SHMoE experts (see :class:`SpatiallyHeterogeneousMoE`).
     """
 
     channels: tuple[int, ...] = (8, 16, 32, 32, 32)
@@ -42,6 +43,7 @@ class SHMoARegConfig:
     head_dim: int = 16
     router_noise: float = 1.0
     experts: tuple[tuple[int, int], ...] = ((3, 1), (5, 1), (3, 3), (3, 5))
+    factorised_experts: bool = False
     diffeomorphic: bool = False
     integration_steps: int = 5
 
@@ -128,8 +130,9 @@ class SHMoARegNet(nn.Module):
         self.attention = nn.ModuleDict()
         for index, width in enumerate(widths):
             level = config.level(index)
-            if index == 0:
-                self.stems.append(ConvBlock(1, width, stride=2 ** (config.input_level - 1)))
+            if index == 0:  # at half resolution: the images averaged down 2x (cell-centred, as resize_field)
+                block = ConvBlock(1, width)
+                self.stems.append(block if config.input_level == 1 else nn.Sequential(nn.AvgPool3d(2), block))
             elif level in config.attention_levels:
                 self.stems.append(nn.Conv3d(widths[index - 1], width, 2, stride=2))
                 self.attention[str(level)] = WindowedMoATransformer(width, config)
@@ -140,7 +143,7 @@ class SHMoARegNet(nn.Module):
         for index, width in enumerate(widths):
             coarser = widths[index + 1] if index + 1 < len(widths) else 0
             self.fuse.append(ConvBlock(2 * width + coarser, width))
-            self.heads.append(SpatiallyHeterogeneousMoE(width, config.experts))
+            self.heads.append(SpatiallyHeterogeneousMoE(width, config.experts, config.factorised_experts))
 
     def expert_descriptions(self) -> list[dict[str, Any]]:
         """Each decoder expert's kernel, dilation and receptive field (voxels of its level)."""

@@ -98,9 +98,10 @@ class _Trainer:
             self.log("amp is for CUDA only: training in float32 on this device")
 
     # -- checkpoints -------------------------------------------------------------------------
-    def _check_same_model(self, path: Path, metadata: dict[str, Any]) -> None:
+    def _check_same_model(self, path: Path, loaded: nn.Module) -> None:
+        """``loaded`` (as its config reads with today's defaults) must be the model being trained."""
         wanted = {"name": self.model.name, "config": model_config(self.model)}
-        found = {"name": metadata["model"]["name"], "config": metadata["model"]["config"]}
+        found = {"name": loaded.name, "config": model_config(loaded)}
         if wanted != found:
             raise InputError(f"cannot continue from {path}: it holds model {found['name']!r} with config "
                              f"{found['config']} but the training config asks for {wanted['name']!r} with "
@@ -129,7 +130,7 @@ class _Trainer:
             self.log(f"no checkpoint to resume from in {self.checkpoints}; starting at step 0")
             return 0
         loaded, metadata = resolve_model(source, self.device)
-        self._check_same_model(Path(metadata["weights_path"]), metadata)
+        self._check_same_model(Path(metadata["weights_path"]), loaded)
         self.best = None  # validation pairs of this run may differ from the source's
         step = self._adopt(loaded, metadata)
         self.log(f"no checkpoint in {self.checkpoints} yet: continuing {metadata['weights_path']} from step {step} "
@@ -144,7 +145,7 @@ class _Trainer:
             raise InputError(f"output_dir {self.output_dir} already holds a training run ({latest}); pass "
                              "--resume to continue it, or choose another output_dir")
         loaded, metadata = load_checkpoint(latest, self.device)
-        self._check_same_model(latest, metadata)
+        self._check_same_model(latest, loaded)
         state = load_training_state(latest)
         if state is None:
             raise InputError(f"cannot resume from {latest}: its training state file (optimiser) is missing")

@@ -1,0 +1,69 @@
+"""Validation Dice of trained weights on a training config's validation pairs, for comparing checkpoints.
+
+Run: ``.venv/bin/python benchmarks/validate_weights.py --config C.yaml --model M [M ...]`` (model names
+or checkpoint paths). ``--save-pairs F.pt`` also stores the pairs, and ``--pairs F.pt`` evaluates on stored
+pairs instead, so weights whose code has changed since can be scored on the same pairs from an older
+checkout: ``PYTHONPATH=<old>/SHMoARegExtension python benchmarks/validate_weights.py --pairs F.pt
+--model <old>/Resources/models/shmoareg.safetensors`` (this script only uses interfaces older than issue 9).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from shmoareg.checkpoints import resolve_model
+from shmoareg.training.data import Sample
+
+
+def load_pairs(config: Path | None, stored: Path | None, save: Path | None) -> list[Sample]:
+    """The validation pairs of ``config`` (optionally saved), or pairs stored earlier."""
+    if stored is not None:
+        return [Sample(**pair) for pair in torch.load(stored, weights_only=True)]
+    from shmoareg.training.config import load_config
+    from shmoareg.training.data import TrainingData
+
+    spec = load_config(config)
+    pairs = TrainingData(spec.data, spec.seed).validation(spec.validation.pairs)
+    if save is not None:
+        torch.save([vars(pair) for pair in pairs], save)
+    return pairs
+
+
+@torch.no_grad()
+def mean_dice(model: torch.nn.Module, pairs: list[Sample]) -> tuple[float, float]:
+    """Mean Dice over nonzero labels after the model's warp, and before (hard labels, nearest warp)."""
+    from shmoareg.metrics import dice_per_label, mean_dice as average
+    from shmoareg.spatial import warp_labels
+
+    before, after = [], []
+    for pair in pairs:
+        field = model(pair.fixed, pair.moving).displacement
+        warped = warp_labels(pair.moving_labels, field, method="nearest")
+        reference = pair.fixed_labels[0, 0].numpy()
+        before.append(average(dice_per_label(reference, pair.moving_labels[0, 0].numpy())))
+        after.append(average(dice_per_label(reference, warped[0, 0].numpy())))
+    return sum(after) / len(after), sum(before) / len(before)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, help="training config whose validation pairs to use")
+    parser.add_argument("--pairs", type=Path, help="pairs stored by --save-pairs (instead of --config)")
+    parser.add_argument("--save-pairs", type=Path, help="store the config's validation pairs here")
+    parser.add_argument("--model", nargs="+", required=True, help="model names or checkpoint paths")
+    args = parser.parse_args()
+    if (args.config is None) == (args.pairs is None):
+        parser.error("give either --config or --pairs")
+    torch.set_num_threads(1)
+    pairs = load_pairs(args.config, args.pairs, args.save_pairs)
+    for name in args.model:
+        model, metadata = resolve_model(name)
+        after, before = mean_dice(model.eval(), pairs)
+        print(f"{name}: step {metadata.get('step')}, mean Dice {after:.4f} (before {before:.4f}) on {len(pairs)} pairs")
+
+
+if __name__ == "__main__":
+    main()
