@@ -12,7 +12,7 @@ DEFAULT_REFINE_STEPS = {"cpu": 50, "cuda": 150}
 # Refinement steps after a network's prediction, which seeds the field: the optimisation starts at
 # the network input's resolution instead of 1/8, since the coarse deformation is already there
 # (chosen by measurement: benchmarks/RESULTS.md, "Refinement after the network").
-NETWORK_REFINE_STEPS = {"cpu": 20, "cuda": 60}
+NETWORK_REFINE_STEPS = {"cpu": 10, "cuda": 30}
 
 # Largest network input (voxels) per device: above it the network sees the working grid averaged
 # down 2x. Its field only seeds the optimisation, which starts on a grid 8x coarser, so on CPU a

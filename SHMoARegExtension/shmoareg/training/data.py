@@ -9,7 +9,6 @@ seen, and each rank of a distributed run sees its own shard. Validation samples 
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -186,33 +185,6 @@ class TrainingData:
         return {**self.source.describe(), "seed": self.seed, "world_size": self.world_size,
                 "sample_seeds": "numpy SeedSequence([seed, stream, rank, index]); training sample i of step s "
                                 "has index s * batch_size + i"}
-
-
-class Prefetcher:
-    """Makes the next step's batch on a background thread while the current step computes.
-
-    PyTorch releases the GIL in its kernels, so on a machine with a spare core the synthesis of pair
-    ``s + 1`` overlaps the network's step ``s`` (what a DataLoader worker does, without a process).
-    Batches stay those of :meth:`TrainingData.batch`, so runs are reproducible either way.
-    """
-
-    def __init__(self, data: TrainingData, batch_size: int) -> None:
-        self.data, self.batch_size = data, batch_size
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shmoareg-data")
-        self._pending: Optional[tuple[int, Future]] = None
-
-    def batch(self, step: int) -> Sample:
-        """The batch of ``step``; starts making the batch of ``step + 1``."""
-        if self._pending is not None and self._pending[0] == step:
-            sample = self._pending[1].result()
-        else:
-            sample = self.data.batch(step, self.batch_size)
-        self._pending = (step + 1, self._worker.submit(self.data.batch, step + 1, self.batch_size))
-        return sample
-
-    def close(self) -> None:
-        """Stop the background thread (after the batch it is making, if any)."""
-        self._worker.shutdown(wait=True, cancel_futures=True)
 
 
 class Prefetcher:
