@@ -58,6 +58,16 @@ def _session(step: int, device: torch.device, world_size: int) -> dict[str, Any]
                                               f"{torch.get_num_threads()} threads)"}
 
 
+def _earlier_session(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The training a checkpoint written before histories went through, as one session."""
+    hardware = metadata.get("hardware") or {}
+    return {"from_step": 0, "to_step": int(metadata["step"]), "seconds": metadata.get("seconds"),
+            "started": None, "world_size": hardware.get("world_size", 1),
+            "device": hardware.get("gpu") or f"cpu ({hardware.get('cpu_count')} cores)",
+            "note": "recorded before training histories were kept; final validation Dice "
+                    f"{(metadata.get('metrics') or {}).get('validation', {}).get('dice')} on that run's own pairs"}
+
+
 def train(config: TrainingConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> TrainingResult:
     """Train as ``config`` says (continuing ``output_dir``'s latest checkpoint when ``resume``)."""
     with distributed(resolve_device(config.device)) as context:
@@ -111,7 +121,8 @@ class _Trainer:
         """Take over a checkpoint's weights, time and history; returns its step."""
         self.model.load_state_dict(loaded.state_dict())
         self.seconds_before = float(metadata.get("seconds") or 0.0)
-        history = metadata.get("history") or {"sessions": [], "validation": self._logged_validation()}
+        history = metadata.get("history") or {"sessions": [_earlier_session(metadata)],
+                                              "validation": self._logged_validation()}
         self.history = {"sessions": list(history.get("sessions", [])),
                         "validation": list(history.get("validation", []))}
         return int(metadata["step"])
