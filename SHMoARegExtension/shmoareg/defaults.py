@@ -11,12 +11,13 @@ DEFAULT_REFINE_STEPS = {"cpu": 50, "cuda": 150}
 
 # Refinement steps after a network's prediction, which seeds the field: the optimisation starts at
 # the network input's resolution instead of 1/8, since the coarse deformation is already there
-# (chosen by measurement: benchmarks/RESULTS.md, "Refinement after the network").
+# (chosen by measurement on a pair the benchmark does not score: benchmarks/README.md, "Refinement
+# after the network").
 NETWORK_REFINE_STEPS = {"cpu": 10, "cuda": 30}
 
 # Largest network input (voxels) per device: above it the network sees the working grid averaged
-# down 2x. Its field only seeds the optimisation, which starts on a grid 8x coarser, so on CPU a
-# half-resolution prediction costs about an eighth and loses nothing measurable.
+# down 2x and its field is upsampled; the refinement then starts at that resolution. On CPU a
+# half-resolution prediction costs about an eighth.
 DEFAULT_NETWORK_MAX_VOXELS = {"cpu": 500_000, "cuda": 4_000_000}
 
 # Routing maps ``register`` writes for a mixture-of-experts network: the arg-max expert per voxel
