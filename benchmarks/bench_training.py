@@ -77,7 +77,8 @@ def time_steps(config_path: Path, shape: tuple[int, int, int] | None, steps: int
     per_step = {phase: round(total / steps, 3) for phase, total in totals.items()}
     seconds = sum(per_step.values())
     return {"config": str(config_path), "model": config.model.name, "shape": list(config.data.shape),
-            "steps_timed": steps, "prefetch": prefetch, "seconds_per_phase": per_step, "seconds_per_step": round(seconds, 3),
+            "steps_timed": steps, "prefetch": prefetch, "seconds_per_phase": per_step,
+            "seconds_per_step": round(seconds, 3),
             "steps_per_hour": round(3600 / seconds), "parameters": sum(p.numel() for p in model.parameters())}
 
 

@@ -215,7 +215,8 @@ def test_factorised_heads_are_cheaper_and_route_per_voxel():
     factorised = SpatiallyHeterogeneousMoE(16, ((3, 1), (5, 1), (3, 3), (3, 5)), factorised=True)
     count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
     assert count(factorised) < count(full) / 10
-    assert factorised.gate.kernel_size == (1, 1, 1) and factorised.receptive_fields == full.receptive_fields == [3, 5, 7, 11]
+    assert factorised.gate.kernel_size == (1, 1, 1)
+    assert factorised.receptive_fields == full.receptive_fields == [3, 5, 7, 11]
     field, gates, _ = factorised.eval()(torch.randn(1, 16, 8, 8, 8))
     assert field.shape == (1, 3, 8, 8, 8) and torch.allclose(gates.sum(dim=2), torch.ones(1, 3, 8, 8, 8))
 

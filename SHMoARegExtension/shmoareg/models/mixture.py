@@ -4,8 +4,8 @@
   own query and output projection; keys and values are shared. A router picks the top-k heads per
   token (noisy top-k gating while training) and weights them with a softmax over the chosen logits.
 * :class:`SpatiallyHeterogeneousMoE`: a flow head whose experts are convolutions (full, or factorised
-  for CPU speed) with different receptive fields; a per-voxel gate, separate for the x, y and z displacement components, mixes
-  the experts' outputs for that component.
+  for CPU speed) with different receptive fields; a per-voxel gate, separate for the x, y and z
+  displacement components, mixes the experts' outputs for that component.
 
 Both return a Switch-style load-balancing loss (the SHMoE head only while training) ``E * sum_e f_e * P_e`` (``f_e`` share of
 assignments, ``P_e`` mean router probability): 1 when routing is uniform, ``E`` when it collapses.

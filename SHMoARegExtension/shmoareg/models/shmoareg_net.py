@@ -28,7 +28,7 @@ class SHMoARegConfig:
     """Sizes of the network. ``channels[i]`` is the width of level ``input_level + i``.
 
     Levels are numbered by resolution: level ``L`` is the input averaged down ``2^(L-1)``. With
-    ``input_level`` 2 the first stem strides by 2, the finest decoder level works at half the input's
+    ``input_level`` 2 the first stem sees the images averaged down 2x, the finest decoder level works at half the input's
     resolution and its field is upsampled to the input: on a CPU that costs about an eighth of a
     full-resolution level (whose 3D convolutions dominate a training step). ``factorised_experts``
     picks the cheap form of the SHMoE experts (see :class:`SpatiallyHeterogeneousMoE`).

@@ -149,7 +149,7 @@ class TrainingConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainingConfig":
         """Build and check a config from plain values (as read from YAML)."""
-        config = _build(cls, values, source, "")
+        config = _build(cls(), values, source, "")
         _check(config, source)
         return config
 
@@ -178,26 +178,25 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _build(cls: type, values: Any, source: str, prefix: str) -> Any:
-    """Instantiate dataclass ``cls`` from a mapping, recursing into nested dataclass fields."""
+def _build(default: Any, values: Any, source: str, prefix: str) -> Any:
+    """A copy of the dataclass instance ``default`` with the keys of a mapping replaced, recursing into
+    nested sections (so a section keeps its owner's defaults for the keys not given)."""
     where = prefix.rstrip(".") or "top level"
     if not isinstance(values, dict):
         raise InputError(f"{source}: {where} must be a mapping of keys to values, not {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+    hints = typing.get_type_hints(type(default))
+    names = {f.name for f in dataclasses.fields(default)}
+    unknown = sorted(set(values) - names)
     if unknown:
-        raise InputError(f"{source}: unknown key {prefix}{unknown[0]}; known keys here: {', '.join(sorted(fields))}")
+        raise InputError(f"{source}: unknown key {prefix}{unknown[0]}; known keys here: {', '.join(sorted(names))}")
     built = {}
     for name, value in values.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            nested = _build(hint, value or {}, source, f"{prefix}{name}.")
-            default = fields[name].default_factory()  # a section keeps its owner's defaults for keys not given
-            built[name] = dataclasses.replace(default, **{key: getattr(nested, key) for key in (value or {})})
+            built[name] = _build(getattr(default, name), value or {}, source, f"{prefix}{name}.")
         else:
             built[name] = _coerce(value, hint, source, f"{prefix}{name}")
-    return cls(**built)
+    return dataclasses.replace(default, **built)
 
 
 def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:

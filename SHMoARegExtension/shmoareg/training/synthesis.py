@@ -1,9 +1,9 @@
 """Synthetic training pairs in the SynthMorph spirit, cheap enough for a one-thread CPU training step.
 
 A pair is made from a random label map (the expensive part, about 0.45 s at 64^3, so a pool of them
-can be reused), randomly flipped (``augmentation.flip``), then moved by a fresh random smooth diffeomorphic field (built on a
-grid 2x coarser) composed with a small random affine residual (``augmentation`` rotation, scaling, translation). Each
-image gets its own random contrast (a uniform mean per label: T1-, T2- and CT-like orders alike) unless
+can be reused), randomly flipped (``augmentation.flip``), then moved by a fresh random smooth
+diffeomorphic field (built on a grid 2x coarser) composed with a small random affine residual
+(``augmentation`` rotation, scaling, translation). Each image gets its own random contrast (a uniform mean per label: T1-, T2- and CT-like orders alike) unless
 ``same_contrast``, and its own noise, blur (partial volume) and bias field, each drawn between zero and
 the spec's maximum, and gamma (``augmentation.gamma``). Labels are warped per label (trilinear
 indicators, arg-max): in short runs, nearest-warped labels and fields built 4x coarser both trained
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from shmoareg.spatial import compose, warp_labels
+from shmoareg.spatial import compose, identity_grid, warp_labels
 from shmoareg.synthetic import SyntheticPair, random_label_map, random_smooth_field, render_intensities
 from shmoareg.training.augment import random_affine_grid
 from shmoareg.training.config import SyntheticSpec
@@ -30,12 +30,10 @@ def draw_label_map(spec: SyntheticSpec, shape: tuple[int, int, int], seed: int) 
 
 def affine_displacement(shape: tuple[int, int, int], spec: SyntheticSpec, generator: torch.Generator) -> Tensor:
     """The voxel displacement ``(1, 3, Z, Y, X)`` of a random small affine about the grid centre."""
-    grid = random_affine_grid(shape, spec.augmentation, generator)[0]  # (Z, Y, X, 3), normalised x, y, z
+    grid = random_affine_grid(shape, spec.augmentation, generator)  # (1, Z, Y, X, 3), normalised x, y, z
     sizes = torch.tensor([shape[2], shape[1], shape[0]], dtype=grid.dtype)
-    voxels = (grid + 1) * (sizes - 1) / 2
-    axes = [torch.arange(n, dtype=grid.dtype) for n in shape]
-    zz, yy, xx = torch.meshgrid(*axes, indexing="ij")
-    return (voxels - torch.stack((xx, yy, zz), dim=-1)).permute(3, 0, 1, 2).unsqueeze(0)
+    voxels = ((grid + 1) * (sizes - 1) / 2).permute(0, 4, 1, 2, 3)
+    return voxels - identity_grid(shape, dtype=grid.dtype)
 
 
 def _uniform(generator: torch.Generator, high: float) -> float:
