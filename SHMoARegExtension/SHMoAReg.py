@@ -17,7 +17,7 @@ import numpy as np
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -62,8 +62,10 @@ Deformable registration of a moving volume (and segmentation) to a fixed one wit
 mixture-of-experts registration network, run in a background process on the GPU when one is
 available and on the CPU otherwise. Outputs: a displacement-field transform (usable in the
 Transforms and Resample modules; the moving volume is placed under it, not modified), the warped
-volume and segmentation, and for network models the per-voxel expert-routing maps with a table and
-plot of expert utilisation. All outputs of a run are in one subject-hierarchy folder.
+volume and segmentation, the Jacobian determinant (volume change, folding) and optionally an uncertainty
+map, tables of landmark TRE (judged against AAPM TG-132) and of segment Dice/HD95 before and after,
+and for network models the per-voxel expert-routing maps with a table and plot of expert utilisation.
+Checkerboard and difference views are one click away. All outputs of a run are in one subject-hierarchy folder.
 """
         self.parent.acknowledgementText = """
 SHMoAReg follows "Spatially Heterogeneous Mixture of Attention experts for registration"
@@ -87,9 +89,14 @@ class SHMoARegParameterNode:
     movingVolume: vtkMRMLScalarVolumeNode
     fixedSegmentation: Optional[vtkMRMLSegmentationNode]
     movingSegmentation: Optional[vtkMRMLSegmentationNode]
+    fixedLandmarks: Optional[vtkMRMLMarkupsFiducialNode]
+    movingLandmarks: Optional[vtkMRMLMarkupsFiducialNode]
     model: Annotated[str, Choice(list(SHMoARegLib.MODELS)), Default(SHMoARegLib.DEFAULT_MODEL)]
     device: Annotated[str, Choice(list(SHMoARegLib.DEVICES)), Default("auto")]
     refineSteps: Annotated[int, WithinRange(-1, 5000), Default(-1)]  # -1: the engine's default
+    similarity: Annotated[str, Choice(list(SHMoARegLib.SIMILARITIES)), Default(SHMoARegLib.SIMILARITIES[0])]
+    detail: Annotated[int, WithinRange(*SHMoARegLib.DETAIL_RANGE), Default(0)]  # smoothness 2**-detail
+    uncertainty: Annotated[bool, Default(False)]
     affine: Annotated[bool, Default(True)]
     importGateMaps: Annotated[bool, Default(False)]
     keepTemporaryFiles: Annotated[bool, Default(False)]
@@ -109,6 +116,8 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._result = None
+        self._qualityNodes = {}  # checkerboard/difference volumes of the shown result, made on first use
+        self._qualityOverlay = None  # the result's volume shown over the fixed one by the quality buttons
         self._runDevice = "auto"
         self._timer = qt.QTimer()
         self._timer.setInterval(STATUS_TIMER_MILLISECONDS)
@@ -137,6 +146,13 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.overlayOpacitySlider.connect("valueChanged(double)", self.onOpacityChanged)
         self.ui.showPlotButton.connect("clicked(bool)", self.onShowPlot)
         self.ui.saveTransformButton.connect("clicked(bool)", self.onSaveTransform)
+        self.ui.checkerboardButton.connect("clicked(bool)", self.onShowCheckerboard)
+        self.ui.differenceButton.connect("clicked(bool)", self.onShowDifference)
+        self.ui.jacobianButton.connect("clicked(bool)", lambda: self.showQualityOverlay(self._result.jacobianNode))
+        self.ui.uncertaintyButton.connect("clicked(bool)",
+                                          lambda: self.showQualityOverlay(self._result.uncertaintyNode))
+        self.ui.qualityOpacitySlider.connect("valueChanged(double)", self.onQualityOpacityChanged)
+        self.ui.landmarkTableLabel.text = f"Landmark TRE (AAPM TG-132 tolerance: {SHMoARegLib.TG132_RULE})"
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -213,11 +229,13 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._runDevice = parameters.device
             self.logic.register(
                 parameters.fixedVolume, parameters.movingVolume, parameters.fixedSegmentation,
-                parameters.movingSegmentation, waitForCompletion=False, progressCallback=self.onProgress,
+                parameters.movingSegmentation, parameters.fixedLandmarks, parameters.movingLandmarks,
+                waitForCompletion=False, progressCallback=self.onProgress,
                 model=parameters.model, device=parameters.device,
                 refineSteps=parameters.refineSteps if parameters.refineSteps >= 0 else None,
                 affine=parameters.affine, importGateMaps=parameters.importGateMaps,
-                keepTemporaryFiles=parameters.keepTemporaryFiles)
+                keepTemporaryFiles=parameters.keepTemporaryFiles, similarity=parameters.similarity,
+                smoothness=SHMoARegLib.smoothnessFromDetail(parameters.detail), uncertainty=parameters.uncertainty)
             self._timer.start()
             self.updateRegisterButton()
 
@@ -263,11 +281,7 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         lines = [f"Done{f' in {seconds:.1f} s' if seconds is not None else ''} on {summary.get('device', '?')}."]
         if self._runDevice == "auto" and summary.get("device") == "cpu":
             lines.append("No CUDA GPU was found, so the CPU was used (slower, same result).")
-        metrics = summary.get("metrics", {})
-        if "mean_dice" in metrics:
-            lines.append(f"Mean Dice {metrics['mean_dice_before']:.3f} -> {metrics['mean_dice']:.3f}.")
-        if "fraction_nonpositive" in metrics:
-            lines.append(f"Folding: {100 * metrics['fraction_nonpositive']:.2f} % of voxels with |J| <= 0.")
+        lines += SHMoARegLib.describeMetrics(summary)
         networkShare = SHMoARegLib.describeNetworkShare(summary)
         if networkShare is not None:
             lines.append(networkShare)
@@ -308,8 +322,14 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # Results
 
     def showResult(self, result) -> None:
-        """Fill the results section and show the fixed volume with the aligned moving volume."""
+        """Fill the quality and results sections and show the fixed volume with the aligned moving volume."""
         self._result = result
+        self._qualityNodes = {}
+        self._qualityOverlay = None
+        self.ui.qualityCollapsibleButton.enabled = result is not None
+        self.ui.uncertaintyButton.enabled = bool(result and result.uncertaintyNode)
+        self.ui.landmarkTableView.setMRMLTableNode(result.landmarkTableNode if result else None)
+        self.ui.segmentTableView.setMRMLTableNode(result.segmentTableNode if result else None)
         self.ui.resultsCollapsibleButton.enabled = result is not None
         self.ui.overlayLevelComboBox.clear()
         self.ui.overlayAxisComboBox.clear()
@@ -327,10 +347,41 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for axis in SHMoARegLib.AXES:
             if any(keyAxis == axis for _, keyAxis, _ in keys):
                 self.ui.overlayAxisComboBox.addItem(axis, axis)
-        transform = result.transformNode
-        fixed = transform.GetNodeReference(transform.GetFixedNodeReferenceRole())
-        moving = transform.GetNodeReference(transform.GetMovingNodeReferenceRole())
-        slicer.util.setSliceViewerLayers(background=fixed, foreground=moving, foregroundOpacity=0.5, fit=True)
+        moving = result.transformNode.GetNodeReference(result.transformNode.GetMovingNodeReferenceRole())
+        slicer.util.setSliceViewerLayers(background=self.fixedVolume(), foreground=moving, foregroundOpacity=0.5,
+                                         fit=True)
+
+    def fixedVolume(self):
+        """The fixed volume of the shown result."""
+        transform = self._result.transformNode
+        return transform.GetNodeReference(transform.GetFixedNodeReferenceRole())
+
+    def onShowCheckerboard(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Cannot show the checkerboard.", waitCursor=True):
+            self.showQualityVolume("checkerboard", SHMoARegLib.checkerboardVolume)
+
+    def onShowDifference(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Cannot show the difference.", waitCursor=True):
+            self.showQualityVolume("difference", SHMoARegLib.differenceVolume)
+
+    def showQualityVolume(self, kind: str, make) -> None:
+        """Show the result's ``kind`` volume (made by ``make(scene, fixed, warped)`` on first use) alone."""
+        node = self._qualityNodes.get(kind)
+        if node is None or not slicer.mrmlScene.IsNodePresent(node):
+            node = make(slicer.mrmlScene, self.fixedVolume(), self._result.warpedVolumeNode)
+            self._qualityNodes[kind] = node
+        self._qualityOverlay = None
+        slicer.util.setSliceViewerLayers(background=node, foreground=None, label=None)
+
+    def showQualityOverlay(self, node) -> None:
+        """Show ``node`` (the Jacobian or uncertainty map) over the fixed volume with the chosen opacity."""
+        self._qualityOverlay = node
+        slicer.util.setSliceViewerLayers(background=self.fixedVolume(), foreground=node, label=None,
+                                         foregroundOpacity=self.ui.qualityOpacitySlider.value)
+
+    def onQualityOpacityChanged(self, value: float) -> None:
+        if self._qualityOverlay is not None and slicer.mrmlScene.IsNodePresent(self._qualityOverlay):
+            self.showQualityOverlay(self._qualityOverlay)
 
     def updateMapChoices(self, index=None) -> None:
         """Map choices of the chosen level and axis: the arg-max expert, then each expert's gate."""
@@ -358,8 +409,8 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self.selectedRoutingNode()
         if node is None:
             return
-        transform = self._result.transformNode
-        fixed = transform.GetNodeReference(transform.GetFixedNodeReferenceRole())
+        self._qualityOverlay = None
+        fixed = self.fixedVolume()
         opacity = self.ui.overlayOpacitySlider.value
         if node.IsA("vtkMRMLLabelMapVolumeNode"):
             slicer.util.setSliceViewerLayers(background=fixed, foreground=None, label=node, labelOpacity=opacity)

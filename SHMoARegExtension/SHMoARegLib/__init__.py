@@ -1,10 +1,21 @@
 """Slicer-side logic of SHMoAReg: MRML nodes <-> files, the engine process, result import. Never imports qt."""
 
+from SHMoARegLib.evaluation import TG132_RULE, describeMetrics
 from SHMoARegLib.logic import RegistrationCancelled, RegistrationError, SHMoARegLogic
-from SHMoARegLib.options import DEFAULT_MODEL, DEVICES, MODELS, RegistrationOptions
+from SHMoARegLib.options import (
+    DEFAULT_MODEL,
+    DETAIL_RANGE,
+    DEVICES,
+    MODELS,
+    SIMILARITIES,
+    RegistrationOptions,
+    smoothnessFromDetail,
+)
+from SHMoARegLib.qa import checkerboardVolume, differenceVolume
 from SHMoARegLib.results import RegistrationResult, describeNetworkShare
 from SHMoARegLib.routing import AXES, parseRoutingKey, routingKey
 
-__all__ = ["AXES", "DEFAULT_MODEL", "DEVICES", "MODELS", "RegistrationCancelled", "RegistrationError",
-           "RegistrationOptions", "RegistrationResult", "SHMoARegLogic", "describeNetworkShare", "parseRoutingKey",
-           "routingKey"]
+__all__ = ["AXES", "DEFAULT_MODEL", "DETAIL_RANGE", "DEVICES", "MODELS", "SIMILARITIES", "TG132_RULE",
+           "RegistrationCancelled", "RegistrationError", "RegistrationOptions", "RegistrationResult", "SHMoARegLogic",
+           "checkerboardVolume", "describeMetrics", "describeNetworkShare", "differenceVolume", "parseRoutingKey",
+           "routingKey", "smoothnessFromDetail"]

@@ -1,4 +1,4 @@
-"""SHMoARegLogic: register two volumes (and segmentations) of a scene with the engine in a separate process.
+"""SHMoARegLogic: register two volumes (and segmentations, landmarks) of a scene with the engine in a separate process.
 
 Inputs are written with storage nodes to a temporary folder, the engine runs as a child
 process, and its outputs come back as nodes (see :mod:`SHMoARegLib.results`). With
@@ -18,6 +18,7 @@ from typing import Callable, Optional, Sequence
 
 import slicer
 
+from SHMoARegLib.landmarks import LandmarkPairs, pairLandmarks, writeLandmarks
 from SHMoARegLib.options import EXIT_CANCELLED, EXIT_OK, RegistrationOptions, engineArguments
 from SHMoARegLib.process import EngineProcess, defaultEngineCommand, engineEnvironment
 from SHMoARegLib.results import RegistrationResult, RunInputs, importResults
@@ -73,9 +74,14 @@ class SHMoARegLogic:
     def register(self, fixed: slicer.vtkMRMLScalarVolumeNode, moving: slicer.vtkMRMLScalarVolumeNode,
                  fixedSegmentation: Optional[slicer.vtkMRMLSegmentationNode] = None,
                  movingSegmentation: Optional[slicer.vtkMRMLSegmentationNode] = None,
+                 fixedLandmarks: Optional[slicer.vtkMRMLMarkupsFiducialNode] = None,
+                 movingLandmarks: Optional[slicer.vtkMRMLMarkupsFiducialNode] = None,
                  waitForCompletion: bool = True, progressCallback: Optional[ProgressCallback] = None,
                  **options: object) -> Optional[RegistrationResult]:
         """Register ``moving`` onto ``fixed``; options are the fields of :class:`RegistrationOptions`.
+
+        Landmark lists (both or neither) give the TRE before and after; they are paired as
+        :mod:`SHMoARegLib.landmarks` explains, and checked before anything runs.
 
         Waits and returns the result, or with ``waitForCompletion=False`` returns None at once
         (call :meth:`poll` until it returns the result). ``progressCallback(fraction, message)``
@@ -85,11 +91,12 @@ class SHMoARegLogic:
         if self._run is not None:
             raise RuntimeError("a registration is already running; wait for it or cancel it first")
         runOptions = RegistrationOptions(**options)
-        inputs = RunInputs(fixed, moving, fixedSegmentation, movingSegmentation)
+        inputs = RunInputs(fixed, moving, fixedSegmentation, movingSegmentation, fixedLandmarks, movingLandmarks)
         self._validate(inputs)
+        landmarks = pairLandmarks(fixedLandmarks, movingLandmarks) if fixedLandmarks is not None else None
         workDirectory = Path(tempfile.mkdtemp(prefix="SHMoAReg-", dir=self.temporaryDirectory))
         try:
-            arguments = self._writeInputs(inputs, workDirectory, runOptions)
+            arguments = self._writeInputs(inputs, workDirectory, runOptions, landmarks)
             process = EngineProcess(self._engineCommand() + arguments, engineEnvironment(), str(workDirectory))
             process.start()
         except BaseException:
@@ -170,8 +177,12 @@ class SHMoARegLogic:
                 raise ValueError(f"the {role} must be a segmentation node")
             if node.GetSegmentation().GetNumberOfSegments() == 0:
                 raise ValueError(f"the {role} {node.GetName()!r} has no segments")
+        if (inputs.fixedLandmarks is None) != (inputs.movingLandmarks is None):
+            missing = "moving" if inputs.movingLandmarks is None else "fixed"
+            raise ValueError(f"choose the {missing} landmarks too: TRE needs a point list for each volume")
 
-    def _writeInputs(self, inputs: RunInputs, workDirectory: Path, options: RegistrationOptions) -> list[str]:
+    def _writeInputs(self, inputs: RunInputs, workDirectory: Path, options: RegistrationOptions,
+                     landmarks: Optional[LandmarkPairs]) -> list[str]:
         """Write the inputs for the engine; returns its arguments."""
         fixedPath, movingPath = workDirectory / "fixed.nrrd", workDirectory / "moving.nrrd"
         writeVolume(inputs.fixed, fixedPath)
@@ -182,11 +193,18 @@ class SHMoARegLogic:
             movingSegmentationPath = workDirectory / "moving_seg.nrrd"
             writeLabelmap(inputs.movingSegmentation, inputs.movingSegments, inputs.moving, movingSegmentationPath)
         if inputs.fixedSegmentation is not None:
+            inputs.fixedSegments = matchLabels(inputs.fixedSegmentation, inputs.movingSegments)
             fixedSegmentationPath = workDirectory / "fixed_seg.nrrd"
-            writeLabelmap(inputs.fixedSegmentation, matchLabels(inputs.fixedSegmentation, inputs.movingSegments),
-                          inputs.fixed, fixedSegmentationPath)
+            writeLabelmap(inputs.fixedSegmentation, inputs.fixedSegments, inputs.fixed, fixedSegmentationPath)
+        fixedLandmarksPath = movingLandmarksPath = None
+        if landmarks is not None:
+            inputs.landmarkNames = landmarks.displayNames
+            fixedLandmarksPath = workDirectory / "fixed_landmarks.csv"
+            movingLandmarksPath = workDirectory / "moving_landmarks.csv"
+            writeLandmarks(landmarks.fixedRows, fixedLandmarksPath)
+            writeLandmarks(landmarks.movingRows, movingLandmarksPath)
         return engineArguments(options, fixedPath, movingPath, workDirectory / OUTPUT_FOLDER,
-                               fixedSegmentationPath, movingSegmentationPath)
+                               fixedSegmentationPath, movingSegmentationPath, fixedLandmarksPath, movingLandmarksPath)
 
     def _finish(self, run: _Run) -> RegistrationResult:
         code = run.process.returnCode

@@ -1,4 +1,5 @@
-"""Engine outputs into the scene: transform, warped images, routing maps and utilisation, in one folder.
+"""Engine outputs into the scene: transform, warped images, Jacobian and uncertainty maps, evaluation tables,
+routing maps and utilisation, in one folder.
 
 Either every node of a run is added or none: a failure part-way removes what was added.
 """
@@ -12,36 +13,55 @@ from typing import Optional
 
 import slicer
 
+from SHMoARegLib.colors import infernoColorNode, showWithJacobianColors
+from SHMoARegLib.evaluation import landmarkTable, segmentTable
 from SHMoARegLib.routing import importRoutingMaps, readRoutingInfo
 from SHMoARegLib.scene import SceneChanges, placeInFolder, uniqueFolderName
 from SHMoARegLib.segmentations import SegmentInfo, readSegmentation
 from SHMoARegLib.utilisation import utilisationChart, utilisationTable
-from SHMoARegLib.volumes import readTransform, readVolume
+from SHMoARegLib.volumes import copyDisplay, readTransform, readVolume
 
 TRANSFORM_FILE = "transform.h5"
 WARPED_VOLUME_FILE = "warped_moving.nii.gz"
 WARPED_SEGMENTATION_FILE = "warped_moving_seg.nii.gz"
 SUMMARY_FILE = "summary.json"
+JACOBIAN_FILE = "jacobian.nii"
+UNCERTAINTY_FILE = "uncertainty.nii.gz"
 
 
 @dataclass
 class RunInputs:
-    """The input nodes of a run and the moving segments as written for the engine."""
+    """The input nodes of a run, the segments as written for the engine and, by the label written for the
+    engine, the name of each landmark."""
 
     fixed: slicer.vtkMRMLScalarVolumeNode
     moving: slicer.vtkMRMLScalarVolumeNode
     fixedSegmentation: Optional[slicer.vtkMRMLSegmentationNode] = None
     movingSegmentation: Optional[slicer.vtkMRMLSegmentationNode] = None
+    fixedLandmarks: Optional[slicer.vtkMRMLMarkupsFiducialNode] = None
+    movingLandmarks: Optional[slicer.vtkMRMLMarkupsFiducialNode] = None
     movingSegments: list[SegmentInfo] = field(default_factory=list)
+    fixedSegments: list[SegmentInfo] = field(default_factory=list)
+    landmarkNames: dict[str, str] = field(default_factory=dict)
 
     @property
     def pairName(self) -> str:
         return f"{self.moving.GetName()} to {self.fixed.GetName()}"
 
+    @property
+    def segmentNames(self) -> dict[int, str]:
+        """Segment name by the label written for the engine (fixed-only segments included)."""
+        return {info.label: info.name for info in [*self.fixedSegments, *self.movingSegments]}
+
 
 @dataclass
 class RegistrationResult:
-    """Nodes made by one registration; ``routingNodes`` is keyed like ``level0_x_expert``/``level0_x_gate1``."""
+    """Nodes made by one registration; ``routingNodes`` is keyed like ``level0_x_expert``/``level0_x_gate1``.
+
+    ``jacobianNode`` is the transform's Jacobian determinant (shown blue-white-red around 1, folding in
+    green); ``uncertaintyNode`` (mm) exists when asked for; the landmark and segment tables when the run
+    had landmarks or segmentations (see :mod:`SHMoARegLib.evaluation`).
+    """
 
     transformNode: slicer.vtkMRMLTransformNode
     warpedVolumeNode: slicer.vtkMRMLScalarVolumeNode
@@ -53,6 +73,10 @@ class RegistrationResult:
     expertColorTableNode: Optional[slicer.vtkMRMLColorTableNode] = None
     utilisationChartNode: Optional[slicer.vtkMRMLPlotChartNode] = None
     outputDirectory: Optional[str] = None
+    jacobianNode: Optional[slicer.vtkMRMLScalarVolumeNode] = None
+    uncertaintyNode: Optional[slicer.vtkMRMLScalarVolumeNode] = None
+    landmarkTableNode: Optional[slicer.vtkMRMLTableNode] = None
+    segmentTableNode: Optional[slicer.vtkMRMLTableNode] = None
 
 
 def importResults(scene: slicer.vtkMRMLScene, outputDirectory: Path, inputs: RunInputs,
@@ -76,7 +100,7 @@ def importResults(scene: slicer.vtkMRMLScene, outputDirectory: Path, inputs: Run
         transform.SetNodeReferenceID(transform.GetFixedNodeReferenceRole(), inputs.fixed.GetID())
         warpedVolume = readVolume(scene, outputDirectory / WARPED_VOLUME_FILE,
                                   scene.GenerateUniqueName(f"{inputs.moving.GetName()} warped"))
-        _copyDisplay(inputs.moving, warpedVolume)
+        copyDisplay(inputs.moving, warpedVolume)
         outputs = [transform, warpedVolume]
         warpedSegmentation = None
         if inputs.movingSegmentation is not None:
@@ -87,8 +111,26 @@ def importResults(scene: slicer.vtkMRMLScene, outputDirectory: Path, inputs: Run
                 scene, warpedPath, scene.GenerateUniqueName(f"{inputs.movingSegmentation.GetName()} warped"),
                 inputs.movingSegments, inputs.fixed)
             outputs.append(warpedSegmentation)
+        jacobian = readVolume(scene, outputDirectory / JACOBIAN_FILE,
+                              scene.GenerateUniqueName(f"{pairName} Jacobian determinant"))
+        showWithJacobianColors(jacobian.GetDisplayNode())
+        outputs.append(jacobian)
+        uncertainty = None
+        if (outputDirectory / UNCERTAINTY_FILE).is_file():
+            uncertainty = readVolume(scene, outputDirectory / UNCERTAINTY_FILE,
+                                     scene.GenerateUniqueName(f"{pairName} uncertainty (mm)"))
+            _showUncertainty(uncertainty)
+            outputs.append(uncertainty)
         for node in outputs:
             placeInFolder(scene, node, folder)
+        metrics = summary.get("metrics") or {}
+        landmarks = landmarkTable(scene, metrics, inputs.landmarkNames,
+                                  scene.GenerateUniqueName(f"{pairName} landmark TRE"))
+        segments = segmentTable(scene, metrics, inputs.segmentNames,
+                                scene.GenerateUniqueName(f"{pairName} segment overlap"))
+        for node in (landmarks, segments):
+            if node is not None:
+                placeInFolder(scene, node, folder)
         routingNodes: dict[str, slicer.vtkMRMLVolumeNode] = {}
         table = chart = colors = None
         if routing is not None:
@@ -114,7 +156,9 @@ def importResults(scene: slicer.vtkMRMLScene, outputDirectory: Path, inputs: Run
         if movingNode is not None:
             movingNode.SetAndObserveTransformNodeID(transform.GetID())
     return RegistrationResult(transform, warpedVolume, warpedSegmentation, routingNodes, table, summary,
-                              folderItemId=folder, expertColorTableNode=colors, utilisationChartNode=chart)
+                              folderItemId=folder, expertColorTableNode=colors, utilisationChartNode=chart,
+                              jacobianNode=jacobian, uncertaintyNode=uncertainty, landmarkTableNode=landmarks,
+                              segmentTableNode=segments)
 
 
 def describeNetworkShare(summary: dict) -> Optional[str]:
@@ -130,13 +174,10 @@ def describeNetworkShare(summary: dict) -> Optional[str]:
             f"{100 * share:.0f} % of the final deformation beyond the affine (network share {share:.2f}).")
 
 
-def _copyDisplay(source: slicer.vtkMRMLScalarVolumeNode, target: slicer.vtkMRMLScalarVolumeNode) -> None:
-    """Show ``target`` with ``source``'s colour map and window/level."""
-    sourceDisplay, targetDisplay = source.GetDisplayNode(), target.GetDisplayNode()
-    if sourceDisplay is None or targetDisplay is None:
-        return
-    if sourceDisplay.GetColorNodeID():
-        targetDisplay.SetAndObserveColorNodeID(sourceDisplay.GetColorNodeID())
-    targetDisplay.SetAutoWindowLevel(sourceDisplay.GetAutoWindowLevel())
-    if not sourceDisplay.GetAutoWindowLevel():
-        targetDisplay.SetWindowLevel(sourceDisplay.GetWindow(), sourceDisplay.GetLevel())
+def _showUncertainty(node: slicer.vtkMRMLScalarVolumeNode) -> None:
+    """Inferno from 0 mm (black) to the map's largest value."""
+    display = node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(infernoColorNode(node.GetScene()).GetID())
+    display.AutoWindowLevelOff()
+    largest = float(node.GetImageData().GetScalarRange()[1])
+    display.SetWindowLevelMinMax(0.0, largest if largest > 0.0 else 1.0)

@@ -56,3 +56,15 @@ def writeTransform(node: slicer.vtkMRMLTransformNode, path: Path) -> None:
     storage.SetFileName(str(path))
     if not storage.WriteData(node):
         raise RuntimeError(f"cannot write transform {node.GetName()!r} to {path}")
+
+
+def copyDisplay(source: slicer.vtkMRMLScalarVolumeNode, target: slicer.vtkMRMLScalarVolumeNode) -> None:
+    """Show ``target`` with ``source``'s colour map and window/level."""
+    sourceDisplay, targetDisplay = source.GetDisplayNode(), target.GetDisplayNode()
+    if sourceDisplay is None or targetDisplay is None:
+        return
+    if sourceDisplay.GetColorNodeID():
+        targetDisplay.SetAndObserveColorNodeID(sourceDisplay.GetColorNodeID())
+    targetDisplay.SetAutoWindowLevel(sourceDisplay.GetAutoWindowLevel())
+    if not sourceDisplay.GetAutoWindowLevel():
+        targetDisplay.SetWindowLevel(sourceDisplay.GetWindow(), sourceDisplay.GetLevel())

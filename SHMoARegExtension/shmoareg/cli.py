@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from shmoareg import __version__
-from shmoareg.defaults import (DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS,
-                               NETWORK_REFINE_STEPS, ROUTING_MAP_MODES)
+from shmoareg.defaults import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS,
+                               DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS, NETWORK_REFINE_STEPS, ROUTING_MAP_MODES,
+                               SIMILARITIES)
 from shmoareg.errors import Cancelled, ExitCode, InputError, is_out_of_memory
 from shmoareg.progress import MODES as PROGRESS_MODES
 from shmoareg.progress import Progress
@@ -39,13 +40,24 @@ def _register_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--refine-steps", type=int, help="optimisation steps on the pair. With a network they "
                         "start from its field at the network input's resolution (default: "
-                        f"{NETWORK_REFINE_STEPS['cpu']} on CPU, {NETWORK_REFINE_STEPS['cuda']} on GPU; 0 uses the "
-                        f"network prediction alone); with --model none from 1/8 up (default: "
+                        f"{NETWORK_REFINE_STEPS['cpu']} on CPU, {NETWORK_REFINE_STEPS['cuda']} on GPU; across "
+                        f"contrasts {CROSS_CONTRAST_REFINE_STEPS['cpu']} and {CROSS_CONTRAST_REFINE_STEPS['cuda']}; "
+                        "0 uses the network prediction alone); with --model none from 1/8 up (default: "
                         f"{DEFAULT_REFINE_STEPS['cpu']} on CPU, {DEFAULT_REFINE_STEPS['cuda']} on GPU)")
     parser.add_argument("--affine", action=argparse.BooleanOptionalAction, default=True,
                         help="affine initialisation (centre of mass then Mattes MI affine; default on)")
     parser.add_argument("--diffeomorphic", action=argparse.BooleanOptionalAction, default=True,
                         help="optimise a velocity field integrated by scaling and squaring (default on)")
+    parser.add_argument("--similarity", default=DEFAULT_SIMILARITY, choices=SIMILARITIES,
+                        help="similarity of the pair optimisation: lncc (local NCC, one contrast), mind (MIND-SSC) or ngf "
+                             "(normalised gradient fields), both across contrasts (CT/MR, T1/T2), or auto (default: "
+                             "lncc, or mind when the pair's intensities are not linearly related; see README)")
+    parser.add_argument("--smoothness", type=float, default=DEFAULT_SMOOTHNESS, metavar="W",
+                        help=f"weight of the deformation's smoothness (default {DEFAULT_SMOOTHNESS}); larger is "
+                             "smoother and more regular, smaller follows more detail")
+    parser.add_argument("--uncertainty", action=argparse.BooleanOptionalAction, default=False,
+                        help="write uncertainty.nii.gz (mm): the spread of an ensemble of refinements; costs two "
+                             "more refinements (default off)")
     parser.add_argument("--grid-spacing", type=float, help="isotropic network-grid spacing in mm "
                         "(default: the fixed image's finest spacing, coarsened to fit --max-grid-voxels)")
     parser.add_argument("--max-grid-voxels", type=int, default=2_000_000,
@@ -90,7 +102,8 @@ def _run_register(args: argparse.Namespace, progress: Progress) -> None:
         grid_spacing=args.grid_spacing, max_grid_voxels=args.max_grid_voxels, crop=args.crop,
         network_max_voxels=args.network_max_voxels,
         intensity=args.intensity, window=tuple(args.window) if args.window else None, diffeomorphic=args.diffeomorphic,
-        routing_maps=args.routing_maps,
+        routing_maps=args.routing_maps, similarity=args.similarity, smoothness=args.smoothness,
+        uncertainty=args.uncertainty,
         fixed_landmarks=args.fixed_landmarks, moving_landmarks=args.moving_landmarks)
     summary = register(request, progress)
     if args.progress != "json":

@@ -15,6 +15,11 @@ DEFAULT_REFINE_STEPS = {"cpu": 50, "cuda": 150}
 # after the network").
 NETWORK_REFINE_STEPS = {"cpu": 10, "cuda": 30}
 
+# The same across contrasts (similarity MIND-SSC or NGF): the network's prediction is weaker there, and 10
+# steps left 1.25 mm end-point error where 30 reach 0.85 (a T1 brain against another contrast of itself at
+# 1 mm, benchmarks/README.md "Similarity across contrasts").
+CROSS_CONTRAST_REFINE_STEPS = {"cpu": 30, "cuda": 90}
+
 # Largest network input (voxels) per device: above it the network sees the working grid averaged
 # down 2x and its field is upsampled; the refinement then starts at that resolution. On CPU a
 # half-resolution prediction costs about an eighth.
@@ -24,3 +29,11 @@ DEFAULT_NETWORK_MAX_VOXELS = {"cpu": 500_000, "cuda": 4_000_000}
 # and axis ("full" adds one gate-probability volume per level, axis and expert; "none": no maps).
 ROUTING_MAP_MODES = ("full", "experts", "none")
 DEFAULT_ROUTING_MAPS = "experts"
+
+# Similarity of the pair optimisation: local NCC (same contrast), MIND-SSC (across contrasts), or
+# "auto", which picks one per pair (shmoareg.similarity).
+SIMILARITIES = ("auto", "lncc", "mind", "ngf")
+DEFAULT_SIMILARITY = "auto"
+
+# Weight of the deformation's smoothness term in the pair optimisation (larger: smoother).
+DEFAULT_SMOOTHNESS = 1.0

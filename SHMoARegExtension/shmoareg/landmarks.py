@@ -67,6 +67,35 @@ def read_labeled_landmarks(path: str | os.PathLike) -> tuple[np.ndarray, list[st
     return np.array(points, dtype=np.float64), labels
 
 
+def pair_landmarks(fixed: tuple[np.ndarray, list[str]], moving: tuple[np.ndarray, list[str]]
+                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Corresponding points ``(fixed (N, 3), moving (N, 3), labels)`` from two labelled lists.
+
+    When both lists hold the same unique labels, points are paired by label (in the fixed
+    list's order); when they share no label at all (e.g. Slicer's default names ``F-1`` and
+    ``M-1``), by order. Anything else (some labels shared, some not; repeated labels; different
+    counts) is refused with the labels at fault.
+    """
+    (fixed_points, fixed_labels), (moving_points, moving_labels) = fixed, moving
+    shared = set(fixed_labels) & set(moving_labels)
+    if not shared:
+        if len(fixed_points) != len(moving_points):
+            raise InputError(f"landmark files hold {len(fixed_points)} fixed and {len(moving_points)} moving points "
+                             "with no label in common; give corresponding points, by label or in the same order")
+        return fixed_points, moving_points, list(fixed_labels)
+    for role, labels in (("fixed", fixed_labels), ("moving", moving_labels)):
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise InputError(f"the {role} landmarks repeat the label(s) {', '.join(repeated)}; "
+                             "give each point its own label")
+    unmatched = sorted(set(fixed_labels) ^ set(moving_labels))
+    if unmatched:
+        raise InputError(f"landmark label(s) {', '.join(unmatched)} are in only one of the two files; "
+                         "give both files the same labels")
+    order = [moving_labels.index(label) for label in fixed_labels]
+    return fixed_points, moving_points[order], list(fixed_labels)
+
+
 def write_landmarks_csv(points: np.ndarray, path: str | os.PathLike, labels: list[str] | None = None) -> None:
     """Write points (LPS mm) as CSV with the header ``label,x,y,z``; labels default to 1..N."""
     array = np.asarray(points, dtype=np.float64)

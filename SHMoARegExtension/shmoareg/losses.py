@@ -1,4 +1,4 @@
-"""Registration losses: similarity (local NCC, MSE, MIND-SSC), field smoothness and soft Dice."""
+"""Registration losses: similarity (local NCC, MSE, MIND-SSC, NGF), field smoothness and soft Dice."""
 
 from __future__ import annotations
 
@@ -116,6 +116,38 @@ class MINDSSC(torch.nn.Module):
     def forward(self, warped: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         return torch.mean((mind_ssc(warped, self.radius, self.dilation)
                            - mind_ssc(fixed, self.radius, self.dilation)) ** 2)
+
+
+def image_gradient(image: torch.Tensor) -> torch.Tensor:
+    """Central differences ``(B, 3, Z, Y, X)`` (channels z, y, x) of a one-channel image, replicated edges."""
+    padded = F.pad(image, (1, 1, 1, 1, 1, 1), mode="replicate")
+    return torch.cat([(padded[:, :, 2:, 1:-1, 1:-1] - padded[:, :, :-2, 1:-1, 1:-1]) / 2,
+                      (padded[:, :, 1:-1, 2:, 1:-1] - padded[:, :, 1:-1, :-2, 1:-1]) / 2,
+                      (padded[:, :, 1:-1, 1:-1, 2:] - padded[:, :, 1:-1, 1:-1, :-2]) / 2], dim=1)
+
+
+def ngf_per_voxel(warped: torch.Tensor, fixed_gradient: torch.Tensor, fixed_edge: float,
+                  moving_edge: float) -> torch.Tensor:
+    """``-cos^2`` of the angle between the two images' gradients, ``(B, 1, Z, Y, X)``: -1 where edges align.
+
+    Each gradient norm is regularised by its image's ``edge`` (gradients much weaker than it,
+    such as noise in a flat region, count as no edge), so a region flat in either image gives 0
+    whatever the displacement: normalised gradient fields (Haber and Modersitzki, 2006), with the
+    sign and offset of local NCC, so that a region the images do not share weighs nothing.
+    """
+    moving_gradient = image_gradient(warped)
+    dot = (moving_gradient * fixed_gradient).sum(dim=1, keepdim=True)
+    norms = ((moving_gradient.square().sum(dim=1, keepdim=True) + moving_edge ** 2)
+             * (fixed_gradient.square().sum(dim=1, keepdim=True) + fixed_edge ** 2))
+    return -dot.square() / norms
+
+
+def edge_scale(image: torch.Tensor, fraction: float = 0.5) -> float:
+    """An edge parameter for NGF: ``fraction`` of the mean gradient norm of ``image`` where it is not flat
+    (norm above 1 % of its maximum), so that an empty border does not change it."""
+    norms = image_gradient(image).square().sum(dim=1).sqrt()
+    textured = norms[norms > 0.01 * norms.max()]
+    return fraction * float(textured.mean()) if textured.numel() else 1.0
 
 
 def soft_dice_loss(warped_onehot: torch.Tensor, fixed_onehot: torch.Tensor, epsilon: float = 1e-5) -> torch.Tensor:

@@ -7,6 +7,7 @@ and every output written through a staging folder.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -20,26 +21,32 @@ import torch.nn.functional as F
 from shmoareg import __version__
 from shmoareg.affine import check_overlap, describe, initialise_affine
 from shmoareg.checkpoints import resolve_model
-from shmoareg.defaults import (DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS,
-                               NETWORK_REFINE_STEPS, ROUTING_MAP_MODES)
+from shmoareg.defaults import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS,
+                               DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS, NETWORK_REFINE_STEPS, ROUTING_MAP_MODES,
+                               SIMILARITIES)
 from shmoareg.devices import peak_memory_mb, resolve_device
 from shmoareg.errors import InputError
 from shmoareg.fields import displacement_image, displacement_transform, jacobian_image, total_displacement
-from shmoareg.grid import Grid, auto_spacing, foreground_box, network_grid, resample, to_tensor
+from shmoareg.grid import Grid, auto_spacing, foreground_box, from_array, network_grid, resample, to_tensor
 from shmoareg.imageio import check_label_grid, read_image, read_label_map, write_image
 from shmoareg.intensity import field_of_view, foreground_mask, normalise
-from shmoareg.landmarks import read_landmarks
+from shmoareg.landmarks import pair_landmarks, read_labeled_landmarks
 from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics, mean_dice, target_registration_error
 from shmoareg.models.base import RoutingRecord
 from shmoareg.network_share import network_share
 from shmoareg.optimise import OptimisationSettings, levels_from, optimise_displacement
+from shmoareg.similarity import choose_similarity
 from shmoareg.outputs import StagedOutputs, prepare_output_dir
 from shmoareg.progress import Progress
 from shmoareg.routing_maps import write_routing_maps
 from shmoareg.spatial import resize_field
+from shmoareg.uncertainty import SMOOTHNESS_FACTORS, ensemble_spread
 
 # The working grid covers the fixed image's foreground (Otsu) and this margin, not its empty border.
 CROP_MARGIN_MM = 10.0
+UNCERTAINTY_FILE = "uncertainty.nii.gz"
+UNCERTAINTY_METHOD = ("spread (RMS distance from the mean, mm) of the registration and its refinements with the "
+                      f"smoothness weight times {' and '.join(str(f) for f in SMOOTHNESS_FACTORS)}")
 TRANSFORM_CONVENTION = ("ITK displacement field transform, LPS millimetres, resampling convention: "
                         "maps fixed-space points to moving-space points")
 
@@ -64,7 +71,10 @@ class RegistrationRequest:
     intensity: str = "auto"
     window: Optional[tuple[float, float]] = None
     diffeomorphic: bool = True
+    similarity: str = DEFAULT_SIMILARITY
+    smoothness: float = DEFAULT_SMOOTHNESS
     routing_maps: str = DEFAULT_ROUTING_MAPS
+    uncertainty: bool = False
     fixed_landmarks: Optional[Path] = None
     moving_landmarks: Optional[Path] = None
 
@@ -75,7 +85,7 @@ class _Inputs:
     moving: sitk.Image
     fixed_segmentation: Optional[sitk.Image] = None
     moving_segmentation: Optional[sitk.Image] = None
-    landmarks: Optional[tuple[np.ndarray, np.ndarray]] = None
+    landmarks: Optional[tuple[np.ndarray, np.ndarray, list[str]]] = None
 
 
 @dataclass
@@ -102,6 +112,11 @@ def _validate(request: RegistrationRequest) -> None:
             raise InputError(f"{option} must be a positive number of voxels, not {value}")
     if request.routing_maps not in ROUTING_MAP_MODES:
         raise InputError(f"--routing-maps must be one of {', '.join(ROUTING_MAP_MODES)}, not {request.routing_maps!r}")
+    if request.similarity not in SIMILARITIES:
+        raise InputError(f"--similarity must be one of {', '.join(SIMILARITIES)}, not {request.similarity!r}")
+    if not (request.smoothness > 0 and math.isfinite(request.smoothness)):
+        raise InputError(f"--smoothness must be a positive number (default {DEFAULT_SMOOTHNESS}), "
+                         f"not {request.smoothness}")
     if (request.fixed_landmarks is None) != (request.moving_landmarks is None):
         raise InputError("give both --fixed-landmarks and --moving-landmarks, or neither")
 
@@ -115,12 +130,8 @@ def _load(request: RegistrationRequest) -> _Inputs:
         inputs.moving_segmentation = read_label_map(request.moving_segmentation, "moving segmentation")
         check_label_grid(inputs.moving_segmentation, inputs.moving, "moving segmentation", "moving image")
     if request.fixed_landmarks is not None:
-        fixed_points = read_landmarks(request.fixed_landmarks)
-        moving_points = read_landmarks(request.moving_landmarks)
-        if len(fixed_points) != len(moving_points):
-            raise InputError(f"landmark files hold {len(fixed_points)} fixed and {len(moving_points)} moving "
-                             "points; give corresponding points in the same order")
-        inputs.landmarks = (fixed_points, moving_points)
+        inputs.landmarks = pair_landmarks(read_labeled_landmarks(request.fixed_landmarks),
+                                          read_labeled_landmarks(request.moving_landmarks))
     return inputs
 
 
@@ -135,23 +146,34 @@ def _segmentation_metrics(fixed_seg: sitk.Image, moving_seg: sitk.Image, warped_
     after = sitk.GetArrayViewFromImage(warped_seg)
     dice_before = dice_per_label(reference, sitk.GetArrayViewFromImage(before))
     dice_after = dice_per_label(reference, after)
+    hd95_before = hd95_per_label(reference, sitk.GetArrayViewFromImage(before), fixed_seg.GetSpacing())
     hd95 = hd95_per_label(reference, after, fixed_seg.GetSpacing())
     return {
         "dice_before": {str(k): v for k, v in dice_before.items()},
         "mean_dice_before": mean_dice(dice_before),
         "dice": {str(k): v for k, v in dice_after.items()},
         "mean_dice": mean_dice(dice_after),
+        "hd95_before_mm": {str(k): v for k, v in hd95_before.items()},
+        "mean_hd95_before_mm": _mean(hd95_before),
         "hd95_mm": {str(k): v for k, v in hd95.items()},
-        "mean_hd95_mm": float(np.nanmean(list(hd95.values()))) if hd95 else float("nan"),
+        "mean_hd95_mm": _mean(hd95),
     }
 
 
-def _landmark_metrics(points: tuple[np.ndarray, np.ndarray], transform: sitk.Transform) -> dict:
-    fixed_points, moving_points = points
+def _mean(values: dict) -> Optional[float]:
+    """Mean of the finite values, None when there is none."""
+    finite = [v for v in values.values() if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def _landmark_metrics(landmarks: tuple[np.ndarray, np.ndarray, list[str]], transform: sitk.Transform) -> dict:
+    fixed_points, moving_points, labels = landmarks
     before = np.linalg.norm(fixed_points - moving_points, axis=1)
     after = target_registration_error(fixed_points, moving_points, transform)
-    return {"tre_before_mm": float(before.mean()), "tre_mm": float(after.mean()),
-            "tre_per_point_mm": after.tolist()}
+    return {"landmark_labels": labels,
+            "tre_before_mm": float(before.mean()), "tre_mm": float(after.mean()),
+            "tre_before_max_mm": float(before.max()), "tre_max_mm": float(after.max()),
+            "tre_before_per_point_mm": before.tolist(), "tre_per_point_mm": after.tolist()}
 
 
 def register(request: RegistrationRequest, progress: Optional[Progress] = None) -> dict:
@@ -168,8 +190,6 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     network = _load_network(request.model, device)
-    default_steps = (NETWORK_REFINE_STEPS if network is not None else DEFAULT_REFINE_STEPS)[device.type]
-    steps = request.refine_steps if request.refine_steps is not None else default_steps
 
     with progress.stage("load", "reading images"):
         inputs = _load(request)
@@ -189,18 +209,30 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
         moving_tensor = to_tensor(resample(moving_norm, grid, affine), device)
         fixed_valid = to_tensor(resample(field_of_view(inputs.fixed), grid, None, sitk.sitkLinear), device)
         moving_valid = to_tensor(resample(field_of_view(inputs.moving), grid, affine, sitk.sitkLinear), device)
+        foreground = sitk.GetArrayFromImage(resample(fixed_mask, grid, None, sitk.sitkNearestNeighbor))
     initial, routing, routing_grid = None, None, grid
     if network is not None:
         with progress.stage("predict", f"{network.model.name} network prediction"):
             max_voxels = request.network_max_voxels or DEFAULT_NETWORK_MAX_VOXELS[device.type]
             initial, routing, routing_grid = _predict(network.model, fixed_tensor, moving_tensor, grid, max_voxels)
     with progress.stage("register", "optimising the deformation on the pair"):
-        settings = OptimisationSettings(steps=steps, diffeomorphic=request.diffeomorphic)
+        similarity = request.similarity
+        if similarity == "auto":
+            similarity = choose_similarity(fixed_tensor, moving_tensor,
+                                           torch.from_numpy(foreground).to(device)[None, None] * moving_valid)
+        steps = _refine_steps(request, network is not None, similarity, device.type)
+        settings = OptimisationSettings(steps=steps, diffeomorphic=request.diffeomorphic, similarity=similarity,
+                                        smoothness=request.smoothness)
         if network is not None:  # the coarse deformation is already there: start at the network's resolution
             settings = replace(settings, levels=levels_from(settings.levels, _factor(routing_grid, grid)))
         displacement = optimise_displacement(
             fixed_tensor, moving_tensor, settings, initial=initial, fixed_valid=fixed_valid,
             moving_valid=moving_valid, on_step=lambda f: progress.update(f, "optimising the deformation on the pair"))
+    spread = None
+    if request.uncertainty:
+        with progress.stage("uncertainty", "uncertainty: an ensemble of refinements"):
+            spread = ensemble_spread(fixed_tensor, moving_tensor, settings, displacement, initial, fixed_valid,
+                                     moving_valid, on_member=lambda f: progress.update(f, "uncertainty ensemble"))
 
     staged = StagedOutputs(output_dir)
     try:
@@ -227,10 +259,15 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
                                                          warped_seg))
             if inputs.landmarks is not None:
                 metrics.update(_landmark_metrics(inputs.landmarks, transform))
+            if spread is not None:
+                uncertainty = resample(from_array(spread[0, 0].cpu().numpy() * spacing, grid), fixed_grid,
+                                       sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, extrapolate=True)
+                write_image(sitk.Cast(uncertainty, sitk.sitkFloat32), staged.path(UNCERTAINTY_FILE))
+                metrics["uncertainty_mean_mm"] = float(np.mean(
+                    sitk.GetArrayViewFromImage(uncertainty)[sitk.GetArrayViewFromImage(fixed_mask) > 0]))
             share = None
             if initial is not None:
-                foreground = resample(fixed_mask, grid, None, sitk.sitkNearestNeighbor)
-                share = network_share(displacement, initial, grid, sitk.GetArrayViewFromImage(foreground))
+                share = network_share(displacement, initial, grid, foreground)
             routing_summary = None
             if routing is not None and routing.decoder_gates:
                 routing_summary = write_routing_maps(
@@ -246,8 +283,10 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
                 "moving_segmentation": _optional(request.moving_segmentation),
                 "fixed_geometry": _geometry(inputs.fixed), "moving_geometry": _geometry(inputs.moving),
             },
-            "method": {"model": request.model, "refine_steps": steps, "settings": asdict(settings),
-                       "intensity": request.intensity, "window": request.window},
+            "method": {"model": request.model, "refine_steps": steps, "similarity": settings.similarity,
+                       "similarity_requested": request.similarity, "smoothness": settings.smoothness,
+                       "settings": asdict(settings), "intensity": request.intensity, "window": request.window,
+                       "uncertainty": UNCERTAINTY_METHOD if request.uncertainty else None},
             "model": _model_summary(network),
             "expert_utilisation": routing_summary["utilisation"] if routing_summary else None,
             "network_share": share,
@@ -270,6 +309,15 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
         raise
     progress.done(summary["outputs"])
     return summary
+
+
+def _refine_steps(request: RegistrationRequest, with_network: bool, similarity: str, device_type: str) -> int:
+    """The user's step count, or the default for the method, the similarity and the device."""
+    if request.refine_steps is not None:
+        return request.refine_steps
+    if not with_network:
+        return DEFAULT_REFINE_STEPS[device_type]
+    return (NETWORK_REFINE_STEPS if similarity == "lncc" else CROSS_CONTRAST_REFINE_STEPS)[device_type]
 
 
 @torch.no_grad()

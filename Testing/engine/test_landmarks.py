@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from shmoareg.errors import InputError
-from shmoareg.landmarks import read_labeled_landmarks, read_landmarks, write_landmarks_csv
+from shmoareg.landmarks import pair_landmarks, read_labeled_landmarks, read_landmarks, write_landmarks_csv
 
 LPS = np.array([[1.5, -2.0, 3.0], [-4.0, 5.25, -6.0]])
 RAS = LPS * np.array([-1.0, -1.0, 1.0])
@@ -133,3 +133,33 @@ def test_csv_bad_content(tmp_path, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(InputError, match="landmark file not found"):
         read_landmarks(tmp_path / "nowhere.csv")
+
+
+# --- pairing fixed and moving points --------------------------------------------------------
+
+POINTS = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+
+
+def test_points_with_the_same_labels_pair_by_label():
+    moving = POINTS + 10.0
+    fixed_points, moving_points, labels = pair_landmarks((POINTS, ["a", "b", "c"]),
+                                                         (moving[[2, 0, 1]], ["c", "a", "b"]))
+    np.testing.assert_array_equal(fixed_points, POINTS)
+    np.testing.assert_array_equal(moving_points, moving)
+    assert labels == ["a", "b", "c"]
+
+
+def test_points_without_shared_labels_pair_by_order():
+    _, moving_points, labels = pair_landmarks((POINTS, ["F-1", "F-2", "F-3"]), (POINTS[::-1], ["M-1", "M-2", "M-3"]))
+    np.testing.assert_array_equal(moving_points, POINTS[::-1])
+    assert labels == ["F-1", "F-2", "F-3"]
+
+
+@pytest.mark.parametrize("fixed_labels, moving_labels, count, message", [
+    (["a", "b", "c"], ["a", "b", "d"], 3, r"label\(s\) c, d are in only one"),
+    (["a", "a", "c"], ["a", "b", "c"], 3, r"fixed landmarks repeat the label\(s\) a"),
+    (["a", "b", "c"], ["x", "y"], 2, "3 fixed and 2 moving points"),
+])
+def test_unpairable_points_are_refused(fixed_labels, moving_labels, count, message):
+    with pytest.raises(InputError, match=message):
+        pair_landmarks((POINTS, fixed_labels), (POINTS[:count], moving_labels))

@@ -2,9 +2,13 @@
 
 Usage: ``fake_engine.py --mode MODE register --fixed F --moving M --output-dir D [...]``
 
-- ``routing``: identity transform, warped images, and network-style routing outputs
-  (``routing.json`` and ``routing/level{L}_{a}_{expert|gateE}.nii.gz`` on the fixed grid), with
-  the network share in ``routing.json`` and ``summary.json``.
+- ``routing``: a translation by ``--translation X Y Z`` (LPS mm, default none) as a displacement-field
+  transform, warped images, ``jacobian.nii`` holding :func:`jacobianField` (not the translation's,
+  which is 1), ``uncertainty.nii.gz`` holding :func:`uncertaintyField` with ``--uncertainty``, and
+  network-style routing outputs (``routing.json`` and ``routing/level{L}_{a}_{expert|gateE}.nii.gz``
+  on the fixed grid), with the network share in ``routing.json`` and ``summary.json``. Summary
+  metrics: Jacobian statistics of :func:`jacobianField`; with both segmentations those of
+  :func:`segmentMetrics`; with both landmark files the TRE of the translation, points paired by label.
 - ``corrupt``: like ``routing`` but one routing map is not an image (the import must fail part-way).
 - ``crash``: a progress line, a partial output file, one stderr line, exit code 1.
 - ``hang``: starts a child process, reports its pid as a progress message, then waits forever.
@@ -13,6 +17,7 @@ Usage: ``fake_engine.py --mode MODE register --fixed F --moving M --output-dir D
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -33,6 +38,10 @@ AXES = ("x", "y", "z")
 NETWORK_SHARE = 0.6875
 REFINE_STEPS = 50
 CRASH_MESSAGE = "error: internal failure (ZeroDivisionError: division by zero); traceback in /tmp/fake.log"
+# Resolution of --similarity auto by this stand-in.
+AUTO_SIMILARITY = "lncc"
+# The label whose HD95 before registration is reported as null (as for an empty structure).
+HD95_BEFORE_MISSING_LABEL = 2
 
 
 def emit(event: str, fraction: float, message: str, **extra: object) -> None:
@@ -58,6 +67,57 @@ def expertMap(shape: tuple[int, int, int], axisIndex: int) -> np.ndarray:
     return experts.astype(np.uint8)
 
 
+def jacobianField(shape: tuple[int, int, int]) -> np.ndarray:
+    """The Jacobian determinant written, indexed [k, j, i]: -0.5 to 2.5 in steps of 0.3 (1.0 included)."""
+    k, j, i = np.indices(shape)
+    return (-0.5 + 0.3 * ((i + 2 * j + 3 * k) % 11)).astype(np.float32)
+
+
+def uncertaintyField(shape: tuple[int, int, int]) -> np.ndarray:
+    """The uncertainty map written (mm), indexed [k, j, i]: 0.1 mm per slice along k, from 0."""
+    return (0.1 * np.indices(shape)[0]).astype(np.float32)
+
+
+def segmentMetrics(labels: list[int]) -> dict:
+    """Known overlap metrics per label (HD95 before of ``HD95_BEFORE_MISSING_LABEL`` null) and their means."""
+    diceBefore = {str(label): 0.4 + 0.01 * label for label in labels}
+    dice = {str(label): 0.8 + 0.01 * label for label in labels}
+    hd95Before = {str(label): None if label == HD95_BEFORE_MISSING_LABEL else 6.0 + label for label in labels}
+    hd95 = {str(label): 1.5 + 0.1 * label for label in labels}
+
+    def mean(values: dict) -> float:
+        return float(np.mean([value for value in values.values() if value is not None]))
+
+    return {"dice_before": diceBefore, "dice": dice, "hd95_before_mm": hd95Before, "hd95_mm": hd95,
+            "mean_dice_before": mean(diceBefore), "mean_dice": mean(dice),
+            "mean_hd95_before_mm": mean(hd95Before), "mean_hd95_mm": mean(hd95)}
+
+
+def readLandmarks(path: Path) -> dict[str, np.ndarray]:
+    """LPS points by label from the module's CSV (``# coordinate system: LPS``, header ``label,x,y,z``)."""
+    lines = path.read_text().splitlines()
+    if lines[0] != "# coordinate system: LPS":
+        raise ValueError(f"{path}: the first line must state the LPS coordinate system")
+    rows = list(csv.reader(lines[1:]))
+    if rows[0] != ["label", "x", "y", "z"]:
+        raise ValueError(f"{path}: unexpected header {rows[0]}")
+    return {row[0]: np.array([float(value) for value in row[1:]]) for row in rows[1:]}
+
+
+def landmarkMetrics(fixedPath: Path, movingPath: Path, translation: np.ndarray) -> dict:
+    """TRE before and after of points paired by label, after mapping fixed points by ``translation``."""
+    fixed, moving = readLandmarks(fixedPath), readLandmarks(movingPath)
+    if set(fixed) != set(moving):
+        raise ValueError(f"landmark labels differ: {sorted(set(fixed) ^ set(moving))}")
+    labels = list(fixed)
+    before = np.array([np.linalg.norm(moving[label] - fixed[label]) for label in labels])
+    after = np.array([np.linalg.norm(fixed[label] + translation - moving[label]) for label in labels])
+    return {"tre_before_mm": float(before.mean()), "tre_mm": float(after.mean()),
+            "tre_before_max_mm": float(before.max()), "tre_max_mm": float(after.max()),
+            "tre_before_per_point_mm": before.tolist(), "tre_per_point_mm": after.tolist(),
+            "landmark_labels": labels}
+
+
 def writeLike(array: np.ndarray, reference: sitk.Image, path: Path) -> None:
     image = sitk.GetImageFromArray(array)
     image.CopyInformation(reference)
@@ -69,13 +129,30 @@ def writeOutputs(args: argparse.Namespace, corrupt: bool) -> None:
     (out / "routing").mkdir(parents=True, exist_ok=True)
     fixed = sitk.ReadImage(str(args.fixed))
     moving = sitk.ReadImage(str(args.moving))
-    field = sitk.Image(fixed.GetSize(), sitk.sitkVectorFloat64, 3)
+    translation = np.array(args.translation, dtype=float)
+    field = sitk.GetImageFromArray(np.broadcast_to(translation, (*sitk.GetArrayViewFromImage(fixed).shape, 3)).copy(),
+                                   isVector=True)
     field.CopyInformation(fixed)
-    sitk.WriteTransform(sitk.DisplacementFieldTransform(field), str(out / "transform.h5"))
-    sitk.WriteImage(sitk.Resample(moving, fixed), str(out / "warped_moving.nii.gz"))
+    transform = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
+    sitk.WriteTransform(transform, str(out / "transform.h5"))
+    sitk.WriteImage(sitk.Resample(moving, fixed, transform), str(out / "warped_moving.nii.gz"))
     if args.moving_seg is not None:
-        labels = sitk.Resample(sitk.ReadImage(str(args.moving_seg)), fixed, sitk.Transform(), sitk.sitkNearestNeighbor)
+        labels = sitk.Resample(sitk.ReadImage(str(args.moving_seg)), fixed, transform, sitk.sitkNearestNeighbor)
         sitk.WriteImage(labels, str(out / "warped_moving_seg.nii.gz"))
+    shape = sitk.GetArrayViewFromImage(fixed).shape
+    jacobian = jacobianField(shape)
+    writeLike(jacobian, fixed, out / "jacobian.nii")
+    if args.uncertainty:
+        writeLike(uncertaintyField(shape), fixed, out / "uncertainty.nii.gz")
+    metrics = {"sdlogj": float(np.std(np.log(np.maximum(jacobian, 1e-9)))),
+               "fraction_nonpositive": float(np.mean(jacobian <= 0)),
+               "jacobian_min": float(jacobian.min()), "jacobian_max": float(jacobian.max())}
+    if args.moving_seg is not None and args.fixed_seg is not None:
+        present = np.union1d(sitk.GetArrayFromImage(sitk.ReadImage(str(args.moving_seg))),
+                             sitk.GetArrayFromImage(sitk.ReadImage(str(args.fixed_seg))))
+        metrics.update(segmentMetrics([int(label) for label in present if label != 0]))
+    if args.fixed_landmarks is not None:
+        metrics.update(landmarkMetrics(args.fixed_landmarks, args.moving_landmarks, translation))
     emit("progress", 0.5, "writing routing maps")
     for level in LEVELS:
         for axisIndex, axis in enumerate(AXES):
@@ -90,7 +167,9 @@ def writeOutputs(args: argparse.Namespace, corrupt: bool) -> None:
     routing = {"experts": EXPERTS, "utilisation": utilisation(), "moa_utilisation": {"3": [0.5, 0.5]},
                "network_share": NETWORK_SHARE}
     (out / "routing.json").write_text(json.dumps(routing))
-    summary = {"fake": True, "device": "cpu", "method": {"refine_steps": REFINE_STEPS}, "network_share": NETWORK_SHARE}
+    method = {"refine_steps": REFINE_STEPS, "smoothness": args.smoothness,
+              "similarity": AUTO_SIMILARITY if args.similarity == "auto" else args.similarity}
+    summary = {"fake": True, "device": "cpu", "method": method, "network_share": NETWORK_SHARE, "metrics": metrics}
     (out / "summary.json").write_text(json.dumps(summary))
 
 
@@ -101,7 +180,14 @@ def main() -> int:
     parser.add_argument("--fixed", type=Path, required=True)
     parser.add_argument("--moving", type=Path, required=True)
     parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--fixed-seg", type=Path)
     parser.add_argument("--moving-seg", type=Path)
+    parser.add_argument("--fixed-landmarks", type=Path)
+    parser.add_argument("--moving-landmarks", type=Path)
+    parser.add_argument("--similarity", required=True, choices=("auto", "lncc", "mind", "ngf"))
+    parser.add_argument("--smoothness", type=float, required=True)
+    parser.add_argument("--uncertainty", action=argparse.BooleanOptionalAction, required=True)
+    parser.add_argument("--translation", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("X", "Y", "Z"))
     args, _ = parser.parse_known_args()
     emit("progress", 0.1, "started")
     if args.mode == "crash":

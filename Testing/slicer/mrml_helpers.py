@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import slicer
 import vtk
+from vtk.util.numpy_support import vtk_to_numpy
 
 from SHMoARegLib import SHMoARegLogic
 from SHMoARegLib.scene import SceneChanges, subjectHierarchy
@@ -17,9 +18,9 @@ FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
 FAST = {"device": "cpu", "refineSteps": 60}
 
 
-def fakeEngine(mode: str) -> list[str]:
-    """Engine command prefix of the protocol stand-in in ``mode``."""
-    return [sys.executable, str(FAKE_ENGINE), "--mode", mode]
+def fakeEngine(mode: str, *options: str) -> list[str]:
+    """Engine command prefix of the protocol stand-in in ``mode`` (with its own ``options``, e.g. --translation)."""
+    return [sys.executable, str(FAKE_ENGINE), "--mode", mode, *options]
 
 
 def logicFor(scene: slicer.vtkMRMLScene, temporaryDirectory: Path, engineCommand=None) -> SHMoARegLogic:
@@ -64,3 +65,22 @@ def segmentArrays(segmentation: slicer.vtkMRMLSegmentationNode,
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+def addPointList(scene: slicer.vtkMRMLScene, name: str, points, labels) -> slicer.vtkMRMLMarkupsFiducialNode:
+    """A point list with RAS ``points`` labelled ``labels`` (Slicer's own label where a label is None)."""
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+    for point, label in zip(points, labels):
+        index = node.AddControlPoint(*(float(value) for value in point))
+        if label is not None:
+            node.SetNthControlPointLabel(index, label)
+    return node
+
+
+def displayedColors(volume: slicer.vtkMRMLScalarVolumeNode) -> np.ndarray:
+    """RGBA (0-255) of each voxel as the volume's display node colours it for the slice views, in voxel order."""
+    display = volume.GetDisplayNode()
+    display.SetInputImageDataConnection(volume.GetImageDataConnection())
+    producer = display.GetOutputImageDataConnection().GetProducer()
+    producer.Update()
+    return vtk_to_numpy(producer.GetOutputDataObject(0).GetPointData().GetScalars())

@@ -9,7 +9,7 @@ import pytest
 import slicer
 
 import fake_engine
-from mrml_helpers import FAST, fakeEngine, logicFor, sceneState
+from mrml_helpers import FAST, addPointList, fakeEngine, logicFor, sceneState
 from SHMoARegLib import RegistrationCancelled, RegistrationError
 from SHMoARegLib.options import EXIT_BAD_INPUT, EXIT_ERROR
 
@@ -43,10 +43,14 @@ def test_crashing_process_raises_its_stderr_line(scene, pair, tmp_path):
 
 
 def test_outputs_failing_to_load_part_way_leave_no_partial_nodes(scene, pair, tmp_path):
+    """The routing maps load last: the Jacobian, uncertainty, tables and their colours go too."""
+    points = [fixedPoint for fixedPoint, _ in pair.landmarks]
+    fixedList, movingList = addPointList(scene, "F", points, ["a", "b"]), addPointList(scene, "M", points, ["a", "b"])
     before = sceneState(scene)
     logic = logicFor(scene, tmp_path, fakeEngine("corrupt"))
     with pytest.raises(RegistrationError, match="cannot load the registration results"):
-        logic.register(pair.fixed, pair.moving, pair.fixedSegmentation, pair.movingSegmentation)
+        logic.register(pair.fixed, pair.moving, pair.fixedSegmentation, pair.movingSegmentation, fixedList,
+                       movingList, uncertainty=True)
     assertSceneUntouched(scene, pair, before, tmp_path)
     assert pair.movingSegmentation.GetTransformNodeID() is None
 

@@ -91,3 +91,15 @@ def test_protocol_constants_match_the_engine():
             options.EXIT_CANCELLED) == tuple(int(code) for code in errors.ExitCode)
     assert sorted(options.MODELS) == sorted(("none", *registry.MODEL_NAMES))
     assert options.DEFAULT_MODEL == defaults.DEFAULT_MODEL
+
+
+def test_quality_options_match_the_engine_parser():
+    """--similarity choices and default, --smoothness and --uncertainty defaults as the engine declares them."""
+    cli = pytest.importorskip("shmoareg.cli")
+    subparsers = next(action for action in cli.build_parser()._actions if action.dest == "command")
+    register = {action.dest: action for action in subparsers.choices["register"]._actions}
+    assert tuple(register["similarity"].choices) == options.SIMILARITIES
+    assert register["similarity"].default == options.SIMILARITIES[0] == options.RegistrationOptions().similarity
+    assert register["smoothness"].default == options.DEFAULT_SMOOTHNESS == options.RegistrationOptions().smoothness
+    assert register["uncertainty"].default is False and options.RegistrationOptions().uncertainty is False
+    assert "--no-uncertainty" in register["uncertainty"].option_strings

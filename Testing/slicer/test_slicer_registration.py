@@ -9,22 +9,28 @@ import pytest
 import SimpleITK as sitk
 import slicer
 
-from mrml_helpers import FAST, dice, logicFor, sameGeometry, segmentArrays
+from mrml_helpers import FAST, addPointList, dice, logicFor, sameGeometry, segmentArrays
 from SHMoARegLib import routingKey
+from SHMoARegLib.evaluation import LANDMARK_COLUMN, TRE_AFTER_COLUMN, TRE_BEFORE_COLUMN
 from SHMoARegLib.scene import folderChildren, subjectHierarchy
 from SHMoARegLib.synthetic import addSyntheticPair
 
 
+LANDMARKS = ["bright centre", "dark centre"]
+
+
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
-    """One real registration (with segmentations) shared by the tests of this file."""
+    """One real registration (with segmentations and landmarks) shared by the tests of this file."""
     scene = slicer.vtkMRMLScene()
     pair = addSyntheticPair(scene)
     movingBefore = slicer.util.arrayFromVolume(pair.moving).copy()
     logic = logicFor(scene, tmp_path_factory.mktemp("work"))
     progress = []
+    fixedList = addPointList(scene, "F", [fixedPoint for fixedPoint, _ in pair.landmarks], LANDMARKS)
+    movingList = addPointList(scene, "M", [movingPoint for _, movingPoint in pair.landmarks], LANDMARKS)
     result = logic.register(pair.fixed, pair.moving, pair.fixedSegmentation, pair.movingSegmentation,
-                            progressCallback=lambda fraction, message: progress.append(fraction),
+                            fixedList, movingList, progressCallback=lambda fraction, message: progress.append(fraction),
                             keepTemporaryFiles=True, **FAST)
     return scene, pair, result, movingBefore, progress, logic
 
@@ -67,6 +73,30 @@ def test_known_points_land_where_they_should(registered):
         assert np.linalg.norm(np.array(world) - fixedPoint) < 1.5
 
 
+def test_engines_tre_is_the_distance_through_the_mrml_transform(registered):
+    """The engine read the module's landmark files as meant: its TRE equals the one computed in Slicer."""
+    _, pair, result, _, _, _ = registered
+    fromParent = result.transformNode.GetTransformFromParent()
+    table = result.landmarkTableNode
+    names = table.GetTable().GetColumnByName(LANDMARK_COLUMN)
+    before = table.GetTable().GetColumnByName(TRE_BEFORE_COLUMN)
+    after = table.GetTable().GetColumnByName(TRE_AFTER_COLUMN)
+    for row, (fixedPoint, movingPoint) in enumerate(pair.landmarks):
+        assert names.GetValue(row) == LANDMARKS[row]
+        assert before.GetValue(row) == pytest.approx(np.linalg.norm(pair.shift), abs=1e-4)
+        expected = np.linalg.norm(np.array(fromParent.TransformPoint(fixedPoint)) - movingPoint)
+        # ITK (the engine) and VTK (the MRML grid transform) interpolate the field differently: a few
+        # hundredths of a mm apart; a point paired wrongly or read in RAS would be millimetres off.
+        assert after.GetValue(row) == pytest.approx(expected, abs=0.05) and expected < 1.5
+
+
+def test_jacobian_volume_is_on_the_fixed_grid(registered):
+    _, pair, result, _, _, _ = registered
+    assert sameGeometry(result.jacobianNode, pair.fixed)
+    values = slicer.util.arrayFromVolume(result.jacobianNode)
+    assert values.dtype == np.float32 and 0.0 < np.median(values) < 2.0
+
+
 def test_moving_volume_observes_the_transform_and_is_not_modified(registered):
     _, pair, result, movingBefore, _, _ = registered
     transform = result.transformNode
@@ -104,7 +134,8 @@ def test_outputs_are_on_the_fixed_grid_in_one_folder(registered):
     hierarchy = subjectHierarchy(scene)
     assert hierarchy.GetItemName(result.folderItemId) == "synthetic moving to synthetic fixed"
     children = folderChildren(scene, result.folderItemId)
-    for node in (result.transformNode, result.warpedVolumeNode, result.warpedSegmentationNode):
+    for node in (result.transformNode, result.warpedVolumeNode, result.warpedSegmentationNode, result.jacobianNode,
+                 result.landmarkTableNode, result.segmentTableNode):
         assert node in children
     # The default model (shipped shmoareg weights): arg-max maps for 4 decoder levels x 3 axes, no gates.
     assert set(result.routingNodes) == {routingKey(level, axis) for level in (1, 2, 3, 4) for axis in "xyz"}

@@ -17,7 +17,7 @@ from SHMoARegLib.dependencies import (
     missingRequirements,
     pipInstallCommands,
 )
-from SHMoARegLib.options import engineArguments
+from SHMoARegLib.options import DETAIL_RANGE, engineArguments, smoothnessFromDetail
 from SHMoARegLib.process import (
     ENGINE_PARENT_DIRECTORY,
     EngineProcess,
@@ -34,6 +34,36 @@ def test_options_are_checked():
         RegistrationOptions(device="gpu")
     with pytest.raises(ValueError, match="refineSteps"):
         RegistrationOptions(refineSteps=-3)
+    with pytest.raises(ValueError, match="similarity must be one of auto, lncc, mind, ngf, not 'ncc'"):
+        RegistrationOptions(similarity="ncc")
+    for smoothness in (0, -1.0, float("nan"), float("inf"), "1", True):
+        with pytest.raises(ValueError, match="smoothness must be a number above 0"):
+            RegistrationOptions(smoothness=smoothness)
+
+
+def test_quality_options_reach_the_engine_explicitly():
+    default = engineArguments(RegistrationOptions(), Path("f"), Path("m"), Path("o"))
+    assert default[default.index("--similarity") + 1] == "auto"
+    assert default[default.index("--smoothness") + 1] == "1.0"
+    assert "--no-uncertainty" in default and "--uncertainty" not in default
+    assert "--fixed-landmarks" not in default and "--moving-landmarks" not in default
+    chosen = engineArguments(RegistrationOptions(similarity="mind", smoothness=0.25, uncertainty=True),
+                             Path("f"), Path("m"), Path("o"), fixedLandmarks=Path("fl.csv"),
+                             movingLandmarks=Path("ml.csv"))
+    assert chosen[chosen.index("--similarity") + 1] == "mind"
+    assert chosen[chosen.index("--smoothness") + 1] == "0.25"
+    assert "--uncertainty" in chosen and "--no-uncertainty" not in chosen
+    assert chosen[chosen.index("--fixed-landmarks") + 1] == "fl.csv"
+    assert chosen[chosen.index("--moving-landmarks") + 1] == "ml.csv"
+    with pytest.raises(ValueError, match="both landmark files"):
+        engineArguments(RegistrationOptions(), Path("f"), Path("m"), Path("o"), fixedLandmarks=Path("fl.csv"))
+
+
+def test_detail_slider_maps_to_smoothness_on_a_log_scale():
+    assert DETAIL_RANGE == (-2, 2)
+    assert [smoothnessFromDetail(position) for position in range(-2, 3)] == [4.0, 2.0, 1.0, 0.5, 0.25]
+    with pytest.raises(ValueError, match="between -2 and 2"):
+        smoothnessFromDetail(3)
 
 
 def test_engine_arguments_follow_the_command_line():
