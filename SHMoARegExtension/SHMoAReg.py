@@ -504,4 +504,9 @@ class SHMoARegTest(ScriptedLoadableModuleTest):
             world = [0.0, 0.0, 0.0]
             pair.moving.TransformPointToWorld(movingPoint, world)
             self.assertLess(np.linalg.norm(np.array(world) - fixedPoint), 1.5)
+        self.assertEqual(result.jacobianNode.GetImageData().GetDimensions(), pair.fixed.GetImageData().GetDimensions())
+        self.assertIsNotNone(result.segmentTableNode)
+        self.assertIsNone(result.uncertaintyNode)  # not asked for
+        checkerboard = SHMoARegLib.checkerboardVolume(scene, pair.fixed, result.warpedVolumeNode)
+        self.assertEqual(checkerboard.GetImageData().GetDimensions(), pair.fixed.GetImageData().GetDimensions())
         self.delayDisplay("Test passed")

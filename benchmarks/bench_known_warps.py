@@ -145,8 +145,8 @@ def uncertainty_table(rows: list[dict]) -> str:
              "|" + " --- |" * 7]
     for row in rows:
         t = row["tracking"]
-        lines.append(f"| {row['case']} | {t['spearman']:.2f} | {t['error_top_tenth_mm']:.2f} | {t['error_rest_mm']:.2f} "
-                     f"| {t['uncertainty_mean_mm']:.2f} | {t['error_mean_mm']:.2f} "
+        lines.append(f"| {row['case']} | {t['spearman']:.2f} | {t['error_top_tenth_mm']:.2f} "
+                     f"| {t['error_rest_mm']:.2f} | {t['uncertainty_mean_mm']:.2f} | {t['error_mean_mm']:.2f} "
                      f"| {_number(row['uncertainty_seconds'], 1)} |")
     return "\n".join(lines)
 

@@ -49,7 +49,8 @@ def run(case: KnownWarpCase, name: str, **options) -> dict:
     return {"case": case.name, "contrast": case.contrast, "run": name, "options": options,
               "similarity_used": summary["method"]["similarity"], "refine_steps": summary["method"]["refine_steps"],
               "epe_mm": end_point_error(case, transform), "dice": label_dice(case, transform),
-              "sdlogj": summary["metrics"]["sdlogj"], "folding_percent": 100 * summary["metrics"]["fraction_nonpositive"],
+              "sdlogj": summary["metrics"]["sdlogj"],
+              "folding_percent": 100 * summary["metrics"]["fraction_nonpositive"],
               "seconds": round(seconds, 2), "stage_seconds": summary["seconds"], "output": str(output)}
 
 

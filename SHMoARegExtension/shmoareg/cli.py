@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from shmoareg import __version__
-from shmoareg.defaults import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS,
-                               DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS, NETWORK_REFINE_STEPS, ROUTING_MAP_MODES,
-                               SIMILARITIES)
+from shmoareg.defaults import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS,
+                               DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
+                               NETWORK_REFINE_STEPS, ROUTING_MAP_MODES, SIMILARITIES)
 from shmoareg.errors import Cancelled, ExitCode, InputError, is_out_of_memory
 from shmoareg.progress import MODES as PROGRESS_MODES
 from shmoareg.progress import Progress
@@ -49,8 +49,8 @@ def _register_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--diffeomorphic", action=argparse.BooleanOptionalAction, default=True,
                         help="optimise a velocity field integrated by scaling and squaring (default on)")
     parser.add_argument("--similarity", default=DEFAULT_SIMILARITY, choices=SIMILARITIES,
-                        help="similarity of the pair optimisation: lncc (local NCC, one contrast), mind (MIND-SSC) or ngf "
-                             "(normalised gradient fields), both across contrasts (CT/MR, T1/T2), or auto (default: "
+                        help="similarity of the pair optimisation: lncc (local NCC, one contrast), mind (MIND-SSC) "
+                             "or ngf (normalised gradient fields), both across contrasts (CT/MR, T1/T2), or auto (default: "
                              "lncc, or mind when the pair's intensities are not linearly related; see README)")
     parser.add_argument("--smoothness", type=float, default=DEFAULT_SMOOTHNESS, metavar="W",
                         help=f"weight of the deformation's smoothness (default {DEFAULT_SMOOTHNESS}); larger is "

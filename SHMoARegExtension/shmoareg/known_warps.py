@@ -25,8 +25,8 @@ import torch
 
 from shmoareg.fields import physical_from_voxel
 from shmoareg.grid import Grid
-from shmoareg.synthetic import random_label_map, random_smooth_field
 from shmoareg.spatial import warp, warp_labels
+from shmoareg.synthetic import random_label_map, random_smooth_field
 
 TISSUE_CLASSES = 3
 BRAIN_CONTRASTS = ("t1", "gm-bright")

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from shmoareg import __version__
 from shmoareg.affine import check_overlap, describe, initialise_affine
 from shmoareg.checkpoints import resolve_model
-from shmoareg.defaults import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS,
-                               DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS, NETWORK_REFINE_STEPS, ROUTING_MAP_MODES,
-                               SIMILARITIES)
+from shmoareg.defaults import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS,
+                               DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
+                               NETWORK_REFINE_STEPS, ROUTING_MAP_MODES, SIMILARITIES)
 from shmoareg.devices import peak_memory_mb, resolve_device
 from shmoareg.errors import InputError
 from shmoareg.fields import displacement_image, displacement_transform, jacobian_image, total_displacement
@@ -35,10 +35,10 @@ from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics
 from shmoareg.models.base import RoutingRecord
 from shmoareg.network_share import network_share
 from shmoareg.optimise import OptimisationSettings, levels_from, optimise_displacement
-from shmoareg.similarity import choose_similarity
 from shmoareg.outputs import StagedOutputs, prepare_output_dir
 from shmoareg.progress import Progress
 from shmoareg.routing_maps import write_routing_maps
+from shmoareg.similarity import choose_similarity
 from shmoareg.spatial import resize_field
 from shmoareg.uncertainty import SMOOTHNESS_FACTORS, ensemble_spread
 
