@@ -11,7 +11,16 @@ from shmoareg.errors import InputError
 from shmoareg.grid import Grid, network_grid, resample
 
 AFFINE_SPACING_MM = 4.0
+# Voxels per axis the affine stage's coarse copies keep at least (its coarser level halves them, and ITK's
+# Gaussian smoothing needs 4): small images are registered on a finer grid than AFFINE_SPACING_MM.
+MIN_AFFINE_VOXELS = 8
 MIN_OVERLAP = 0.05
+
+
+def affine_spacing(*images: sitk.Image) -> float:
+    """The affine stage's grid spacing: ``AFFINE_SPACING_MM``, finer when an image is too small for it."""
+    extents = [size * spacing for image in images for size, spacing in zip(image.GetSize(), image.GetSpacing())]
+    return min(AFFINE_SPACING_MM, min(extents) / MIN_AFFINE_VOXELS)
 
 
 def _downsampled(image: sitk.Image, spacing: float) -> sitk.Image:
@@ -25,11 +34,13 @@ def initialise_affine(fixed: sitk.Image, moving: sitk.Image, iterations: int = 1
                       on_iteration: Optional[Callable[[float], None]] = None) -> sitk.AffineTransform:
     """Affine transform mapping fixed-space points to moving-space points (resampling convention).
 
-    Runs on copies smoothed and resampled to about 4 mm so it takes seconds; two levels
-    (8 mm, 4 mm), Mattes mutual information (multi-modal safe), fixed random sampling seed.
+    Runs on copies smoothed and resampled to about 4 mm (finer for small images, see
+    :func:`affine_spacing`) so it takes seconds; two levels (8 mm, 4 mm), Mattes mutual information
+    (multi-modal safe), fixed random sampling seed.
     """
-    fixed_small = _downsampled(fixed, AFFINE_SPACING_MM)
-    moving_small = _downsampled(moving, AFFINE_SPACING_MM)
+    spacing = affine_spacing(fixed, moving)
+    fixed_small = _downsampled(fixed, spacing)
+    moving_small = _downsampled(moving, spacing)
     initial = sitk.CenteredTransformInitializer(
         fixed_small, moving_small, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS)
     method = sitk.ImageRegistrationMethod()

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 
 from shmoareg import __version__
 from shmoareg.errors import InputError
+from shmoareg.jsonio import dumps
 from shmoareg.models.registry import MODEL_NAMES, build_model, model_config
 
 WEIGHTS_SUFFIX = ".safetensors"
@@ -111,7 +112,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, step: int = 0,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "weights": {"file": weights.name, "sha256": sha256_of(weights), "bytes": weights.stat().st_size},
     }
-    _replace_atomically(sidecar, lambda temporary: temporary.write_text(json.dumps(metadata, indent=2) + "\n"))
+    _replace_atomically(sidecar, lambda temporary: temporary.write_text(dumps(metadata, indent=2) + "\n"))
     if training_state is not None:
         _replace_atomically(state, lambda temporary: torch.save(training_state, temporary))
     return weights

@@ -19,7 +19,7 @@ from shmoareg import __version__
 from shmoareg.defaults import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS,
                                DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
                                NETWORK_REFINE_STEPS, ROUTING_MAP_MODES, SIMILARITIES)
-from shmoareg.errors import Cancelled, ExitCode, InputError, is_out_of_memory
+from shmoareg.errors import Cancelled, ExitCode, InputError, is_out_of_memory, require_file
 from shmoareg.progress import MODES as PROGRESS_MODES
 from shmoareg.progress import Progress
 from shmoareg.training.commands import add_evaluate_parser, add_train_parser
@@ -92,7 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The image files ``register`` reads, by role: checked before torch and the model load (a second or more).
+INPUT_IMAGES = {"fixed": "fixed image", "moving": "moving image", "fixed_seg": "fixed segmentation",
+                "moving_seg": "moving segmentation"}
+
+
 def _run_register(args: argparse.Namespace, progress: Progress) -> None:
+    for attribute, role in INPUT_IMAGES.items():
+        if getattr(args, attribute) is not None:
+            require_file(getattr(args, attribute), role)
     from shmoareg.pipeline import RegistrationRequest, register
 
     request = RegistrationRequest(

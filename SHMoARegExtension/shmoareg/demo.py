@@ -8,13 +8,13 @@ makes a seeded SynthMorph-style pair with label maps instead (Dice is then repor
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
 import SimpleITK as sitk
 
 from shmoareg.defaults import DEFAULT_MODEL
+from shmoareg.jsonio import dumps
 from shmoareg.overview import write_overview
 from shmoareg.pipeline import RegistrationRequest, register
 from shmoareg.progress import Progress
@@ -58,7 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = {key: summary["metrics"][key] for key in keys if key in summary["metrics"]}
     report.update(seconds=summary["seconds"]["total"], model=args.model,
                   expert_utilisation_level1=(summary["expert_utilisation"] or {}).get("1"))
-    print(json.dumps(report, indent=2))
+    print(dumps(report, indent=2))
     print(f"outputs in {result_dir}; overview in {overview}")
     return 0
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import os
+from pathlib import Path
 
 
 class ExitCode(enum.IntEnum):
@@ -23,6 +25,18 @@ class Cancelled(Exception):
     """The run was cancelled by the user (SIGINT or SIGTERM)."""
 
 
+def require_file(path: str | os.PathLike, role: str) -> Path:
+    """``path`` as a Path; :class:`InputError` naming ``role`` when it is not an existing file."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{role} {path} is a folder, not a file; give the path of the file")
+    if not path.is_file():
+        raise InputError(f"{role} file not found: {path} (check the path)")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{role} file {path} cannot be read: permission denied; check its permissions")
+    return path
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """True when ``error`` is a host or accelerator out-of-memory failure."""
     if isinstance(error, MemoryError):
@@ -37,4 +51,5 @@ def is_out_of_memory(error: BaseException) -> bool:
     text = str(error).lower()
     return isinstance(error, RuntimeError) and (
         "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+        or "failed to allocate memory" in text  # ITK's image buffer allocation
     )

@@ -12,16 +12,21 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from shmoareg.errors import InputError
+from shmoareg.errors import InputError, require_file
+from shmoareg.nifti_check import check_nifti, is_nifti_name
 
 LABEL_PIXEL_TYPE = sitk.sitkInt32
+# ITK's Gaussian smoothing (affine stage) needs 4 voxels along every axis.
+MIN_VOXELS_PER_AXIS = 4
+# Direction matrices must be orthonormal to this tolerance (NIfTI and the outputs cannot hold anything else).
+ORTHONORMAL_TOLERANCE = 1e-4
 GEOMETRY_TOLERANCE = 1e-4
 
 
 def _read(path: str | os.PathLike, role: str) -> sitk.Image:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{role} file not found: {path} (check the path)")
+    path = require_file(path, role)
+    if is_nifti_name(path):
+        check_nifti(path, role)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -39,8 +44,13 @@ def _check_scalar_3d(image: sitk.Image, role: str, path: str | os.PathLike) -> N
         )
     if image.GetDimension() != 3:
         raise InputError(f"{role} {path} is {image.GetDimension()}D; give a 3D volume")
-    if min(image.GetSize()) < 2:
-        raise InputError(f"{role} {path} has size {image.GetSize()}; every axis needs at least 2 voxels")
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=ORTHONORMAL_TOLERANCE):
+        raise InputError(f"{role} {path} has a direction matrix whose axes are not perpendicular unit vectors "
+                         "(sheared or scaled); resample it onto an orthonormal grid first")
+    if min(image.GetSize()) < MIN_VOXELS_PER_AXIS:
+        raise InputError(f"{role} {path} has size {image.GetSize()}; every axis needs at least "
+                         f"{MIN_VOXELS_PER_AXIS} voxels")
 
 
 def read_image(path: str | os.PathLike, role: str = "image") -> sitk.Image:
@@ -71,6 +81,9 @@ def read_label_map(path: str | os.PathLike, role: str = "segmentation") -> sitk.
             raise InputError(f"{role} {path} has non-integer values; give a label map (integer labels)")
     if values.min() < 0:
         raise InputError(f"{role} {path} has negative labels; labels must be 0 (background) or positive")
+    if values.max() > np.iinfo(np.int32).max:
+        raise InputError(f"{role} {path} has label {values.max()}, above the largest label kept exactly "
+                         f"({np.iinfo(np.int32).max}); renumber the labels")
     if values.max() == 0:
         raise InputError(f"{role} {path} is empty (no labelled voxel); give a non-empty segmentation or none")
     return sitk.Cast(image, LABEL_PIXEL_TYPE)

@@ -3,13 +3,13 @@ when the whole run succeeded, so a failed or cancelled run leaves nothing that l
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from shmoareg.errors import InputError
+from shmoareg.jsonio import dumps
 
 # summary.json is moved last: its presence marks a complete set of outputs.
 COMPLETION_MARKER = "summary.json"
@@ -46,7 +46,7 @@ class StagedOutputs:
     def write_json(self, name: str, content: dict) -> Path:
         """Write a JSON output file."""
         target = self.path(name)
-        target.write_text(json.dumps(content, indent=2, default=_json_default) + "\n")
+        target.write_text(dumps(content, indent=2) + "\n")
         return target
 
     def publish(self) -> dict[str, str]:
@@ -69,10 +69,3 @@ class StagedOutputs:
         """Remove the staging folder and everything in it."""
         shutil.rmtree(self.staging, ignore_errors=True)
 
-
-def _json_default(value: object) -> object:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")

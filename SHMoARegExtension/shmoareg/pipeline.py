@@ -44,6 +44,10 @@ from shmoareg.uncertainty import SMOOTHNESS_FACTORS, ensemble_spread
 
 # The working grid covers the fixed image's foreground (Otsu) and this margin, not its empty border.
 CROP_MARGIN_MM = 10.0
+# Bounds of the options that size the work: beyond them a run takes days or means nothing.
+MAX_REFINE_STEPS = 10_000
+MIN_GRID_VOXELS = 16 ** 3
+MIN_GRID_VOXELS_ACROSS = 4
 UNCERTAINTY_FILE = "uncertainty.nii.gz"
 UNCERTAINTY_METHOD = ("spread (RMS distance from the mean, mm) of the registration and its refinements with the "
                       f"smoothness weight times {' and '.join(str(f) for f in SMOOTHNESS_FACTORS)}")
@@ -102,14 +106,14 @@ def _load_network(name_or_path: str, device: torch.device) -> Optional[_Network]
 
 
 def _validate(request: RegistrationRequest) -> None:
-    if request.refine_steps is not None and request.refine_steps < 0:
-        raise InputError(f"--refine-steps must be 0 or more, not {request.refine_steps}")
-    if request.grid_spacing is not None and not request.grid_spacing > 0:
+    if request.refine_steps is not None and not 0 <= request.refine_steps <= MAX_REFINE_STEPS:
+        raise InputError(f"--refine-steps must be between 0 and {MAX_REFINE_STEPS}, not {request.refine_steps}")
+    if request.grid_spacing is not None and not (request.grid_spacing > 0 and math.isfinite(request.grid_spacing)):
         raise InputError(f"--grid-spacing must be a positive number of millimetres, not {request.grid_spacing}")
-    for option, value in (("--max-grid-voxels", request.max_grid_voxels),
-                          ("--network-max-voxels", request.network_max_voxels)):
-        if value is not None and value < 1:
-            raise InputError(f"{option} must be a positive number of voxels, not {value}")
+    for option, value, least in (("--max-grid-voxels", request.max_grid_voxels, MIN_GRID_VOXELS),
+                                 ("--network-max-voxels", request.network_max_voxels, 1)):
+        if value is not None and value < least:
+            raise InputError(f"{option} must be a positive number of voxels, at least {least}, not {value}")
     if request.routing_maps not in ROUTING_MAP_MODES:
         raise InputError(f"--routing-maps must be one of {', '.join(ROUTING_MAP_MODES)}, not {request.routing_maps!r}")
     if request.similarity not in SIMILARITIES:
@@ -160,6 +164,15 @@ def _segmentation_metrics(fixed_seg: sitk.Image, moving_seg: sitk.Image, warped_
     }
 
 
+def _check_spacing(spacing: float, fixed: sitk.Image) -> None:
+    """Refuse a working grid too coarse to show the fixed image: fewer than 4 voxels across its shortest side."""
+    shortest = min(size * step for size, step in zip(fixed.GetSize(), fixed.GetSpacing()))
+    if shortest / spacing < MIN_GRID_VOXELS_ACROSS:
+        raise InputError(f"a {spacing:g} mm working grid leaves fewer than {MIN_GRID_VOXELS_ACROSS} voxels across the "
+                         f"fixed image ({shortest:g} mm); give --grid-spacing of at most "
+                         f"{shortest / MIN_GRID_VOXELS_ACROSS:g} mm or a larger --max-grid-voxels")
+
+
 def _mean(values: dict) -> Optional[float]:
     """Mean of the finite values, None when there is none."""
     finite = [v for v in values.values() if v is not None and np.isfinite(v)]
@@ -203,6 +216,7 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
         overlap = check_overlap(fixed_mask, moving_mask, affine if affine is not None else sitk.Transform())
     with progress.stage("preprocess", "resampling onto the network grid"):
         spacing = request.grid_spacing or auto_spacing(inputs.fixed, request.max_grid_voxels)
+        _check_spacing(spacing, inputs.fixed)
         region = foreground_box(fixed_mask, CROP_MARGIN_MM) if request.crop else None
         grid = network_grid(inputs.fixed, spacing, region=region)
         fixed_tensor = to_tensor(resample(fixed_norm, grid), device)

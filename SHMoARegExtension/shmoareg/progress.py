@@ -8,11 +8,12 @@ has no ``predict`` stage, so its fraction jumps at the end). The run ends with o
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from contextlib import contextmanager
 from typing import IO, Iterator, Optional
+
+from shmoareg.jsonio import dumps
 
 MODES = ("json", "bar", "none")
 
@@ -86,5 +87,5 @@ class Progress:
             self.bar_stream.write("\n")
 
     def _emit(self, record: dict) -> None:
-        self.stream.write(json.dumps(record) + "\n")
+        self.stream.write(dumps(record) + "\n")
         self.stream.flush()

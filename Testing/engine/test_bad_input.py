@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -10,6 +14,12 @@ from phantoms import phantom_image, phantom_labels
 from shmoareg.cli import main
 
 GEOMETRY = dict(size=(24, 22, 20), spacing=(2.0, 2.0, 2.5), origin=(-24.0, -22.0, -24.0))
+
+
+def image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
 
 
 def image_from(array: np.ndarray, spacing=(2.0, 2.0, 2.5), is_vector: bool = False) -> sitk.Image:
@@ -132,3 +142,120 @@ def test_input_files_are_never_modified(pair, capsys):
     before = {p.name: p.read_bytes() for p in pair.iterdir() if p.is_file()}
     run(pair, capsys, "--no-affine")
     assert {p.name: p.read_bytes() for p in pair.iterdir() if p.is_file()} == before
+
+
+# --- damaged NIfTI files (issue 13) ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["cut.nii.gz", "cut.nii"])
+def test_a_nifti_file_cut_short_is_refused(pair, capsys, name):
+    sitk.WriteImage(sitk.ReadImage(str(pair / "moving.nii.gz")), str(pair / name))
+    data = (pair / name).read_bytes()
+    (pair / name).write_bytes(data[: len(data) * 2 // 3])
+    assert_bad_input(*run(pair, capsys, moving=name), name, "copy the file again", out_dir=pair / "out")
+
+
+def test_a_nifti_file_with_damaged_magic_bytes_is_refused(pair, capsys):
+    sitk.WriteImage(sitk.ReadImage(str(pair / "moving.nii.gz")), str(pair / "magic.nii"))
+    data = bytearray((pair / "magic.nii").read_bytes())
+    data[344:348] = b"xx1\x00"  # ITK would read this as Analyze: origin and direction lost
+    (pair / "magic.nii").write_bytes(bytes(data))
+    assert_bad_input(*run(pair, capsys, moving="magic.nii"), "no valid NIfTI header", out_dir=pair / "out")
+
+
+def test_summary_json_is_strict_json_when_a_distance_is_undefined(pair, capsys):
+    """A label the moving segmentation lacks has no HD95: null in summary.json, never a bare NaN."""
+    labels = phantom_labels(sitk.ReadImage(str(pair / "moving.nii.gz")))
+    only_one = sitk.GetArrayFromImage(labels)
+    only_one[only_one == 2] = 1
+    sitk.WriteImage(image_like(only_one, labels), str(pair / "moving_seg.nii.gz"))
+    code, _ = run(pair, capsys, "--fixed-seg", str(pair / "seg.nii.gz"), "--moving-seg", str(pair / "moving_seg.nii.gz"))
+    assert code == 0
+    text = (pair / "out" / "summary.json").read_text()
+    summary = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in summary.json"))
+    assert summary["metrics"]["hd95_mm"]["2"] is None
+
+
+# --- small images (issue 13) ---------------------------------------------------------------------
+
+def _random_pair(folder, size: tuple[int, int, int], spacing: float = 1.0) -> None:
+    values = np.random.default_rng(0).random(size[::-1]).astype(np.float32)
+    for name in ("small_fixed.nii.gz", "small_moving.nii.gz"):
+        sitk.WriteImage(image_from(values, (spacing,) * 3), str(folder / name))
+
+
+@pytest.mark.parametrize("size", [(3, 3, 3), (64, 64, 3)])
+def test_images_below_the_minimum_size_are_refused(pair, capsys, size):
+    _random_pair(pair, size)
+    assert_bad_input(*run(pair, capsys, fixed="small_fixed.nii.gz", moving="small_moving.nii.gz"),
+                     "at least 4 voxels", out_dir=pair / "out")
+
+
+@pytest.mark.parametrize("size, spacing", [((4, 4, 4), 1.0), ((64, 64, 4), 1.0), ((16, 16, 16), 0.5)])
+def test_small_images_at_the_minimum_size_register(pair, capsys, size, spacing):
+    """The affine stage works on a finer grid than 4 mm when an image is only a few millimetres across."""
+    _random_pair(pair, size, spacing)
+    code, err = run(pair, capsys, fixed="small_fixed.nii.gz", moving="small_moving.nii.gz")
+    assert code == 0, err
+    assert (pair / "out" / "summary.json").is_file()
+
+
+# --- option bounds (issue 13) ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--refine-steps", "1000000000", ("--refine-steps", "between 0 and")),
+    ("--grid-spacing", "inf", ("--grid-spacing", "positive")),
+    ("--grid-spacing", "nan", ("--grid-spacing", "positive")),
+    ("--grid-spacing", "1000", ("fewer than 4 voxels", "--grid-spacing of at most")),
+    ("--max-grid-voxels", "1", ("--max-grid-voxels", "at least 4096")),
+])
+def test_options_outside_a_meaningful_range_are_refused(pair, capsys, option, value, words):
+    code, err = run(pair, capsys, option, value)
+    assert_bad_input(code, err, *words, out_dir=pair / "out")
+
+
+def test_itk_failing_to_allocate_an_image_is_out_of_memory():
+    from shmoareg.errors import is_out_of_memory
+
+    error = RuntimeError("Exception thrown in SimpleITK Resample: itkImportImageContainer.hxx:171: "
+                         "Failed to allocate memory for image.")
+    assert is_out_of_memory(error) and not is_out_of_memory(RuntimeError("division by zero"))
+
+
+def test_landmarks_whose_labels_match_only_in_part_are_refused(pair, capsys):
+    (pair / "f.csv").write_text("label,x,y,z\na,0,0,0\nb,1,1,1\n")
+    (pair / "m.csv").write_text("label,x,y,z\na,0,0,0\nc,1,1,1\n")
+    assert_bad_input(*run(pair, capsys, "--fixed-landmarks", str(pair / "f.csv"), "--moving-landmarks",
+                          str(pair / "m.csv")), "b, c", "same labels", out_dir=pair / "out")
+
+
+def test_a_mistyped_path_is_reported_before_torch_loads(tmp_path):
+    """Fast failure: the inputs are checked before torch and the model load (a second or more)."""
+    script = ("import sys; from shmoareg.cli import main; "
+              f"code = main(['register', '--fixed', {str(tmp_path / 'typo.nii.gz')!r}, '--moving', 'x.nii.gz', "
+              f"'--output-dir', {str(tmp_path / 'out')!r}, '--progress', 'none']); "
+              "print(code, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["2", "False"]
+    assert result.stderr.strip() == f"error: fixed image file not found: {tmp_path / 'typo.nii.gz'} (check the path)"
+
+
+def test_a_folder_given_as_an_image_is_named_a_folder(pair, capsys):
+    (pair / "scans.nii.gz").mkdir()
+    assert_bad_input(*run(pair, capsys, moving="scans.nii.gz"), "is a folder, not a file", out_dir=pair / "out")
+
+
+def test_labels_beyond_int32_are_refused(pair, capsys):
+    labels = sitk.Cast(phantom_labels(sitk.ReadImage(str(pair / "fixed.nii.gz"))), sitk.sitkUInt32)
+    huge = sitk.GetArrayFromImage(labels)
+    huge[huge == 2] = 3_000_000_000  # would wrap to a negative int32 label
+    sitk.WriteImage(image_like(huge, labels), str(pair / "huge_seg.nrrd"))
+    assert_bad_input(*run(pair, capsys, "--moving-seg", str(pair / "huge_seg.nrrd")), "3000000000",
+                     "renumber", out_dir=pair / "out")
+
+
+def test_a_sheared_direction_matrix_is_refused(pair, capsys):
+    sheared = sitk.ReadImage(str(pair / "moving.nii.gz"))
+    sheared.SetDirection((1.0, 0.3, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    sitk.WriteImage(sheared, str(pair / "sheared.mha"))
+    assert_bad_input(*run(pair, capsys, moving="sheared.mha"), "not perpendicular unit vectors",
+                     out_dir=pair / "out")

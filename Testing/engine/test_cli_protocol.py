@@ -57,7 +57,7 @@ def test_bad_input_reports_an_error_record_and_exit_code_2(pair):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_cancel_stops_quickly_and_leaves_no_result(pair, signum):
     process = subprocess.Popen([sys.executable, "-m", "shmoareg", *register_args(
-        pair, "--progress", "json", "--refine-steps", "100000", "--no-affine")],
+        pair, "--progress", "json", "--refine-steps", "10000", "--no-affine")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in process.stdout:
         if json.loads(line).get("stage") == "register":
@@ -72,22 +72,22 @@ def test_cancel_stops_quickly_and_leaves_no_result(pair, signum):
     assert list((pair / "out").iterdir()) == []
 
 
-def test_out_of_memory_maps_to_exit_code_3(monkeypatch, capsys):
+def test_out_of_memory_maps_to_exit_code_3(pair, monkeypatch, capsys):
     def exhausted(*args, **kwargs):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr("shmoareg.pipeline.register", exhausted)
-    code = cli.main(["register", "--fixed", "f", "--moving", "m", "--output-dir", "o", "--progress", "none"])
+    code = cli.main([*register_args(pair), "--progress", "none"])
     assert code == ExitCode.OUT_OF_MEMORY
     assert "out of memory" in capsys.readouterr().err
 
 
-def test_a_crash_gives_exit_code_1_one_line_and_a_traceback_file(monkeypatch, capsys):
+def test_a_crash_gives_exit_code_1_one_line_and_a_traceback_file(pair, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise ZeroDivisionError("boom")
 
     monkeypatch.setattr("shmoareg.pipeline.register", broken)
-    code = cli.main(["register", "--fixed", "f", "--moving", "m", "--output-dir", "o", "--progress", "none"])
+    code = cli.main([*register_args(pair), "--progress", "none"])
     err = capsys.readouterr().err.strip()
     assert code == ExitCode.ERROR and len(err.splitlines()) == 1 and "ZeroDivisionError: boom" in err
     log = err.split("traceback in ")[-1]

@@ -10,7 +10,6 @@ the tables. A pair that fails with bad input is recorded with its error; the oth
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from shmoareg.checkpoints import resolve_model
 from shmoareg.devices import resolve_device
 from shmoareg.errors import InputError
+from shmoareg.jsonio import dumps
 from shmoareg.training.datasets import PAIR_SPLITS, Pair, read_dataset
 from shmoareg.training.distributed import distributed, shard
 
@@ -84,7 +84,7 @@ def _write_tables(output_dir: Path, rows: list[dict[str, Any]], header: dict[str
         "mean_dice_per_label": {label: _mean([row["dice"].get(label) for row in rows]) for label in labels},
         "pairs": rows,
     }
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (output_dir / "results.json").write_text(dumps(results, indent=2) + "\n")
     return results
 
 

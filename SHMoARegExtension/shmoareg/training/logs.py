@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from shmoareg.jsonio import dumps
+
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
@@ -41,7 +43,7 @@ class MetricsLog:
         """Log ``values`` of ``phase`` (e.g. train, validation) at ``step``."""
         record = {"phase": phase, "step": step, **values}
         with open(self.path, "a") as stream:
-            stream.write(json.dumps(record) + "\n")
+            stream.write(dumps(record) + "\n")
         if self.writer is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
