@@ -15,7 +15,8 @@ import torch
 
 from shmoareg.known_warps import KnownWarpCase, end_point_error
 from shmoareg.metrics import dice_per_label, mean_dice
-from shmoareg.pipeline import UNCERTAINTY_FILE, RegistrationRequest, register
+from shmoareg.outputs import UNCERTAINTY_FILE
+from shmoareg.pipeline import RegistrationRequest, register
 
 import sources
 

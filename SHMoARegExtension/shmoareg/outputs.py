@@ -1,33 +1,96 @@
-"""Staged output folder: files are written to a hidden staging folder and moved into place only
-when the whole run succeeded, so a failed or cancelled run leaves nothing that looks like a result."""
+"""The output folder of a run: held by one run at a time, written through a staging folder, never mixed.
+
+Files are written to a hidden staging folder and moved into place only when the whole run
+succeeded, so a failed or cancelled run leaves nothing that looks like a result. ``summary.json``
+lists the run's files; the next run into the folder removes the files of the earlier run that it
+does not write itself, so two runs' outputs never stand side by side (other files are left alone).
+A lock on the folder keeps a second run out while one is running, and the run holding it removes
+staging folders left by a killed run.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterable, Optional
 
 from shmoareg.errors import InputError
 from shmoareg.jsonio import dumps
 
-# summary.json is moved last: its presence marks a complete set of outputs.
+# The files a run writes (routing maps under ROUTING_FOLDER). summary.json is moved last: its presence marks
+# a complete set of outputs, and its FILES_KEY lists the run's files.
+TRANSFORM_FILE = "transform.h5"
+DISPLACEMENT_FILE = "displacement.nii"
+WARPED_FILE = "warped_moving.nii.gz"
+WARPED_SEGMENTATION_FILE = "warped_moving_seg.nii.gz"
+JACOBIAN_FILE = "jacobian.nii"
+UNCERTAINTY_FILE = "uncertainty.nii.gz"
+ROUTING_FILE = "routing.json"
+ROUTING_FOLDER = "routing"
 COMPLETION_MARKER = "summary.json"
+OUTPUT_NAMES = (TRANSFORM_FILE, DISPLACEMENT_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE, JACOBIAN_FILE,
+                UNCERTAINTY_FILE, ROUTING_FILE, COMPLETION_MARKER)
+FILES_KEY = "files"
+STAGING_PREFIX = ".shmoareg-staging-"
 
 
-def prepare_output_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` if needed and check it is a writable folder."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"output folder {path} is a file; give a folder path with --output-dir")
+class OutputFolder:
+    """A writable output folder, locked for one run until :meth:`release` (also a context manager)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"output folder {self.path} is a file; give a folder path with --output-dir")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.path, prefix=".shmoareg-write-test-"):
+                pass
+        except OSError as error:
+            raise InputError(f"output folder {self.path} is not writable ({error.strerror}); choose another "
+                             "--output-dir") from None
+        self._lock = os.open(self.path, os.O_RDONLY)  # the folder itself is the lock: nothing is left behind
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock)
+            raise InputError(f"another shmoareg run is writing to {self.path}; wait for it to finish or choose "
+                             "another --output-dir") from None
+        for stale in self.path.glob(STAGING_PREFIX + "*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def check_inputs(self, inputs: Iterable[Optional[Path]]) -> None:
+        """Refuse an input that is an output of this folder (by path, or the same file by a hard link)."""
+        outputs = [self.path / name for name in (*OUTPUT_NAMES, *earlier_files(self.path))]
+        for given in (Path(p) for p in inputs if p is not None):
+            inside = given.resolve().parent in (self.path.resolve(), (self.path / ROUTING_FOLDER).resolve())
+            named = given.name in OUTPUT_NAMES or given.resolve().parent.name == ROUTING_FOLDER
+            same = any(output.is_file() and given.is_file() and os.path.samefile(given, output) for output in outputs)
+            if (inside and named) or same:
+                raise InputError(f"input {given} is a file this run would write in {self.path}; move it out of the "
+                                 "output folder (or copy it) or choose another --output-dir")
+
+    def release(self) -> None:
+        """Let other runs write to the folder."""
+        os.close(self._lock)
+
+    def __enter__(self) -> "OutputFolder":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def earlier_files(folder: Path) -> list[str]:
+    """The files an earlier complete run listed in the folder's summary.json (none when there is none)."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".shmoareg-write-test-"):
-            pass
-    except OSError as error:
-        raise InputError(f"output folder {path} is not writable ({error.strerror}); choose another "
-                         "--output-dir") from None
-    return path
+        listed = json.loads((folder / COMPLETION_MARKER).read_text()).get(FILES_KEY, [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [name for name in listed if isinstance(name, str) and ".." not in Path(name).parts]
 
 
 class StagedOutputs:
@@ -35,7 +98,7 @@ class StagedOutputs:
 
     def __init__(self, output_dir: Path) -> None:
         self.output_dir = output_dir
-        self.staging = Path(tempfile.mkdtemp(prefix=".shmoareg-staging-", dir=output_dir))
+        self.staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=output_dir))
 
     def path(self, name: str) -> Path:
         """Where to write output ``name`` (a relative path) while staging."""
@@ -43,29 +106,35 @@ class StagedOutputs:
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
+    def files(self) -> list[str]:
+        """The relative paths staged so far."""
+        return sorted(str(p.relative_to(self.staging)) for p in self.staging.rglob("*") if p.is_file())
+
     def write_json(self, name: str, content: dict) -> Path:
-        """Write a JSON output file."""
+        """Write a JSON output file (strict JSON)."""
         target = self.path(name)
         target.write_text(dumps(content, indent=2) + "\n")
         return target
 
     def publish(self) -> dict[str, str]:
-        """Move every staged file into the output folder (the completion marker last)."""
-        staged = sorted(p for p in self.staging.rglob("*") if p.is_file())
-        staged.sort(key=lambda p: p.name == COMPLETION_MARKER)
+        """Move every staged file into the output folder (the completion marker last) and remove the files of
+        the earlier run there that this run did not write."""
+        staged = self.files()
+        staged.sort(key=lambda name: name == COMPLETION_MARKER)
+        earlier = set(earlier_files(self.output_dir)) - set(staged)
         # Remove an older completion marker first so a mixed set never looks complete.
         (self.output_dir / COMPLETION_MARKER).unlink(missing_ok=True)
         published = {}
-        for source in staged:
-            relative = source.relative_to(self.staging)
+        for relative in staged:
             target = self.output_dir / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, target)
-            published[str(relative)] = str(target)
+            os.replace(self.staging / relative, target)
+            published[relative] = str(target)
+        for relative in earlier:
+            (self.output_dir / relative).unlink(missing_ok=True)
         self.discard()
         return published
 
     def discard(self) -> None:
         """Remove the staging folder and everything in it."""
         shutil.rmtree(self.staging, ignore_errors=True)
-

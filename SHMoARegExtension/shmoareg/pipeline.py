@@ -35,7 +35,9 @@ from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics
 from shmoareg.models.base import RoutingRecord
 from shmoareg.network_share import network_share
 from shmoareg.optimise import OptimisationSettings, levels_from, optimise_displacement
-from shmoareg.outputs import StagedOutputs, prepare_output_dir
+from shmoareg.outputs import (COMPLETION_MARKER, DISPLACEMENT_FILE, FILES_KEY, JACOBIAN_FILE, ROUTING_FILE,
+                              TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE, OutputFolder,
+                              StagedOutputs)
 from shmoareg.progress import Progress
 from shmoareg.routing_maps import write_routing_maps
 from shmoareg.similarity import choose_similarity
@@ -48,7 +50,6 @@ CROP_MARGIN_MM = 10.0
 MAX_REFINE_STEPS = 10_000
 MIN_GRID_VOXELS = 16 ** 3
 MIN_GRID_VOXELS_ACROSS = 4
-UNCERTAINTY_FILE = "uncertainty.nii.gz"
 UNCERTAINTY_METHOD = ("spread (RMS distance from the mean, mm) of the registration and its refinements with the "
                       f"smoothness weight times {' and '.join(str(f) for f in SMOOTHNESS_FACTORS)}")
 TRANSFORM_CONVENTION = ("ITK displacement field transform, LPS millimetres, resampling convention: "
@@ -198,7 +199,14 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
     progress = progress or Progress("none")
     started = time.perf_counter()
     _validate(request)
-    output_dir = prepare_output_dir(request.output_dir)
+    with OutputFolder(request.output_dir) as folder:
+        folder.check_inputs([request.fixed, request.moving, request.fixed_segmentation, request.moving_segmentation,
+                             request.fixed_landmarks, request.moving_landmarks])
+        return _register(request, progress, folder.path, started)
+
+
+def _register(request: RegistrationRequest, progress: Progress, output_dir: Path, started: float) -> dict:
+    """The stages of :func:`register` once the output folder is held."""
     device = resolve_device(request.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -254,20 +262,20 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
             fixed_grid = Grid.of(inputs.fixed)
             field_mm = total_displacement(displacement, grid, fixed_grid, affine)
             transform = displacement_transform(field_mm, fixed_grid)
-            sitk.WriteTransform(transform, str(staged.path("transform.h5")))
+            sitk.WriteTransform(transform, str(staged.path(TRANSFORM_FILE)))
             # Float fields do not compress (gzip made them larger and took 5 s at 1 mm): plain NIfTI.
             write_image(sitk.Cast(displacement_image(field_mm, fixed_grid), sitk.sitkVectorFloat32),
-                        staged.path("displacement.nii"), compress=False)
+                        staged.path(DISPLACEMENT_FILE), compress=False)
             background = float(sitk.GetArrayViewFromImage(inputs.moving).min())
             warped = resample(inputs.moving, fixed_grid, transform, sitk.sitkLinear, background)
-            write_image(warped, staged.path("warped_moving.nii.gz"))
+            write_image(warped, staged.path(WARPED_FILE))
             jacobian = jacobian_image(field_mm, fixed_grid)
-            write_image(jacobian, staged.path("jacobian.nii"), compress=False)
+            write_image(jacobian, staged.path(JACOBIAN_FILE), compress=False)
             metrics = jacobian_statistics(sitk.GetArrayViewFromImage(jacobian),
                                           sitk.GetArrayViewFromImage(fixed_mask) > 0)
             if inputs.moving_segmentation is not None:
                 warped_seg = resample(inputs.moving_segmentation, fixed_grid, transform, sitk.sitkNearestNeighbor)
-                write_image(warped_seg, staged.path("warped_moving_seg.nii.gz"))
+                write_image(warped_seg, staged.path(WARPED_SEGMENTATION_FILE))
                 if inputs.fixed_segmentation is not None:
                     metrics.update(_segmentation_metrics(inputs.fixed_segmentation, inputs.moving_segmentation,
                                                          warped_seg))
@@ -288,7 +296,7 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
                     routing, network.model.expert_descriptions(), routing_grid, fixed_grid,
                     sitk.GetArrayViewFromImage(fixed_mask), staged.path, request.routing_maps)
                 routing_summary["network_share"] = share
-                staged.write_json("routing.json", routing_summary)
+                staged.write_json(ROUTING_FILE, routing_summary)
         summary = {
             "shmoareg_version": __version__,
             "inputs": {
@@ -316,7 +324,8 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
             "metrics": metrics,
             "jacobian_region": "fixed image foreground (Otsu)",
         }
-        staged.write_json("summary.json", summary)
+        summary[FILES_KEY] = [*staged.files(), COMPLETION_MARKER]
+        staged.write_json(COMPLETION_MARKER, summary)
         summary["outputs"] = staged.publish()
     except BaseException:
         staged.discard()
