@@ -1,6 +1,7 @@
 """The ``shmoareg`` command line: ``register``, ``train`` and ``evaluate``.
 
-Exit codes: 0 done, 1 internal error, 2 bad input, 3 out of memory, 130 cancelled
+Exit codes: 0 done, 1 internal error, 2 bad input, 3 out of memory, 4 no space left on the output
+folder's disk, 130 cancelled
 (SIGINT/SIGTERM). stderr carries one human-readable line; ``--progress json`` prints
 JSON lines on stdout (see :mod:`shmoareg.progress`).
 """
@@ -19,7 +20,7 @@ from shmoareg import __version__
 from shmoareg.defaults import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS,
                                DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
                                NETWORK_REFINE_STEPS, ROUTING_MAP_MODES, SIMILARITIES)
-from shmoareg.errors import Cancelled, ExitCode, InputError, is_out_of_memory, require_file
+from shmoareg.errors import Cancelled, ExitCode, InputError, NoSpace, is_out_of_memory, require_file
 from shmoareg.progress import MODES as PROGRESS_MODES
 from shmoareg.progress import Progress
 from shmoareg.training.commands import add_evaluate_parser, add_train_parser
@@ -81,9 +82,16 @@ def _register_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="json: one JSON object per line on stdout; bar: a text bar on stderr")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (an :class:`InputError`), not a usage block and an exit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``shmoareg`` command."""
-    parser = argparse.ArgumentParser(prog="shmoareg", description="SHMoAReg deformable image registration")
+    """The argument parser of the ``shmoareg`` command (its subcommands' parsers are of the same class)."""
+    parser = _Parser(prog="shmoareg", description="SHMoAReg deformable image registration")
     parser.add_argument("--version", action="version", version=f"shmoareg {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _register_parser(subparsers)
@@ -139,13 +147,34 @@ CANCELLED_MESSAGES = {
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit code. SIGINT and SIGTERM cancel the run."""
-    args = build_parser().parse_args(argv)
     previous = {signum: signal.signal(signum, _raise_cancelled) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
+        try:
+            args = build_parser().parse_args(argv)
+        except InputError as error:
+            return _report(ExitCode.BAD_INPUT, f"error: {error}", Progress(_progress_mode(argv)))
+        except (Cancelled, KeyboardInterrupt):
+            return _report(ExitCode.CANCELLED, "cancelled before the command started", Progress(_progress_mode(argv)))
         return _run_reporting_errors(args, Progress(args.progress))
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _progress_mode(argv: Optional[Sequence[str]]) -> str:
+    """``json`` when the command line asks for JSON progress (so that even a usage error is a JSON event)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    asked = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--progress"]
+    asked += [word.split("=", 1)[1] for word in words if word.startswith("--progress=")]
+    return "json" if "json" in asked else "none"
+
+
+def _report(code: int, message: str, progress: Progress) -> int:
+    """Report a failure: a JSON event (in JSON mode) and one line on stderr; returns ``code``."""
+    message = " ".join(message.split())
+    progress.error(int(code), message)
+    print(message, file=sys.stderr)
+    return int(code)
 
 
 def _run_reporting_errors(args: argparse.Namespace, progress: Progress) -> int:
@@ -159,6 +188,8 @@ def _run_reporting_errors(args: argparse.Namespace, progress: Progress) -> int:
         code, message = ExitCode.BAD_INPUT, f"error: {error}"
     except (Cancelled, KeyboardInterrupt):
         code, message = ExitCode.CANCELLED, CANCELLED_MESSAGES[args.command]
+    except NoSpace as error:
+        code, message = ExitCode.NO_SPACE, f"error: {error}"
     except Exception as error:  # noqa: BLE001 - every failure must become one line and an exit code
         if is_out_of_memory(error):
             code = ExitCode.OUT_OF_MEMORY
@@ -168,7 +199,4 @@ def _run_reporting_errors(args: argparse.Namespace, progress: Progress) -> int:
             code = ExitCode.ERROR
             message = (f"error: internal failure ({type(error).__name__}: {str(error).strip()[:200]}); "
                        f"traceback in {_crash_log(error)}")
-    message = " ".join(message.split())
-    progress.error(int(code), message)
-    print(message, file=sys.stderr)
-    return int(code)
+    return _report(code, message, progress)

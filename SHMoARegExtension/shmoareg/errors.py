@@ -14,6 +14,7 @@ class ExitCode(enum.IntEnum):
     ERROR = 1
     BAD_INPUT = 2
     OUT_OF_MEMORY = 3
+    NO_SPACE = 4
     CANCELLED = 130
 
 
@@ -21,13 +22,27 @@ class InputError(ValueError):
     """The user's input cannot be registered; the message says what is wrong and what to do."""
 
 
+class NoSpace(Exception):
+    """The output folder's disk is full (or too full for the outputs); the message names the folder."""
+
+
 class Cancelled(Exception):
     """The run was cancelled by the user (SIGINT or SIGTERM)."""
 
 
+def require_utf8(path: str | os.PathLike, role: str) -> Path:
+    """``path`` as a Path; :class:`InputError` when its name is not valid UTF-8 (ITK would abort on it)."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fspath(path).encode("utf-8", "backslashreplace").decode("ascii", "replace")
+        raise InputError(f"the {role} path {shown} is not valid UTF-8; rename it with UTF-8 characters") from None
+    return Path(path)
+
+
 def require_file(path: str | os.PathLike, role: str) -> Path:
     """``path`` as a Path; :class:`InputError` naming ``role`` when it is not an existing file."""
-    path = Path(path)
+    path = require_utf8(path, role)
     if path.is_dir():
         raise InputError(f"{role} {path} is a folder, not a file; give the path of the file")
     if not path.is_file():

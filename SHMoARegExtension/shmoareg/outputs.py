@@ -10,6 +10,7 @@ staging folders left by a killed run.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -18,8 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Optional
 
-from shmoareg.errors import InputError
+from shmoareg.errors import InputError, NoSpace, require_utf8
 from shmoareg.jsonio import dumps
+from shmoareg.nifti_check import check_nifti, is_nifti_name
 
 # The files a run writes (routing maps under ROUTING_FOLDER). summary.json is moved last: its presence marks
 # a complete set of outputs, and its FILES_KEY lists the run's files.
@@ -36,13 +38,17 @@ OUTPUT_NAMES = (TRANSFORM_FILE, DISPLACEMENT_FILE, WARPED_FILE, WARPED_SEGMENTAT
                 UNCERTAINTY_FILE, ROUTING_FILE, COMPLETION_MARKER)
 FILES_KEY = "files"
 STAGING_PREFIX = ".shmoareg-staging-"
+# Bytes a run writes per fixed-image voxel, about: the field in transform.h5 (3 float64) and displacement.nii
+# (3 float32), jacobian.nii (float32), and the compressed images (about 2 bytes each).
+BYTES_PER_VOXEL = 24 + 12 + 4 + 3 * 2
+MEGABYTE = 1 << 20
 
 
 class OutputFolder:
     """A writable output folder, locked for one run until :meth:`release` (also a context manager)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+        self.path = require_utf8(path, "output folder")
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"output folder {self.path} is a file; give a folder path with --output-dir")
         try:
@@ -99,6 +105,34 @@ class StagedOutputs:
     def __init__(self, output_dir: Path) -> None:
         self.output_dir = output_dir
         self.staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=output_dir))
+
+    def ensure_space(self, fixed_voxels: int) -> None:
+        """Raise :class:`NoSpace` before anything is written when the disk cannot hold the outputs."""
+        needed = BYTES_PER_VOXEL * fixed_voxels
+        free = shutil.disk_usage(self.staging).free
+        if free < needed:
+            raise self.no_space(f"{free // MEGABYTE} MB free, the outputs need about {needed // MEGABYTE + 1} MB")
+
+    def no_space(self, detail: str) -> NoSpace:
+        """The error for a full disk under the output folder (the staging folder is removed)."""
+        self.discard()
+        return NoSpace(f"no space left on the disk of {self.output_dir} ({detail}); free some space or choose "
+                       "another --output-dir (nothing was written)")
+
+    def full_disk(self, error: BaseException) -> bool:
+        """Whether a failed write was the disk filling up (ITK's writers do not say; their errors carry no errno)."""
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        return isinstance(error, RuntimeError) and shutil.disk_usage(self.output_dir).free < MEGABYTE
+
+    def check_written(self) -> None:
+        """Every staged NIfTI file is complete (ITK's writer does not report a short write on a full disk)."""
+        for relative in self.files():
+            if is_nifti_name(Path(relative)):
+                try:
+                    check_nifti(self.staging / relative, "output")
+                except InputError:
+                    raise self.no_space(f"{relative} was cut short") from None
 
     def path(self, name: str) -> Path:
         """Where to write output ``name`` (a relative path) while staging."""

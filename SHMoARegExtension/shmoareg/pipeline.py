@@ -25,7 +25,7 @@ from shmoareg.defaults import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL, DEFAU
                                DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
                                NETWORK_REFINE_STEPS, ROUTING_MAP_MODES, SIMILARITIES)
 from shmoareg.devices import peak_memory_mb, resolve_device
-from shmoareg.errors import InputError
+from shmoareg.errors import InputError, NoSpace
 from shmoareg.fields import displacement_image, displacement_transform, jacobian_image, total_displacement
 from shmoareg.grid import Grid, auto_spacing, foreground_box, from_array, network_grid, resample, to_tensor
 from shmoareg.imageio import check_label_grid, read_image, read_label_map, write_image
@@ -259,6 +259,7 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
     staged = StagedOutputs(output_dir)
     try:
         with progress.stage("write", "writing the transform and warped images"):
+            staged.ensure_space(int(np.prod(inputs.fixed.GetSize())))
             fixed_grid = Grid.of(inputs.fixed)
             field_mm = total_displacement(displacement, grid, fixed_grid, affine)
             transform = displacement_transform(field_mm, fixed_grid)
@@ -324,11 +325,15 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
             "metrics": metrics,
             "jacobian_region": "fixed image foreground (Otsu)",
         }
+        staged.check_written()
         summary[FILES_KEY] = [*staged.files(), COMPLETION_MARKER]
         staged.write_json(COMPLETION_MARKER, summary)
         summary["outputs"] = staged.publish()
-    except BaseException:
+    except BaseException as error:
+        full = not isinstance(error, NoSpace) and staged.full_disk(error)
         staged.discard()
+        if full:
+            raise staged.no_space("a write failed") from error
         raise
     progress.done(summary["outputs"])
     return summary

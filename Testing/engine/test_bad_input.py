@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import run_cli
 from phantoms import phantom_image, phantom_labels
 from shmoareg.cli import main
 
@@ -259,3 +261,23 @@ def test_a_sheared_direction_matrix_is_refused(pair, capsys):
     sitk.WriteImage(sheared, str(pair / "sheared.mha"))
     assert_bad_input(*run(pair, capsys, moving="sheared.mha"), "not perpendicular unit vectors",
                      out_dir=pair / "out")
+
+
+# --- command-line messages (issue 13) -------------------------------------------------------------
+
+def test_a_usage_error_is_one_line_and_a_json_event(tmp_path):
+    result = run_cli("register", "--fixed", "f.nii.gz", "--refine-steps", "many", "--progress", "json")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: argument --refine-steps: invalid int value: 'many' (see shmoareg register --help)"]
+    event = json.loads(result.stdout.strip().splitlines()[-1])
+    assert event["event"] == "error" and event["exit_code"] == 2 and "--refine-steps" in event["message"]
+
+
+def test_a_file_name_that_is_not_utf8_is_refused(pair):
+    name = os.fsdecode(b"moving-\xff.nii.gz")  # what Python makes of a Latin-1 file name on a UTF-8 system
+    (pair / name).write_bytes((pair / "moving.nii.gz").read_bytes())  # ITK aborted (exit 134) on it
+    result = run_cli("register", "--fixed", str(pair / "fixed.nii.gz"), "--moving", str(pair / name),
+                     "--output-dir", str(pair / "out"), "--progress", "none")
+    assert result.returncode == 2 and "not valid UTF-8" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

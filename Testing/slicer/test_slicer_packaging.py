@@ -88,7 +88,7 @@ def test_protocol_constants_match_the_engine():
     registry = pytest.importorskip("shmoareg.models.registry")
     defaults = pytest.importorskip("shmoareg.defaults")
     assert (options.EXIT_OK, options.EXIT_ERROR, options.EXIT_BAD_INPUT, options.EXIT_OUT_OF_MEMORY,
-            options.EXIT_CANCELLED) == tuple(int(code) for code in errors.ExitCode)
+            options.EXIT_NO_SPACE, options.EXIT_CANCELLED) == tuple(int(code) for code in errors.ExitCode)
     assert sorted(options.MODELS) == sorted(("none", *registry.MODEL_NAMES))
     assert options.DEFAULT_MODEL == defaults.DEFAULT_MODEL
 
