@@ -9,6 +9,7 @@ JSON lines on stdout (see :mod:`shmoareg.progress`).
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import tempfile
@@ -24,6 +25,10 @@ from shmoareg.errors import Cancelled, ExitCode, InputError, NoSpace, is_out_of_
 from shmoareg.progress import MODES as PROGRESS_MODES
 from shmoareg.progress import Progress
 from shmoareg.training.commands import add_evaluate_parser, add_train_parser
+
+
+# argparse's own pattern (-5, -.5) with exponents added (-1e3, -2.5E-1).
+NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$|^-(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 def _register_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -83,7 +88,12 @@ def _register_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (an :class:`InputError`), not a usage block and an exit."""
+    """argparse, but a usage error is one line (an :class:`InputError`), not a usage block and an exit, and a
+    value in exponent notation (``--window -1e3 1e3``) is a negative number, not an unknown option."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise InputError(f"{message} (see {self.prog} --help)")
@@ -109,8 +119,11 @@ def _run_register(args: argparse.Namespace, progress: Progress) -> None:
     for attribute, role in INPUT_IMAGES.items():
         if getattr(args, attribute) is not None:
             require_file(getattr(args, attribute), role)
+    import SimpleITK as sitk
+
     from shmoareg.pipeline import RegistrationRequest, register
 
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's warnings would break the one-line protocol
     request = RegistrationRequest(
         fixed=args.fixed, moving=args.moving, output_dir=args.output_dir,
         fixed_segmentation=args.fixed_seg, moving_segmentation=args.moving_seg,

@@ -8,6 +8,7 @@ millimetres, one per row.
 from __future__ import annotations
 
 import math
+from typing import Callable, Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -110,7 +111,8 @@ def _hd95(reference: np.ndarray, prediction: np.ndarray, spacing: tuple[float, f
 
 
 def hd95_per_label(reference: np.ndarray, prediction: np.ndarray, spacing: tuple[float, float, float],
-                   labels: list[int] | None = None) -> dict[int, float]:
+                   labels: list[int] | None = None,
+                   on_label: Optional[Callable[[float], None]] = None) -> dict[int, float]:
     """95th-percentile symmetric surface distance (mm) per label.
 
     The surface of a label is its border voxels (face connectivity; the image edge counts as
@@ -118,7 +120,8 @@ def hd95_per_label(reference: np.ndarray, prediction: np.ndarray, spacing: tuple
     from every prediction surface voxel to the reference surface are pooled, and the 95th
     percentile of the pooled set is taken (numpy's linear interpolation). ``spacing`` is
     ``(x, y, z)``. ``labels`` defaults to the nonzero labels of ``reference``; a label absent
-    from both maps is left out, a label absent from only one gives nan.
+    from both maps is left out, a label absent from only one gives nan. ``on_label(fraction)`` is
+    called after each label (it takes seconds per label on large images).
     """
     reference, prediction = np.asarray(reference), np.asarray(prediction)
     _check_same_shape(reference, prediction)
@@ -126,13 +129,16 @@ def hd95_per_label(reference: np.ndarray, prediction: np.ndarray, spacing: tuple
         raise InputError(f"label maps are {reference.ndim}D; give 3D (Z, Y, X) arrays")
     spacing = _check_spacing(spacing)
     distances = {}
-    for label in _default_labels(reference, labels):
+    chosen = _default_labels(reference, labels)
+    for done, label in enumerate(chosen, start=1):
         in_reference, in_prediction = reference == label, prediction == label
         has_reference, has_prediction = bool(in_reference.any()), bool(in_prediction.any())
         if has_reference and has_prediction:
             distances[label] = _hd95(in_reference, in_prediction, spacing)
         elif has_reference or has_prediction:
             distances[label] = math.nan
+        if on_label is not None:
+            on_label(done / len(chosen))
     return distances
 
 

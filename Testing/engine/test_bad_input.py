@@ -281,3 +281,11 @@ def test_a_file_name_that_is_not_utf8_is_refused(pair):
                      "--output-dir", str(pair / "out"), "--progress", "none")
     assert result.returncode == 2 and "not valid UTF-8" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_negative_window_in_exponent_notation_is_a_number_not_an_option():
+    from shmoareg.cli import build_parser
+
+    args = build_parser().parse_args(["register", "--fixed", "f", "--moving", "m", "--output-dir", "o",
+                                      "--window", "-1e3", "1e3"])
+    assert args.window == [-1000.0, 1000.0]

@@ -3,6 +3,7 @@ moves the moving image onto the fixed one in physical space (anisotropic, rotate
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from phantoms import phantom_image, phantom_labels, rotation_direction
 from shmoareg.landmarks import write_landmarks_csv
 from shmoareg.metrics import dice_per_label, mean_dice
 from shmoareg.pipeline import RegistrationRequest, register
+from shmoareg.progress import Progress
 
 FIXED_GEOMETRY = dict(size=(44, 40, 30), spacing=(1.5, 1.6, 2.2), origin=(-32.0, -30.0, -31.0),
                       direction=rotation_direction((0.15, -0.1, 0.25)))
@@ -116,3 +118,23 @@ def test_outputs_summary_segmentations_and_landmarks(tmp_path):
     centre = fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in fixed.GetSize()])
     vector = field[[int(round(v)) for v in fixed.TransformPhysicalPointToContinuousIndex(centre)]]
     assert np.allclose(vector, truth.GetOffset(), atol=0.6)
+
+
+def test_the_write_stage_reports_progress_per_segment(tmp_path):
+    """HD95 takes seconds per label on large images: the write stage reports each one (issue 13)."""
+    fixed = phantom_image(**FIXED_GEOMETRY)
+    labels = sitk.GetArrayFromImage(phantom_labels(fixed))
+    stripes = (np.indices(labels.shape)[2] // 4 + 1) * (labels > 0)  # about 10 labels
+    segmentation = sitk.GetImageFromArray(stripes.astype(np.int16))
+    segmentation.CopyInformation(fixed)
+    sitk.WriteImage(fixed, str(tmp_path / "fixed.nii.gz"))
+    sitk.WriteImage(segmentation, str(tmp_path / "seg.nii.gz"))
+    stream = io.StringIO()
+    register(RegistrationRequest(tmp_path / "fixed.nii.gz", tmp_path / "fixed.nii.gz", tmp_path / "out",
+                                 fixed_segmentation=tmp_path / "seg.nii.gz", moving_segmentation=tmp_path / "seg.nii.gz",
+                                 model="none", refine_steps=2, device="cpu"), Progress("json", stream=stream))
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    segment_events = [e for e in events if e["stage"] == "write" and "segment overlap" in e["message"]]
+    assert len(segment_events) == 2 * len(np.unique(stripes[stripes > 0]))  # before and after, per label
+    fractions = [e["fraction"] for e in events if e["event"] == "progress"]
+    assert fractions == sorted(fractions)
