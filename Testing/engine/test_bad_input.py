@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import run_cli
+from conftest import SMALL_GEOMETRY, run_cli
 from phantoms import phantom_image, phantom_labels
 from shmoareg.cli import main
 
-GEOMETRY = dict(size=(24, 22, 20), spacing=(2.0, 2.0, 2.5), origin=(-24.0, -22.0, -24.0))
 
 
 def image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
@@ -28,15 +27,6 @@ def image_from(array: np.ndarray, spacing=(2.0, 2.0, 2.5), is_vector: bool = Fal
     image = sitk.GetImageFromArray(array, isVector=is_vector)
     image.SetSpacing(spacing[: image.GetDimension()])
     return image
-
-
-@pytest.fixture
-def pair(tmp_path):
-    fixed = phantom_image(**GEOMETRY)
-    sitk.WriteImage(fixed, str(tmp_path / "fixed.nii.gz"))
-    sitk.WriteImage(fixed, str(tmp_path / "moving.nii.gz"))
-    sitk.WriteImage(phantom_labels(fixed), str(tmp_path / "seg.nii.gz"))
-    return tmp_path
 
 
 def run(pair, capsys, *extra: str, fixed: str = "fixed.nii.gz", moving: str = "moving.nii.gz") -> tuple[int, str]:
@@ -87,7 +77,7 @@ def test_wrong_kind_of_image(pair, capsys, name, image, word):
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_nan_or_inf_voxels(pair, capsys, value):
     # NRRD keeps non-finite values; the NIfTI reader of ITK silently sets them to 0.
-    array = sitk.GetArrayFromImage(phantom_image(**GEOMETRY))
+    array = sitk.GetArrayFromImage(phantom_image(**SMALL_GEOMETRY))
     array[3, 4, 5] = value
     sitk.WriteImage(image_from(array), str(pair / "bad.nrrd"))
     assert_bad_input(*run(pair, capsys, fixed="bad.nrrd"), "NaN or infinite", "fixed image")
@@ -101,13 +91,13 @@ def test_segmentation_on_another_grid(pair, capsys):
 
 
 def test_empty_segmentation(pair, capsys):
-    seg = sitk.Cast(phantom_labels(phantom_image(**GEOMETRY)) * 0, sitk.sitkUInt8)
+    seg = sitk.Cast(phantom_labels(phantom_image(**SMALL_GEOMETRY)) * 0, sitk.sitkUInt8)
     sitk.WriteImage(seg, str(pair / "empty_seg.nii.gz"))
     assert_bad_input(*run(pair, capsys, "--fixed-seg", str(pair / "empty_seg.nii.gz")), "empty")
 
 
 def test_no_overlap(pair, capsys):
-    far = phantom_image(size=GEOMETRY["size"], spacing=GEOMETRY["spacing"], origin=(400.0, 0.0, 0.0))
+    far = phantom_image(size=SMALL_GEOMETRY["size"], spacing=SMALL_GEOMETRY["spacing"], origin=(400.0, 0.0, 0.0))
     sitk.WriteImage(far, str(pair / "far.nii.gz"))
     assert_bad_input(*run(pair, capsys, "--no-affine", moving="far.nii.gz"), "overlap", out_dir=pair / "out")
 

@@ -15,16 +15,7 @@ from shmoareg.cli import main
 from shmoareg.errors import ExitCode, NoSpace
 from shmoareg.outputs import StagedOutputs
 
-GEOMETRY = dict(size=(24, 22, 20), spacing=(2.0, 2.0, 2.5), origin=(-24.0, -22.0, -24.0))
 Usage = namedtuple("Usage", "total used free")
-
-
-@pytest.fixture
-def pair(tmp_path):
-    fixed = phantom_image(**GEOMETRY)
-    sitk.WriteImage(fixed, str(tmp_path / "fixed.nii.gz"))
-    sitk.WriteImage(fixed, str(tmp_path / "moving.nii.gz"))
-    return tmp_path
 
 
 def register(pair, output, capsys) -> tuple[int, str]:

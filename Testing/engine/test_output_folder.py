@@ -9,20 +9,9 @@ import os
 import pytest
 import SimpleITK as sitk
 
-from phantoms import phantom_image, phantom_labels
 from shmoareg.cli import main
 from shmoareg.outputs import COMPLETION_MARKER, FILES_KEY, STAGING_PREFIX
 
-GEOMETRY = dict(size=(24, 22, 20), spacing=(2.0, 2.0, 2.5), origin=(-24.0, -22.0, -24.0))
-
-
-@pytest.fixture
-def pair(tmp_path):
-    fixed = phantom_image(**GEOMETRY)
-    sitk.WriteImage(fixed, str(tmp_path / "fixed.nii.gz"))
-    sitk.WriteImage(fixed, str(tmp_path / "moving.nii.gz"))
-    sitk.WriteImage(phantom_labels(fixed), str(tmp_path / "seg.nii.gz"))
-    return tmp_path
 
 
 def register(pair, capsys, *extra: str, moving: str = "moving.nii.gz") -> tuple[int, str]:

@@ -11,7 +11,7 @@ from shmoareg.demo import SAMPLE_DATA
 from shmoareg.known_warps import brain_case, end_point_error, gm_bright, label_case, tissue_labels
 from shmoareg.losses import image_gradient, ngf_per_voxel
 from shmoareg.pipeline import RegistrationRequest, register
-from shmoareg.similarity import LINEARITY_THRESHOLD, choose_similarity, linearity
+from shmoareg.similarity import choose_similarity, linearity
 from torch_threads import one_torch_thread  # noqa: F401 (fixture)
 
 
