@@ -30,10 +30,18 @@ def _read(path: str | os.PathLike, role: str) -> sitk.Image:
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reason"
         raise InputError(
-            f"cannot read {role} file {path}: not a readable NIfTI, NRRD or MHA image ({reason[:120]})"
+            f"cannot read {role} file {path}: not a readable NIfTI, NRRD or MHA image ({_itk_reason(error)[:120]})"
         ) from None
+
+
+def _itk_reason(error: RuntimeError) -> str:
+    """The sentence of an ITK exception that says what is wrong (its last line is often a matrix row)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    for line in lines:
+        if "ITK ERROR:" in line:
+            return line.split("): ", 1)[-1].split(". ")[0].rstrip(".")
+    return lines[-1] if lines else "unknown reason"
 
 
 def _check_scalar_3d(image: sitk.Image, role: str, path: str | os.PathLike) -> None:

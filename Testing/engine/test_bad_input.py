@@ -279,3 +279,13 @@ def test_a_negative_window_in_exponent_notation_is_a_number_not_an_option():
     args = build_parser().parse_args(["register", "--fixed", "f", "--moving", "m", "--output-dir", "o",
                                       "--window", "-1e3", "1e3"])
     assert args.window == [-1000.0, 1000.0]
+
+
+def test_a_singular_direction_is_named_not_shown_as_a_matrix_row(pair, capsys):
+    sitk.WriteImage(sitk.ReadImage(str(pair / "moving.nii.gz")), str(pair / "singular.mha"))
+    header = (pair / "singular.mha").read_bytes()
+    (pair / "singular.mha").write_bytes(header.replace(b"TransformMatrix = 1 0 0 0 1 0 0 0 1",
+                                                       b"TransformMatrix = 0 0 0 0 0 0 0 0 0"))
+    code, err = run(pair, capsys, moving="singular.mha")
+    assert_bad_input(code, err, "cannot read", "determinant is 0", out_dir=pair / "out")
+    assert not err.strip().endswith("(0 0 0)")
