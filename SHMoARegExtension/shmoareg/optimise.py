@@ -20,7 +20,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from shmoareg.losses import LocalNCC, diffusion, edge_scale, image_gradient, mind_ssc, ngf_per_voxel
+from shmoareg.losses import LocalNCC, box_mean, diffusion, edge_scale, image_gradient, mind_ssc, ngf_per_voxel
 from shmoareg.spatial import integrate_velocity, resize_field, warp
 
 
@@ -170,6 +170,13 @@ def _weighted_mean(values: torch.Tensor, weight: Optional[torch.Tensor]) -> torc
     if weight is None:
         return values.mean()
     return (values * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def structured(image: torch.Tensor, window: int = 3, epsilon: float = 1e-8) -> torch.Tensor:
+    """1 where ``image`` varies within a ``window``^3 box, 0 where it is exactly flat (e.g. the zero background
+    of a skull-stripped scan), as a float mask of the same shape."""
+    mean = box_mean(image, window)
+    return ((box_mean(image * image, window) - mean * mean) > epsilon).to(image.dtype)
 
 
 def _overlap(fixed_mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor],

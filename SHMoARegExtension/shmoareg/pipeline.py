@@ -34,7 +34,7 @@ from shmoareg.landmarks import pair_landmarks, read_labeled_landmarks
 from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics, mean_dice, target_registration_error
 from shmoareg.models.base import RoutingRecord
 from shmoareg.network_share import network_share
-from shmoareg.optimise import OptimisationSettings, levels_from, optimise_displacement
+from shmoareg.optimise import OptimisationSettings, levels_from, optimise_displacement, structured
 from shmoareg.outputs import (COMPLETION_MARKER, DISPLACEMENT_FILE, FILES_KEY, JACOBIAN_FILE, ROUTING_FILE,
                               TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE, OutputFolder,
                               StagedOutputs)
@@ -231,7 +231,11 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
         grid = network_grid(inputs.fixed, spacing, region=region)
         fixed_tensor = to_tensor(resample(fixed_norm, grid), device)
         moving_tensor = to_tensor(resample(moving_norm, grid, affine), device)
+        # The similarity counts where the fixed image has data and structure: an exactly flat region (the zero
+        # background of a skull-stripped scan) has nothing to match, and counting it let the optimiser pull the
+        # moving image's empty outside in (47 mm of background motion for an image registered to itself).
         fixed_valid = to_tensor(resample(field_of_view(inputs.fixed), grid, None, sitk.sitkLinear), device)
+        fixed_valid = fixed_valid * structured(fixed_tensor)
         moving_valid = to_tensor(resample(field_of_view(inputs.moving), grid, affine, sitk.sitkLinear), device)
         foreground = sitk.GetArrayFromImage(resample(fixed_mask, grid, None, sitk.sitkNearestNeighbor))
     initial, routing, routing_grid = None, None, grid

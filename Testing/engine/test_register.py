@@ -9,10 +9,13 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from phantoms import phantom_image, phantom_labels, rotation_direction
+from shmoareg.demo import SAMPLE_DATA
 from shmoareg.landmarks import write_landmarks_csv
 from shmoareg.metrics import dice_per_label, mean_dice
+from shmoareg.optimise import structured
 from shmoareg.pipeline import RegistrationRequest, register
 from shmoareg.progress import Progress
 
@@ -138,3 +141,20 @@ def test_the_write_stage_reports_progress_per_segment(tmp_path):
     assert len(segment_events) == 2 * len(np.unique(stripes[stripes > 0]))  # before and after, per label
     fractions = [e["fraction"] for e in events if e["event"] == "progress"]
     assert fractions == sorted(fractions)
+
+
+def test_an_image_registered_to_itself_stays_where_it_is(tmp_path):
+    """Issue 13: the zero background of a skull-stripped brain moved by up to 47 mm, pulled by the similarity's
+    overlap weighting; the similarity now counts only where the fixed image has structure."""
+    brain = str(SAMPLE_DATA / "mni152_2009a_t1_2mm.nii.gz")
+    register(RegistrationRequest(brain, brain, tmp_path / "out", model="none", device="cpu"))
+    field = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "displacement.nii")))
+    assert float(np.linalg.norm(field, axis=-1).max()) < 3.0
+
+
+def test_structure_is_where_the_image_is_not_exactly_flat():
+    image = torch.zeros(1, 1, 12, 12, 12)
+    image[:, :, 4:8, 4:8, 4:8] = torch.rand(1, 1, 4, 4, 4) + 1.0
+    mask = structured(image)
+    assert mask[0, 0, 6, 6, 6] == 1 and mask[0, 0, 3, 6, 6] == 1  # inside, and one voxel out (its box sees it)
+    assert mask[0, 0, 0, 0, 0] == 0 and mask[0, 0, 10, 6, 6] == 0  # flat zero background
