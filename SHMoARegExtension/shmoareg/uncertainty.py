@@ -7,7 +7,7 @@ regions, the aperture problem along an edge, tissue one contrast does not show) 
 map is the root-mean-square distance of the members and the registration's own field from their
 mean, in millimetres.
 
-It tracks the true error only weakly (Spearman about 0.2-0.3 on known-warp brains; measured in
+It tracks the true error only weakly (Spearman about 0.2-0.4 on known-warp cases; measured in
 benchmarks/README.md, "Uncertainty map"), so ``register`` writes it only on request. Perturbed
 starts (random smooth offsets of the network's field) were measured too and tracked less,
 especially across contrasts.
