@@ -97,7 +97,7 @@ def uncertainty_part(brains: dict) -> list[dict]:
         row = runs.run(case, "uncertainty", uncertainty=True)
         foreground = case.foreground
         row["tracking"] = tracking(runs.uncertainty_map(row["output"])[foreground],
-                                   runs.error_map(case, row["output"])[foreground])
+                                   runs.run_error_map(case, row["output"])[foreground])
         row["uncertainty_seconds"] = row["stage_seconds"].get("uncertainty")
         rows.append(row)
         print(_line(row), row["tracking"], flush=True)

@@ -41,7 +41,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from shmoareg.fields import jacobian_image
+from shmoareg.fields import jacobian_image, sampled_field
 from shmoareg.grid import Grid
 from shmoareg.known_warps import TISSUE_CLASSES, brain_mask, tissue_labels
 from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics, mean_dice
@@ -175,16 +175,10 @@ def run_timed(command: list[str], folder: Path) -> dict:
             "returncode": measured["returncode"]}
 
 
-def field_on_fixed_grid(transform: sitk.Transform, fixed: sitk.Image) -> sitk.Image:
-    """The transform's displacement field sampled on the fixed image's grid (float64 vectors)."""
-    return sitk.TransformToDisplacementField(transform, sitk.sitkVectorFloat64, fixed.GetSize(),
-                                             fixed.GetOrigin(), fixed.GetSpacing(), fixed.GetDirection())
-
-
 def score(pair: Pair, transform: sitk.Transform) -> dict:
     """Dice, HD95 per label and their means, and Jacobian statistics over the fixed brain mask."""
     fixed_labels = sitk.ReadImage(str(pair.fixed_labels))
-    field = field_on_fixed_grid(transform, fixed_labels)
+    field = sampled_field(transform, fixed_labels)
     field_array = sitk.GetArrayFromImage(field)
     warped = sitk.Resample(sitk.ReadImage(str(pair.moving_labels)), fixed_labels,
                            sitk.DisplacementFieldTransform(sitk.Image(field)), sitk.sitkNearestNeighbor, 0)

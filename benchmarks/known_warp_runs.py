@@ -13,9 +13,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from shmoareg.known_warps import KnownWarpCase, end_point_error
+from shmoareg.known_warps import KnownWarpCase, end_point_error, error_map
 from shmoareg.metrics import dice_per_label, mean_dice
-from shmoareg.outputs import UNCERTAINTY_FILE
+from shmoareg.outputs import TRANSFORM_FILE, UNCERTAINTY_FILE
 from shmoareg.pipeline import RegistrationRequest, register
 
 import sources
@@ -46,7 +46,7 @@ def run(case: KnownWarpCase, name: str, **options) -> dict:
     started = time.perf_counter()
     summary = register(RegistrationRequest(paths["fixed"], paths["moving"], output, device="cpu", **options))
     seconds = time.perf_counter() - started
-    transform = sitk.ReadTransform(str(output / "transform.h5"))
+    transform = sitk.ReadTransform(str(output / TRANSFORM_FILE))
     return {"case": case.name, "contrast": case.contrast, "run": name, "options": options,
               "similarity_used": summary["method"]["similarity"], "refine_steps": summary["method"]["refine_steps"],
               "epe_mm": end_point_error(case, transform), "dice": label_dice(case, transform),
@@ -61,13 +61,9 @@ def before(case: KnownWarpCase) -> dict:
             "dice": label_dice(case, IDENTITY)}
 
 
-def error_map(case: KnownWarpCase, output: Path) -> np.ndarray:
+def run_error_map(case: KnownWarpCase, output: Path) -> np.ndarray:
     """The true end-point error (mm) of a run's transform at every voxel of the fixed grid."""
-    transform = sitk.ReadTransform(str(Path(output) / "transform.h5"))
-    grid = case.fixed
-    field = sitk.TransformToDisplacementField(transform, sitk.sitkVectorFloat64, grid.GetSize(), grid.GetOrigin(),
-                                              grid.GetSpacing(), grid.GetDirection())
-    return np.linalg.norm(sitk.GetArrayViewFromImage(field) - case.displacement_mm, axis=-1)
+    return error_map(case, sitk.ReadTransform(str(Path(output) / TRANSFORM_FILE)))
 
 
 def uncertainty_map(output: Path) -> np.ndarray:

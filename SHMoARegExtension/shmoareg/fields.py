@@ -66,6 +66,12 @@ def affine_displacement(affine: sitk.AffineTransform, grid: Grid) -> np.ndarray:
     return field
 
 
+def sampled_field(transform: sitk.Transform, reference: sitk.Image) -> sitk.Image:
+    """Any transform's displacement sampled on ``reference``'s grid (float64 vectors, LPS mm)."""
+    return sitk.TransformToDisplacementField(transform, sitk.sitkVectorFloat64, reference.GetSize(),
+                                             reference.GetOrigin(), reference.GetSpacing(), reference.GetDirection())
+
+
 def displacement_image(field: np.ndarray, grid: Grid) -> sitk.Image:
     """A physical field ``(Z, Y, X, 3)`` as a float64 vector image on ``grid``."""
     return from_array(np.ascontiguousarray(field, dtype=np.float64), grid, is_vector=True)

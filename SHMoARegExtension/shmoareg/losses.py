@@ -18,6 +18,13 @@ def box_mean(volumes: torch.Tensor, window: int) -> torch.Tensor:
     return volumes
 
 
+def weighted_mean(values: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The mean of ``values``, or their ``weight``-weighted mean (a weight sum below 1 counts as 1)."""
+    if weight is None:
+        return values.mean()
+    return (values * weight).sum() / weight.sum().clamp(min=1.0)
+
+
 class LocalNCC(torch.nn.Module):
     """Negative squared local normalised cross-correlation over ``window``^3 boxes; -1 is perfect.
 
@@ -41,10 +48,7 @@ class LocalNCC(torch.nn.Module):
         cross = count * (mean_wf - mean_w * mean_f)
         variance_w = (count * (mean_ww - mean_w * mean_w)).clamp(min=self.epsilon)
         variance_f = (count * (mean_ff - mean_f * mean_f)).clamp(min=self.epsilon)
-        per_voxel = -(cross * cross) / (variance_w * variance_f)
-        if weight is None:
-            return per_voxel.mean()
-        return (per_voxel * weight).sum() / weight.sum().clamp(min=1.0)
+        return weighted_mean(-(cross * cross) / (variance_w * variance_f), weight)
 
 
 def mse(warped: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
@@ -142,7 +146,7 @@ def ngf_per_voxel(warped: torch.Tensor, fixed_gradient: torch.Tensor, fixed_edge
     return -dot.square() / norms
 
 
-def edge_scale(image: torch.Tensor, fraction: float = 0.5) -> float:
+def edge_scale(image: torch.Tensor, fraction: float) -> float:
     """An edge parameter for NGF: ``fraction`` of the mean gradient norm of ``image`` where it is not flat
     (norm above 1 % of its maximum), so that an empty border does not change it."""
     norms = image_gradient(image).square().sum(dim=1).sqrt()

@@ -24,8 +24,8 @@ def is_nifti_name(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
-def _open(path: Path):
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+def _compressed(path: Path) -> bool:
+    return path.name.lower().endswith(".gz")
 
 
 def _expected_bytes(header: bytes, path: Path, role: str) -> int:
@@ -59,12 +59,15 @@ def _voxels(dims: tuple[int, ...]) -> int:
 def check_nifti(path: Path, role: str) -> None:
     """Raise :class:`InputError` when a NIfTI file is damaged, cut short or not NIfTI (see module notes)."""
     try:
-        with _open(path) as stream:
+        with (gzip.open(path, "rb") if _compressed(path) else open(path, "rb")) as stream:
             header = stream.read(544)
             expected = _expected_bytes(header, path, role)
-            length = len(header)
-            while chunk := stream.read(_CHUNK):
-                length += len(chunk)
+            if not _compressed(path):  # its size says it all; only a gzip stream must be read to its checksum
+                length = path.stat().st_size
+            else:
+                length = len(header)
+                while chunk := stream.read(_CHUNK):
+                    length += len(chunk)
     except (EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise InputError(f"cannot read {role} file {path}: its compressed data is cut short or corrupt "
                          f"({error}); copy the file again") from None

@@ -20,7 +20,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from shmoareg.losses import LocalNCC, box_mean, diffusion, edge_scale, image_gradient, mind_ssc, ngf_per_voxel
+from shmoareg.losses import (LocalNCC, box_mean, diffusion, edge_scale, image_gradient, mind_ssc, ngf_per_voxel,
+                             weighted_mean)
 from shmoareg.spatial import integrate_velocity, resize_field, warp
 
 
@@ -159,17 +160,11 @@ def _similarity(settings: OptimisationSettings, fixed: torch.Tensor, moving: tor
     if settings.similarity == "ngf":
         fixed_gradient = image_gradient(fixed)
         fixed_edge, moving_edge = edge_scale(fixed, NGF_EDGE), edge_scale(moving, NGF_EDGE)
-        return lambda displacement, weight: scale * _weighted_mean(
+        return lambda displacement, weight: scale * weighted_mean(
             ngf_per_voxel(warp(moving, displacement), fixed_gradient, fixed_edge, moving_edge), weight)
     fixed_descriptor, moving_descriptor = (mind_ssc(image, dilation=MIND_DILATION) for image in (fixed, moving))
-    return lambda displacement, weight: scale * _weighted_mean(
+    return lambda displacement, weight: scale * weighted_mean(
         (warp(moving_descriptor, displacement) - fixed_descriptor).square().mean(dim=1, keepdim=True), weight)
-
-
-def _weighted_mean(values: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:
-    if weight is None:
-        return values.mean()
-    return (values * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 def structured(image: torch.Tensor, window: int = 3, epsilon: float = 1e-8) -> torch.Tensor:

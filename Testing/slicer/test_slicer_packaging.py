@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from SHMoARegLib import options
+from SHMoARegLib import options, results
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 MODULE_DIRECTORY = REPOSITORY / "SHMoARegExtension"
@@ -91,6 +91,14 @@ def test_protocol_constants_match_the_engine():
             options.EXIT_NO_SPACE, options.EXIT_CANCELLED) == tuple(int(code) for code in errors.ExitCode)
     assert sorted(options.MODELS) == sorted(("none", *registry.MODEL_NAMES))
     assert options.DEFAULT_MODEL == defaults.DEFAULT_MODEL
+
+
+def test_output_file_names_match_the_engine():
+    outputs = pytest.importorskip("shmoareg.outputs")
+    assert (results.TRANSFORM_FILE, results.WARPED_VOLUME_FILE, results.WARPED_SEGMENTATION_FILE,
+            results.SUMMARY_FILE, results.JACOBIAN_FILE, results.UNCERTAINTY_FILE) == (
+        outputs.TRANSFORM_FILE, outputs.WARPED_FILE, outputs.WARPED_SEGMENTATION_FILE, outputs.COMPLETION_MARKER,
+        outputs.JACOBIAN_FILE, outputs.UNCERTAINTY_FILE)
 
 
 def test_quality_options_match_the_engine_parser():
