@@ -87,6 +87,18 @@ def test_moa_router_selects_exactly_k_heads_per_token(top_k):
     assert torch.equal(torch.sort(chosen, dim=-1).values, torch.sort(weights.topk(top_k).indices, dim=-1).values)
 
 
+def test_moa_routing_stays_float32_under_bfloat16_autocast():
+    # CUDA autocast gives the router's logits in bfloat16 but their softmax in float32; routing in one
+    # dtype (float32) keeps the scatter valid there. CPU autocast keeps both in bfloat16, so the dtype
+    # of the weights is what this test can see here.
+    torch.manual_seed(5)
+    layer = MixtureOfAttentionHeads(8, experts=4, top_k=2, head_dim=4).eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        weights, _, balance = layer.route(torch.randn(2, 16, 8))
+    assert weights.dtype == torch.float32 and balance.dtype == torch.float32
+    assert torch.allclose(weights.sum(dim=-1), torch.ones(2, 16), atol=1e-6)
+
+
 def test_noisy_gating_only_while_training():
     torch.manual_seed(4)
     layer = MixtureOfAttentionHeads(8, experts=4, top_k=1, head_dim=4)

@@ -46,8 +46,12 @@ class MixtureOfAttentionHeads(nn.Module):
         self.noise = nn.Linear(dim, experts)
 
     def route(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Routing weights ``(N, T, E)`` (zero off the top-k), chosen heads ``(N, T, k)``, balance loss."""
-        clean = self.router(tokens)
+        """Routing weights ``(N, T, E)`` (zero off the top-k), chosen heads ``(N, T, k)``, balance loss.
+
+        Routing runs in float32 whatever the autocast precision: CUDA autocast computes the softmax in
+        float32 while the router's linear layer gives bfloat16, and the scatter needs one dtype.
+        """
+        clean = self.router(tokens).float()
         logits = clean
         if self.training and self.router_noise > 0:
             logits = clean + torch.randn_like(clean) * F.softplus(self.noise(tokens)) * self.router_noise
