@@ -424,6 +424,12 @@ def travel_size() -> int:
     return 0
 
 
+PHASES: dict[str, Callable[[Session], dict[str, Any]]] = {
+    "setup": set_up, "cuda_tests": cuda_tests, "register": time_register, "forward": time_forward,
+    "train": train, "collect": collect}
+SKIPPABLE_PHASES = ["cuda_tests", "register", "forward", "train"]
+
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -432,6 +438,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or REPO / "benchmarks/out/gpu_session"),
                         help="output folder (default: $OUT if set, else benchmarks/out/gpu_session)")
     parser.add_argument("--travel-size", action="store_true", help="print what a device call would carry, and exit")
+    parser.add_argument("--skip", nargs="+", default=[], choices=SKIPPABLE_PHASES, metavar="PHASE",
+                        help=f"phases to leave out, for a short follow-up call ({', '.join(SKIPPABLE_PHASES)})")
     args = parser.parse_args(argv)
     if args.minutes <= 0:
         parser.error(f"--minutes must be positive, not {args.minutes}")
@@ -449,9 +457,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     session = Session(args.out.resolve(), args.dry_run, args.minutes)
     session.note(f"gpu session on {session.summary['device']['name']} (torch {torch.__version__}); "
                  f"outputs in {session.out}")
-    for name, action in (("setup", set_up), ("cuda_tests", cuda_tests), ("register", time_register),
-                         ("forward", time_forward), ("train", train), ("collect", collect)):
-        session.phase(name, action)
+    for name, action in PHASES.items():
+        if name not in args.skip:
+            session.phase(name, action)
     failed = [name for name, result in session.summary["phases"].items() if result["status"] == "failed"]
     session.note(f"gpu session done in {session.summary['seconds']['total']} s; "
                  + (f"failed: {', '.join(failed)}" if failed else "no phase failed")

@@ -70,3 +70,15 @@ def test_few_enough_files_come_back(session):
     files = [path for path in session.rglob("*") if path.is_file()]
     assert len(files) <= MOST_FILES_BACK
     assert {"gpu_session.json", "gpu_session.log", "details.tar.gz"} <= {path.name for path in files}
+
+
+def test_skipped_phases_do_not_run(tmp_path):
+    environment = {**os.environ, "PYTHON": sys.executable}
+    result = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--out", str(tmp_path),
+                             "--skip", "cuda_tests", "register", "forward", "train"],
+                            env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert list(json.loads((tmp_path / "gpu_session.json").read_text())["phases"]) == ["setup", "collect"]
+    refused = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--skip", "setup"], env=environment,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "invalid choice: 'setup'" in refused.stderr
