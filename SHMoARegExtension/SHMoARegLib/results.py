@@ -168,6 +168,10 @@ def describeNetworkShare(summary: dict) -> Optional[str]:
     if share is None:
         return None
     steps = summary.get("method", {}).get("refine_steps", 0)
+    if summary.get("network_prediction") == "rejected":
+        return ("The routing maps are those of the network's prediction, which was not used: it matched the pair "
+                f"worse than no deformation, so the registration is the refinement's alone ({steps} steps from "
+                "the affine; network share 0).")
     refinement = (f"refined afterwards by {steps} step{'s' if steps != 1 else ''} on the pair" if steps
                   else "not refined afterwards")
     return (f"The routing maps are those of the network's prediction, {refinement}; the prediction accounts for "

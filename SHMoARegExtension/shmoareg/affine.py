@@ -15,6 +15,7 @@ AFFINE_SPACING_MM = 4.0
 # Gaussian smoothing needs 4): small images are registered on a finer grid than AFFINE_SPACING_MM.
 MIN_AFFINE_VOXELS = 8
 MIN_OVERLAP = 0.05
+ALIGNED_CORRELATION = 0.999
 
 
 def affine_spacing(*images: sitk.Image) -> float:
@@ -70,7 +71,23 @@ def initialise_affine(fixed: sitk.Image, moving: sitk.Image, iterations: int = 1
             raise InputError("the fixed and moving images do not overlap after initialisation; "
                              "check that they show the same body part") from None
         raise
-    return as_affine(result)
+    return as_affine(_unless_aligned(initial, result, fixed_small, moving_small))
+
+
+def _unless_aligned(initial: sitk.Transform, optimised: sitk.Transform, fixed: sitk.Image,
+                    moving: sitk.Image) -> sitk.Transform:
+    """``optimised``, unless the pair is already aligned at ``initial`` (an image and itself, or a copy).
+
+    Mattes MI's Parzen windowing puts its optimum about 0.2 % off the true scale (on MNI152 with 32 bins,
+    determinant 0.994 for an image against itself), so an aligned pair would be pulled off. Aligned means
+    a correlation of at least ``ALIGNED_CORRELATION`` between the fixed and the moving image at ``initial``.
+    """
+    metric = sitk.ImageRegistrationMethod()
+    metric.SetMetricAsCorrelation()  # minus the normalised cross-correlation
+    metric.SetMetricSamplingStrategy(metric.NONE)
+    metric.SetInterpolator(sitk.sitkLinear)
+    metric.SetInitialTransform(initial, inPlace=False)
+    return initial if -metric.MetricEvaluate(fixed, moving) >= ALIGNED_CORRELATION else optimised
 
 
 def as_affine(transform: sitk.Transform) -> sitk.AffineTransform:

@@ -166,7 +166,7 @@ def label_case(seed: int, shape: tuple[int, int, int] = (96, 96, 96), spacing: f
 
 def error_map(case: KnownWarpCase, transform: sitk.Transform) -> np.ndarray:
     """``|T(p) - (p + u(p))|`` (mm) at every voxel of the fixed grid: the true end-point error of ``transform``."""
-    field = sitk.GetArrayViewFromImage(sampled_field(transform, case.fixed))
+    field = sitk.GetArrayFromImage(sampled_field(transform, case.fixed))
     return np.linalg.norm(field - case.displacement_mm, axis=-1)
 
 

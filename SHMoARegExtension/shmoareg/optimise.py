@@ -151,6 +151,27 @@ def optimise_displacement(fixed: torch.Tensor, moving: torch.Tensor, settings: O
 Similarity = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
 
+@torch.no_grad()
+def improves_similarity(fixed: torch.Tensor, moving: torch.Tensor, settings: OptimisationSettings,
+                        displacement: torch.Tensor, fixed_valid: Optional[torch.Tensor] = None,
+                        moving_valid: Optional[torch.Tensor] = None) -> bool:
+    """Whether ``displacement`` matches the pair better than no displacement, by the optimisation's similarity.
+
+    Scored at half resolution (the refinement's finest field), where it costs a fraction of one step.
+    """
+    factor = settings.finest_field_factor
+    fixed, moving = _downsample(fixed, factor), _downsample(moving, factor)
+    fixed_valid = _downsample(fixed_valid, factor) if fixed_valid is not None else None
+    moving_valid = _downsample(moving_valid, factor) if moving_valid is not None else None
+    displacement = resize_field(displacement, tuple(fixed.shape[2:]))
+    similarity = _similarity(settings, fixed, moving)
+
+    def loss(field: torch.Tensor) -> float:
+        return float(similarity(field, _overlap(fixed_valid, moving_valid, field)))
+
+    return loss(displacement) < loss(torch.zeros_like(displacement))
+
+
 def _similarity(settings: OptimisationSettings, fixed: torch.Tensor, moving: torch.Tensor) -> Similarity:
     """``loss(displacement, weight)`` of ``settings.similarity`` for one level's images (lower is better)."""
     scale = SIMILARITY_SCALE[settings.similarity]

@@ -34,7 +34,8 @@ from shmoareg.landmarks import pair_landmarks, read_labeled_landmarks
 from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics, mean_dice, target_registration_error
 from shmoareg.models.base import RoutingRecord
 from shmoareg.network_share import network_share
-from shmoareg.optimise import OptimisationSettings, levels_from, optimise_displacement, structured
+from shmoareg.optimise import (OptimisationSettings, improves_similarity, levels_from, optimise_displacement,
+                               structured)
 from shmoareg.outputs import (COMPLETION_MARKER, DISPLACEMENT_FILE, FILES_KEY, JACOBIAN_FILE, ROUTING_FILE,
                               TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE, OutputFolder,
                               StagedOutputs)
@@ -50,6 +51,9 @@ CROP_MARGIN_MM = 10.0
 MAX_REFINE_STEPS = 10_000
 MIN_GRID_VOXELS = 16 ** 3
 MIN_GRID_VOXELS_ACROSS = 4
+# summary.json's "network_prediction": whether the refinement started from the network's field (README).
+PREDICTION_USED = "used"
+PREDICTION_REJECTED = "rejected"
 UNCERTAINTY_METHOD = ("spread (RMS distance from the mean, mm) of the registration and its refinements with the "
                       f"smoothness weight times {' and '.join(str(f) for f in SMOOTHNESS_FACTORS)}")
 TRANSFORM_CONVENTION = ("ITK displacement field transform, LPS millimetres, resampling convention: "
@@ -248,11 +252,19 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
         if similarity == "auto":
             similarity = choose_similarity(fixed_tensor, moving_tensor,
                                            torch.from_numpy(foreground).to(device)[None, None] * moving_valid)
-        steps = _refine_steps(request, network is not None, similarity, device.type)
-        settings = OptimisationSettings(steps=steps, diffeomorphic=request.diffeomorphic, similarity=similarity,
+        settings = OptimisationSettings(steps=_refine_steps(request, network is not None, similarity, device.type),
+                                        diffeomorphic=request.diffeomorphic, similarity=similarity,
                                         smoothness=request.smoothness)
-        if network is not None:  # the coarse deformation is already there: start at the network's resolution
+        prediction = None if network is None else PREDICTION_USED
+        if initial is not None and settings.steps > 0 and not improves_similarity(
+                fixed_tensor, moving_tensor, settings, initial, fixed_valid, moving_valid):
+            # A prediction that matches the pair worse than none at all (an image and itself, or a pair unlike
+            # the training data) would only be undone: refine from the affine with --model none's schedule.
+            initial, prediction = None, PREDICTION_REJECTED
+            settings = replace(settings, steps=_refine_steps(request, False, similarity, device.type))
+        if initial is not None:  # the coarse deformation is already there: start at the network's resolution
             settings = replace(settings, levels=levels_from(settings.levels, _factor(routing_grid, grid)))
+        steps = settings.steps
         displacement = optimise_displacement(
             fixed_tensor, moving_tensor, settings, initial=initial, fixed_valid=fixed_valid,
             moving_valid=moving_valid, on_step=lambda f: progress.update(f, "optimising the deformation on the pair"))
@@ -297,7 +309,7 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
                 write_image(sitk.Cast(uncertainty, sitk.sitkFloat32), staged.path(UNCERTAINTY_FILE))
                 metrics["uncertainty_mean_mm"] = float(np.mean(
                     sitk.GetArrayViewFromImage(uncertainty)[sitk.GetArrayViewFromImage(fixed_mask) > 0]))
-            share = None
+            share = None if network is None else 0.0
             if initial is not None:
                 share = network_share(displacement, initial, grid, foreground)
             routing_summary = None
@@ -322,6 +334,7 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
             "model": _model_summary(network),
             "expert_utilisation": routing_summary["utilisation"] if routing_summary else None,
             "network_share": share,
+            "network_prediction": prediction,
             "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "network_grid": {"size": list(grid.size), "spacing_mm": spacing, "origin": list(grid.origin),
                              "cropped_to_foreground": region is not None,

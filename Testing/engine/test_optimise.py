@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from shmoareg.optimise import Adam, OptimisationSettings, optimise_displacement
+from shmoareg.optimise import Adam, OptimisationSettings, improves_similarity, optimise_displacement
 from shmoareg.synthetic import synthetic_pair
 from torch_threads import one_torch_thread  # noqa: F401 (fixture)
 
@@ -58,3 +58,11 @@ def test_adam_matches_torch_optim_adam():
         assert ours.grad is None
     assert torch.allclose(ours, theirs, atol=1e-6) and not torch.allclose(ours, torch.zeros(3, 4))
 
+
+
+def test_only_a_field_that_matches_the_pair_better_than_none_improves_it():
+    fixed, moving, truth = pair()
+    settings = OptimisationSettings()
+    assert improves_similarity(fixed, moving, settings, truth)
+    assert not improves_similarity(fixed, fixed.clone(), settings, truth)  # an image and itself
+    assert not improves_similarity(fixed, moving, settings, -truth)

@@ -137,7 +137,10 @@ def test_network_share_sentence_follows_the_refinement():
                          "prediction accounts for 100 % of the final deformation beyond the affine "
                          "(network share 1.00).")
     assert "refined afterwards by 1 step on the pair" in describeNetworkShare(
-        {"network_share": 0.5, "method": {"refine_steps": 1}})
+        {"network_share": 0.5, "method": {"refine_steps": 1}, "network_prediction": "used"})
+    rejected = describeNetworkShare({"network_share": 0.0, "method": {"refine_steps": 50},
+                                     "network_prediction": "rejected"})
+    assert "which was not used" in rejected and "50 steps from the affine" in rejected
 
 
 def test_missing_packages_are_found_without_importing_them():
