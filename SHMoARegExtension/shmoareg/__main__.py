@@ -1,5 +1,6 @@
 """``python -m shmoareg`` runs the command line."""
 
+import os
 import signal
 import sys
 
@@ -11,4 +12,9 @@ for _signum in (signal.SIGTERM, signal.SIGINT):
 
 from shmoareg.cli import main  # noqa: E402 (after the handlers, on purpose)
 
-raise SystemExit(main())
+_code = main()
+# Leave at once with the command's code: during the interpreter's shutdown (seconds with torch loaded) Python's
+# signal handlers are gone, and a SIGTERM there ended the process with 143 instead of the documented 130.
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(_code)

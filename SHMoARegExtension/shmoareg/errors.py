@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import stat
 from pathlib import Path
 
 
@@ -43,10 +44,17 @@ def require_utf8(path: str | os.PathLike, role: str) -> Path:
 def require_file(path: str | os.PathLike, role: str) -> Path:
     """``path`` as a Path; :class:`InputError` naming ``role`` when it is not an existing file."""
     path = require_utf8(path, role)
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except PermissionError:
+        raise InputError(f"{role} file {path} cannot be reached: permission denied on a folder of its path; "
+                         "check the folders' permissions") from None
+    except OSError:
+        raise InputError(f"{role} file not found: {path} (check the path)") from None
+    if stat.S_ISDIR(mode):
         raise InputError(f"{role} {path} is a folder, not a file; give the path of the file")
-    if not path.is_file():
-        raise InputError(f"{role} file not found: {path} (check the path)")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{role} {path} is not a regular file; give the path of an image file")
     if not os.access(path, os.R_OK):
         raise InputError(f"{role} file {path} cannot be read: permission denied; check its permissions")
     return path

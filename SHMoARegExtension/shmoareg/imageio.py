@@ -7,7 +7,10 @@ images. Every problem with an input raises :class:`InputError` with a one-line m
 from __future__ import annotations
 
 import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import SimpleITK as sitk
@@ -127,3 +130,29 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
     """Write an image with SimpleITK, creating the parent folder."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(image, str(path), compress)
+
+
+def write_transform(transform: sitk.Transform, path: str | os.PathLike) -> None:
+    """Write a transform with SimpleITK (HDF5 for ``.h5``), its library's own diagnostics kept off the terminal.
+
+    HDF5 prints a 50-line error stack straight to file descriptor 2 when a write fails (a full disk, say);
+    the failure itself still raises, and the command line reports it in one line.
+    """
+    with _native_stderr_discarded():
+        sitk.WriteTransform(transform, str(path))
+
+
+@contextmanager
+def _native_stderr_discarded() -> Iterator[None]:
+    """Discard what C libraries write to file descriptor 2 for the duration of the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)

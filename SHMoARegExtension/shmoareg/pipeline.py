@@ -28,7 +28,7 @@ from shmoareg.devices import peak_memory_mb, resolve_device
 from shmoareg.errors import InputError, NoSpace
 from shmoareg.fields import displacement_image, displacement_transform, jacobian_image, total_displacement
 from shmoareg.grid import Grid, auto_spacing, foreground_box, from_array, network_grid, resample, to_tensor
-from shmoareg.imageio import check_label_grid, read_image, read_label_map, write_image
+from shmoareg.imageio import check_label_grid, read_image, read_label_map, write_image, write_transform
 from shmoareg.intensity import field_of_view, foreground_mask, normalise
 from shmoareg.landmarks import pair_landmarks, read_labeled_landmarks
 from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics, mean_dice, target_registration_error
@@ -281,7 +281,7 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
             fixed_grid = Grid.of(inputs.fixed)
             field_mm = total_displacement(displacement, grid, fixed_grid, affine)
             transform = displacement_transform(field_mm, fixed_grid)
-            sitk.WriteTransform(transform, str(staged.path(TRANSFORM_FILE)))
+            write_transform(transform, staged.path(TRANSFORM_FILE))
             progress.update(0.2, "writing the displacement field")
             # Float fields do not compress (gzip made them larger and took 5 s at 1 mm): plain NIfTI.
             write_image(sitk.Cast(displacement_image(field_mm, fixed_grid), sitk.sitkVectorFloat32),

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -229,6 +230,31 @@ def test_a_mistyped_path_is_reported_before_torch_loads(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["2", "False"]
     assert result.stderr.strip() == f"error: fixed image file not found: {tmp_path / 'typo.nii.gz'} (check the path)"
+
+
+def test_an_unreadable_file_is_named_unreadable(pair, capsys, monkeypatch):
+    """Root reads every file, so the permission is denied by a stand-in for ``os.access``."""
+    unreadable = str(pair / "moving.nii.gz")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: os.fspath(path) != unreadable and real_access(path, mode))
+    assert_bad_input(*run(pair, capsys), "moving image file", "permission denied", "check its permissions",
+                     out_dir=pair / "out")
+
+
+def test_a_file_behind_a_locked_folder_is_not_called_missing(pair, capsys, monkeypatch):
+    """A folder on the path that cannot be entered (``stat`` gives EACCES) was reported as "not found"."""
+    locked = pair / "locked" / "moving.nii.gz"
+    real_stat = Path.stat
+
+    def stat(self, *args, **kwargs):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    code, err = run(pair, capsys, moving="locked/moving.nii.gz")
+    assert_bad_input(code, err, "permission denied on a folder of its path", out_dir=pair / "out")
+    assert "not found" not in err
 
 
 def test_a_folder_given_as_an_image_is_named_a_folder(pair, capsys):

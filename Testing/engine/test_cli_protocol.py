@@ -105,3 +105,16 @@ def test_every_command_says_what_a_cancel_leaves_behind():
                        if isinstance(action, argparse._SubParsersAction))
     assert set(subcommands.choices) == set(cli.CANCELLED_MESSAGES)
     assert "kept" in cli.CANCELLED_MESSAGES["train"] and "no outputs" in cli.CANCELLED_MESSAGES["register"]
+
+
+def test_the_process_ends_with_the_command_and_skips_the_interpreter_shutdown(tmp_path):
+    """Issue 13: a SIGTERM during the interpreter's shutdown (no Python handlers left) gave 143. The process now
+    leaves straight after the command (its exit code kept), so an exit hook never runs and there is no window."""
+    marker = tmp_path / "finalised"
+    child = ("import atexit, pathlib, runpy, sys; "
+             f"atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('shutdown ran')); "
+             "sys.argv = ['shmoareg', 'register', '--fixed', 'missing.nii.gz']; "
+             "runpy.run_module('shmoareg', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert result.returncode == ExitCode.BAD_INPUT and len(result.stderr.strip().splitlines()) == 1
+    assert not marker.exists()
