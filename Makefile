@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := demo-output
 
-.PHONY: demo test venv clean benchmark train
+.PHONY: demo test venv clean benchmark train browser
 
 venv: $(STAMP)
 
@@ -29,6 +29,12 @@ test: $(STAMP)
 TRAIN_CONFIG ?= Resources/configs/train_default_cpu.yaml
 train: $(STAMP)
 	OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 nice -n 19 $(BIN)/python -m shmoareg train --config $(TRAIN_CONFIG) --resume
+
+# Debian's headless Chromium for the batch report's browser test (Testing/engine/test_batch.py skips it without
+# Chromium). Needs root: `sudo make browser`. `make test` itself never needs root.
+browser:
+	apt-get update
+	apt-get install -y chromium
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_register.py

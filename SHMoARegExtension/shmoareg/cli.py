@@ -1,4 +1,4 @@
-"""The ``shmoareg`` command line: ``register``, ``train`` and ``evaluate``.
+"""The ``shmoareg`` command line: ``register``, ``batch``, ``train`` and ``evaluate``.
 
 Exit codes: 0 done, 1 internal error, 2 bad input, 3 out of memory, 4 no space left on the output
 folder's disk, 130 cancelled
@@ -12,16 +12,15 @@ import argparse
 import re
 import signal
 import sys
-import tempfile
-import traceback
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from shmoareg import __version__
 from shmoareg.defaults import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS,
                                DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
                                NETWORK_REFINE_STEPS, ROUTING_MAP_MODES, SIMILARITIES)
-from shmoareg.errors import Cancelled, ExitCode, InputError, NoSpace, is_out_of_memory, require_file
+from shmoareg.errors import Cancelled, ExitCode, InputError, require_file
+from shmoareg.failures import describe_failure
 from shmoareg.progress import MODES as PROGRESS_MODES
 from shmoareg.progress import Progress
 from shmoareg.training.commands import add_evaluate_parser, add_train_parser
@@ -40,6 +39,14 @@ def _register_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fixed-seg", type=Path, help="label map on the fixed image's grid (for Dice)")
     parser.add_argument("--moving-seg", type=Path, help="label map on the moving image's grid (warped too)")
     parser.add_argument("--output-dir", required=True, type=Path, help="folder for the outputs (created)")
+    parser.add_argument("--fixed-landmarks", type=Path, help="CSV or .mrk.json points in the fixed image (TRE)")
+    parser.add_argument("--moving-landmarks", type=Path, help="corresponding points in the moving image")
+    add_method_options(parser)
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """The options of how a pair is registered (all of ``register``'s but its files), and ``--progress``;
+    ``batch`` takes the same ones for every pair of its table."""
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"network model name or checkpoint path "
                         f"(default: {DEFAULT_MODEL}, the shipped weights); 'none' optimises the field on the "
                         "pair alone")
@@ -81,10 +88,32 @@ def _register_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--routing-maps", default=DEFAULT_ROUTING_MAPS, choices=ROUTING_MAP_MODES,
                         help="network routing maps to write: arg-max only (default), arg-max and gate maps "
                              "(full: one volume per level, axis and expert), or none")
-    parser.add_argument("--fixed-landmarks", type=Path, help="CSV or .mrk.json points in the fixed image (TRE)")
-    parser.add_argument("--moving-landmarks", type=Path, help="corresponding points in the moving image")
     parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES,
                         help="json: one JSON object per line on stdout; bar: a text bar on stderr")
+
+
+def method_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~shmoareg.pipeline.RegistrationRequest` fields that :func:`add_method_options` sets."""
+    return dict(model=args.model, device=args.device, refine_steps=args.refine_steps, affine=args.affine,
+                grid_spacing=args.grid_spacing, max_grid_voxels=args.max_grid_voxels, crop=args.crop,
+                network_max_voxels=args.network_max_voxels, intensity=args.intensity,
+                window=tuple(args.window) if args.window else None, diffeomorphic=args.diffeomorphic,
+                routing_maps=args.routing_maps, similarity=args.similarity, smoothness=args.smoothness,
+                uncertainty=args.uncertainty)
+
+
+def _batch_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "batch", help="register every pair of a CSV table (resumable, torchrun-sharded) with an HTML report",
+        description="Register every pair of a CSV table into <output-dir>/<id>/ with the same options as register, "
+                    "skipping pairs finished by an earlier run, and write results.csv, results.json and report.html. "
+                    "Under `torchrun ... -m shmoareg batch` the pairs are dealt over the ranks.")
+    parser.add_argument("--pairs", required=True, type=Path,
+                        help="CSV table with columns id, fixed, moving and optionally fixed_seg, moving_seg, "
+                             "fixed_landmarks, moving_landmarks (relative paths start at the table's folder)")
+    parser.add_argument("--output-dir", required=True, type=Path,
+                        help="folder for one subfolder per pair, the tables and the report (created)")
+    add_method_options(parser)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"shmoareg {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _register_parser(subparsers)
+    _batch_parser(subparsers)
     add_train_parser(subparsers)
     add_evaluate_parser(subparsers)
     return parser
@@ -127,31 +157,42 @@ def _run_register(args: argparse.Namespace, progress: Progress) -> None:
     request = RegistrationRequest(
         fixed=args.fixed, moving=args.moving, output_dir=args.output_dir,
         fixed_segmentation=args.fixed_seg, moving_segmentation=args.moving_seg,
-        model=args.model, device=args.device, refine_steps=args.refine_steps, affine=args.affine,
-        grid_spacing=args.grid_spacing, max_grid_voxels=args.max_grid_voxels, crop=args.crop,
-        network_max_voxels=args.network_max_voxels,
-        intensity=args.intensity, window=tuple(args.window) if args.window else None, diffeomorphic=args.diffeomorphic,
-        routing_maps=args.routing_maps, similarity=args.similarity, smoothness=args.smoothness,
-        uncertainty=args.uncertainty,
-        fixed_landmarks=args.fixed_landmarks, moving_landmarks=args.moving_landmarks)
+        fixed_landmarks=args.fixed_landmarks, moving_landmarks=args.moving_landmarks, **method_options(args))
     summary = register(request, progress)
     if args.progress != "json":
         print(f"done in {summary['seconds']['total']:.1f} s; outputs in {args.output_dir}")
+
+
+def _run_batch(args: argparse.Namespace, progress: Progress) -> int:
+    """Run ``batch``; its exit code is 0 when every pair finished, else the failed pairs' (1 when they differ)."""
+    from shmoareg.cohort.table import read_pairs
+
+    pairs = read_pairs(args.pairs)  # every problem of the table at once, before anything runs
+    import SimpleITK as sitk
+
+    from shmoareg.cohort.batch import run_batch
+
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's warnings would break the one-line protocol
+    outcome = run_batch(pairs, args.pairs, args.output_dir, method_options(args), progress)
+    if outcome is None:  # a rank other than 0: rank 0 reports for the whole run
+        return ExitCode.OK
+    if outcome.exit_code != ExitCode.OK:
+        return _report(outcome.exit_code, outcome.message, progress)
+    progress.done(outcome.outputs, outcome.message)
+    if args.progress != "json":
+        print(outcome.message)
+    return ExitCode.OK
 
 
 def _raise_cancelled(signum: int, frame: object) -> None:
     raise Cancelled(f"signal {signum}")
 
 
-def _crash_log(error: BaseException) -> str:
-    with tempfile.NamedTemporaryFile("w", prefix="shmoareg-crash-", suffix=".log", delete=False) as log:
-        log.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
-        return log.name
-
-
 # What a cancelled command leaves behind: training keeps the checkpoints saved before the stop.
 CANCELLED_MESSAGES = {
     "register": "cancelled: the run was stopped and no outputs were written",
+    "batch": "cancelled: the batch stopped; pairs finished so far are kept and skipped by the next run of the same "
+             "command, the tables and report were not written",
     "train": "cancelled: training stopped; the checkpoints saved so far are kept (resume with --resume)",
     "evaluate": "cancelled: evaluation stopped; finished pairs are kept under pairs/, results.csv and "
                 "results.json were not written",
@@ -194,22 +235,13 @@ def _run_reporting_errors(args: argparse.Namespace, progress: Progress) -> int:
     try:
         if args.command == "register":
             _run_register(args, progress)
+        elif args.command == "batch":
+            return _run_batch(args, progress)
         else:
             args.run(args)
         return ExitCode.OK
-    except InputError as error:
-        code, message = ExitCode.BAD_INPUT, f"error: {error}"
     except (Cancelled, KeyboardInterrupt):
         code, message = ExitCode.CANCELLED, CANCELLED_MESSAGES[args.command]
-    except NoSpace as error:
-        code, message = ExitCode.NO_SPACE, f"error: {error}"
     except Exception as error:  # noqa: BLE001 - every failure must become one line and an exit code
-        if is_out_of_memory(error):
-            code = ExitCode.OUT_OF_MEMORY
-            message = ("error: out of memory; try --device cpu, a coarser --grid-spacing or a smaller "
-                       "--max-grid-voxels")
-        else:
-            code = ExitCode.ERROR
-            message = (f"error: internal failure ({type(error).__name__}: {str(error).strip()[:200]}); "
-                       f"traceback in {_crash_log(error)}")
+        code, message = describe_failure(error)
     return _report(code, message, progress)

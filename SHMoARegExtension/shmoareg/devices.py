@@ -32,6 +32,18 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device("cpu")
 
 
+def reset_host_peak_memory() -> bool:
+    """Restart this process's peak resident memory (what :func:`peak_memory_mb` reads) from its current size, so
+    that each of several runs in one process reports its own peak. Linux only (``/proc/self/clear_refs``);
+    returns False where it could not."""
+    try:
+        with open("/proc/self/clear_refs", "w") as control:
+            control.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_memory_mb(device: torch.device) -> dict[str, float]:
     """Peak resident memory of this process (and peak GPU memory on CUDA), in MiB."""
     if resource is not None:

@@ -37,6 +37,14 @@ COMPLETION_MARKER = "summary.json"
 OUTPUT_NAMES = (TRANSFORM_FILE, DISPLACEMENT_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE, JACOBIAN_FILE,
                 UNCERTAINTY_FILE, ROUTING_FILE, COMPLETION_MARKER)
 FILES_KEY = "files"
+# What ``batch`` adds: in each pair's folder an overview PNG of the run, its thumbnail and the pair's page of the
+# report; in its own output folder the tables and the report.
+OVERVIEW_FILE = "overview.png"
+THUMBNAIL_FILE = "overview_thumbnail.png"
+PAIR_PAGE_FILE = "pair.html"
+RESULTS_CSV_FILE = "results.csv"
+RESULTS_JSON_FILE = "results.json"
+REPORT_FILE = "report.html"
 STAGING_PREFIX = ".shmoareg-staging-"
 # Bytes a run writes per fixed-image voxel, about: the field in transform.h5 (3 float64) and displacement.nii
 # (3 float32), jacobian.nii (float32), and the compressed images (about 2 bytes each).
@@ -154,18 +162,24 @@ class StagedOutputs:
         """Move every staged file into the output folder (the completion marker last) and remove the files of
         the earlier run there that this run did not write."""
         staged = self.files()
-        staged.sort(key=lambda name: name == COMPLETION_MARKER)
         earlier = set(earlier_files(self.output_dir)) - set(staged)
         # Remove an older completion marker first so a mixed set never looks complete.
         (self.output_dir / COMPLETION_MARKER).unlink(missing_ok=True)
+        published = self.move_in()
+        for relative in earlier:
+            (self.output_dir / relative).unlink(missing_ok=True)
+        return published
+
+    def move_in(self) -> dict[str, str]:
+        """Move every staged file into the output folder (the completion marker last), replacing files of the
+        same name and leaving all others alone; the staging folder is removed. Returns name -> path."""
+        staged = sorted(self.files(), key=lambda name: name == COMPLETION_MARKER)
         published = {}
         for relative in staged:
             target = self.output_dir / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.staging / relative, target)
             published[relative] = str(target)
-        for relative in earlier:
-            (self.output_dir / relative).unlink(missing_ok=True)
         self.discard()
         return published
 

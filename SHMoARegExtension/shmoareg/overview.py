@@ -10,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from shmoareg.grid import Grid, resample
+from shmoareg.outputs import JACOBIAN_FILE, ROUTING_FILE, ROUTING_FOLDER, WARPED_FILE
 
 ROUTING_LEVEL = 1  # the full-resolution decoder level is shown
 
@@ -22,8 +23,8 @@ def _middle_slices(image: sitk.Image) -> list[np.ndarray]:
 
 
 def _image_columns(fixed: sitk.Image, moving: sitk.Image, output_dir: Path) -> list[tuple[str, list, str, tuple]]:
-    warped = sitk.ReadImage(str(output_dir / "warped_moving.nii.gz"))
-    jacobian = sitk.ReadImage(str(output_dir / "jacobian.nii.gz"))
+    warped = sitk.ReadImage(str(output_dir / WARPED_FILE))
+    jacobian = sitk.ReadImage(str(output_dir / JACOBIAN_FILE))
     moving_on_fixed = resample(moving, Grid.of(fixed), None, sitk.sitkLinear,
                                float(sitk.GetArrayViewFromImage(moving).min()))
     fixed_slices, moving_slices, warped_slices = (_middle_slices(i) for i in (fixed, moving_on_fixed, warped))
@@ -42,7 +43,7 @@ def _image_columns(fixed: sitk.Image, moving: sitk.Image, output_dir: Path) -> l
 
 
 def _routing_row(axes: list, fixed: sitk.Image, output_dir: Path) -> None:
-    routing = json.loads((output_dir / "routing.json").read_text())
+    routing = json.loads((output_dir / ROUTING_FILE).read_text())
     experts = [expert["name"] for expert in routing["experts"]]
     background = _middle_slices(fixed)[0]
     colours = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf", "#999999"]
@@ -50,7 +51,7 @@ def _routing_row(axes: list, fixed: sitk.Image, output_dir: Path) -> None:
 
     colour_map = ListedColormap(colours[: len(experts)])
     for column, axis in enumerate("xyz"):
-        path = output_dir / "routing" / f"level{ROUTING_LEVEL}_{axis}_expert.nii.gz"
+        path = output_dir / ROUTING_FOLDER / f"level{ROUTING_LEVEL}_{axis}_expert.nii.gz"
         winners = _middle_slices(sitk.ReadImage(str(path)))[0].astype(float)
         axes[column].imshow(background, cmap="gray")
         axes[column].imshow(np.ma.masked_equal(winners, 0), cmap=colour_map, vmin=0.5, vmax=len(experts) + 0.5,
@@ -84,7 +85,7 @@ def write_overview(fixed: sitk.Image, moving: sitk.Image, output_dir: str | os.P
 
     output_dir = Path(output_dir)
     columns = _image_columns(fixed, moving, output_dir)
-    has_routing = (output_dir / "routing.json").is_file()
+    has_routing = (output_dir / ROUTING_FILE).is_file()
     rows = 4 if has_routing else 3
     figure, axes = plt.subplots(rows, len(columns), figsize=(3 * len(columns), 3 * rows), squeeze=False)
     for column, (title, slices, colour_map, value_range) in enumerate(columns):
@@ -101,3 +102,14 @@ def write_overview(fixed: sitk.Image, moving: sitk.Image, output_dir: str | os.P
     figure.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(figure)
     return path
+
+
+def write_thumbnail(overview: str | os.PathLike, path: str | os.PathLike, width: int = 360) -> Path:
+    """Write a copy of the PNG ``overview`` scaled down to at most ``width`` pixels across (Pillow, which
+    matplotlib brings)."""
+    from PIL import Image
+
+    with Image.open(overview) as picture:
+        picture.thumbnail((width, picture.height))
+        picture.save(path)
+    return Path(path)

@@ -46,9 +46,10 @@ class Progress:
         self._last_bar = ""
 
     @contextmanager
-    def stage(self, name: str, message: str = "") -> Iterator["Progress"]:
-        """Run a stage: reports its start and end and records its duration."""
-        self._stage, self._weight = name, STAGE_WEIGHTS.get(name, 0.0)
+    def stage(self, name: str, message: str = "", weight: Optional[float] = None) -> Iterator["Progress"]:
+        """Run a stage: reports its start and end and records its duration. ``weight`` is its share of the
+        whole run (default: the ``register`` stage's in :data:`STAGE_WEIGHTS`, 0 for any other)."""
+        self._stage, self._weight = name, STAGE_WEIGHTS.get(name, 0.0) if weight is None else weight
         start = time.perf_counter()
         self.update(0.0, message or name)
         yield self
@@ -71,10 +72,10 @@ class Progress:
                 self.bar_stream.flush()
                 self._last_bar = bar
 
-    def done(self, outputs: dict[str, str]) -> None:
+    def done(self, outputs: dict[str, str], message: str = "registration finished") -> None:
         """Report success with the written outputs."""
         if self.mode == "json":
-            self._emit({"event": "done", "stage": "done", "fraction": 1.0, "message": "registration finished",
+            self._emit({"event": "done", "stage": "done", "fraction": 1.0, "message": message,
                         "outputs": outputs})
         elif self.mode == "bar":
             self.bar_stream.write("\n")

@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence, TypeVar
+from datetime import timedelta
+from typing import Any, Iterator, Optional, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
+
+from shmoareg.errors import InputError
 
 Item = TypeVar("Item")
 _LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -57,22 +60,40 @@ def launched_by_torchrun() -> bool:
 
 
 @contextmanager
-def distributed(device: torch.device, backend: str | None = None) -> Iterator[DistributedContext]:
-    """Join the process group when launched by torchrun (else a single-process context); leave it after."""
+def distributed(device: torch.device, backend: str | None = None,
+                timeout: Optional[timedelta] = None) -> Iterator[DistributedContext]:
+    """Join the process group when launched by torchrun (else a single-process context); leave it after.
+    ``timeout`` bounds every collective's wait for the other ranks (torch's default when None)."""
     if not launched_by_torchrun():
         yield DistributedContext(device=device)
         return
     local_rank = int(os.environ["LOCAL_RANK"])
     if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise InputError(f"torchrun started local rank {local_rank} on this node, which has "
+                             f"{torch.cuda.device_count()} GPU(s) for torch; give --nproc_per_node at most the number "
+                             "of GPUs, or --device cpu")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"))
+    dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"), timeout=timeout)
     context = DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, device)
     try:
         yield context
         context.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def launch_rank() -> int:
+    """This process's rank as torchrun set it (0 outside torchrun), readable before joining the group."""
+    return int(os.environ["RANK"]) if launched_by_torchrun() else 0
+
+
+def cpu_share() -> int:
+    """CPU threads for one rank: the cores this process may use, divided by the ranks on this node
+    (torchrun's ``LOCAL_WORLD_SIZE``), at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def shard(items: Sequence[Item], rank: int, world_size: int) -> list[Item]:

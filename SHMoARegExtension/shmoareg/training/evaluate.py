@@ -3,8 +3,9 @@
 Each pair goes through :func:`shmoareg.pipeline.register` into ``<output>/pairs/<pair id>/``; its
 ``summary.json`` gives Dice (mean and per label), HD95, SDlogJ, the fraction of ``|J| <= 0`` and the
 seconds taken. ``results.csv`` has one row per pair; ``results.json`` has the rows, their means and
-the mean Dice per label. Under ``torchrun`` the pairs are dealt over the ranks and rank 0 writes
-the tables. A pair that fails with bad input is recorded with its error; the others still run.
+the mean Dice per label. The pairs run as ``batch``'s do (:func:`shmoareg.cohort.runner.run_pairs`):
+under ``torchrun`` they are dealt over the ranks and rank 0 writes the tables; a pair that fails is
+recorded with its error and the others still run. Unlike ``batch``, every pair is registered afresh.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from shmoareg.checkpoints import resolve_model
-from shmoareg.devices import resolve_device
+from shmoareg.cohort.runner import PairJob, PairResult, run_pairs
 from shmoareg.errors import InputError
 from shmoareg.jsonio import dumps
+from shmoareg.outputs import RESULTS_CSV_FILE, RESULTS_JSON_FILE
+from shmoareg.pipeline import RegistrationRequest
+from shmoareg.progress import Progress
 from shmoareg.training.datasets import PAIR_SPLITS, Pair, read_dataset
-from shmoareg.training.distributed import distributed, shard
 
 COLUMNS = ("pair", "fixed", "moving", "mean_dice_before", "mean_dice", "mean_hd95_mm", "sdlogj",
            "fraction_nonpositive", "seconds", "error")
@@ -51,9 +53,9 @@ def _text(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _failed_row(identifier: str, pair: Pair, error: InputError) -> dict[str, Any]:
+def _failed_row(identifier: str, pair: Pair, message: str) -> dict[str, Any]:
     return {"pair": identifier, "fixed": str(pair.fixed), "moving": str(pair.moving),
-            **{name: None for name in MEAN_COLUMNS}, "error": str(error), "dice": {}, "hd95_mm": {}}
+            **{name: None for name in MEAN_COLUMNS}, "error": message, "dice": {}, "hd95_mm": {}}
 
 
 def _identifiers(pairs: list[Pair]) -> list[str]:
@@ -70,7 +72,7 @@ def _mean(values: list[Optional[float]]) -> Optional[float]:
 def _write_tables(output_dir: Path, rows: list[dict[str, Any]], header: dict[str, Any]) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     labels = sorted({label for row in rows for label in row["dice"]}, key=lambda label: int(label))
-    with open(output_dir / "results.csv", "w", newline="") as stream:
+    with open(output_dir / RESULTS_CSV_FILE, "w", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(list(COLUMNS) + [f"dice_{label}" for label in labels])
         for row in rows:
@@ -84,7 +86,7 @@ def _write_tables(output_dir: Path, rows: list[dict[str, Any]], header: dict[str
         "mean_dice_per_label": {label: _mean([row["dice"].get(label) for row in rows]) for label in labels},
         "pairs": rows,
     }
-    (output_dir / "results.json").write_text(dumps(results, indent=2) + "\n")
+    (output_dir / RESULTS_JSON_FILE).write_text(dumps(results, indent=2) + "\n")
     return results
 
 
@@ -92,8 +94,6 @@ def evaluate(dataset: str | os.PathLike, model: str, output_dir: str | os.PathLi
              split: str = "registration_val", refine_steps: Optional[int] = None, device: str = "auto",
              affine: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Register the ``split`` pairs of ``dataset`` with ``model`` (name or checkpoint path); returns the results."""
-    from shmoareg.pipeline import RegistrationRequest, register
-
     if split not in PAIR_SPLITS:
         raise InputError(f"unknown split {split!r}; use one of {', '.join(PAIR_SPLITS)}")
     index = read_dataset(dataset)
@@ -102,32 +102,25 @@ def evaluate(dataset: str | os.PathLike, model: str, output_dir: str | os.PathLi
         listed = [name for name, found in index.pairs.items() if found]
         raise InputError(f"dataset {index.source} lists no {split} pairs"
                          + (f"; it lists {', '.join(listed)}" if listed else "; give a dataset.json with pairs"))
-    if model != "none":
-        resolve_model(model)  # a bad --model fails once, before any pair runs
     output_dir = Path(output_dir)
-    jobs = list(zip(_identifiers(pairs), pairs))
-    with distributed(resolve_device(device), backend="gloo") as context:
-        rows, details = [], None
-        for identifier, pair in shard(jobs, context.rank, context.world_size):
-            request = RegistrationRequest(fixed=pair.fixed, moving=pair.moving,
-                                          output_dir=output_dir / "pairs" / identifier,
-                                          fixed_segmentation=pair.fixed_label, moving_segmentation=pair.moving_label,
-                                          model=model, refine_steps=refine_steps, device=device, affine=affine)
-            try:
-                summary = register(request)
-                rows.append(_row(identifier, pair, summary))
-                details = details or summary.get("model")
-                log(f"{identifier}: mean Dice {_text(rows[-1]['mean_dice'])}, {rows[-1]['seconds']:.1f} s")
-            except InputError as error:
-                rows.append(_failed_row(identifier, pair, error))
-                log(f"{identifier}: failed: {error}")
-        parts = context.gather((rows, details))
-        if not context.is_main:
-            return {}
-    gathered = [row for part_rows, _ in parts for row in part_rows]
-    model_details = next((part_details for _, part_details in parts if part_details), None)
-    order = {identifier: position for position, (identifier, _) in enumerate(jobs)}
-    gathered.sort(key=lambda row: order[row["pair"]])
+    jobs = [PairJob(identifier, RegistrationRequest(
+        fixed=pair.fixed, moving=pair.moving, output_dir=output_dir / "pairs" / identifier,
+        fixed_segmentation=pair.fixed_label, moving_segmentation=pair.moving_label, model=model,
+        refine_steps=refine_steps, device=device, affine=affine)) for identifier, pair in zip(_identifiers(pairs), pairs)]
+
+    def logged(job: PairJob, result: PairResult) -> None:
+        if result.summary is None:
+            log(f"{job.identifier}: failed: {result.message}")
+        else:
+            log(f"{job.identifier}: mean Dice {_text(result.summary['metrics'].get('mean_dice'))}, "
+                f"{result.summary['seconds']['total']:.1f} s")
+
+    results = run_pairs(jobs, device=device, resume=False, progress=Progress("none"), after=logged)
+    if results is None:  # a rank other than 0
+        return {}
+    rows = [_failed_row(result.identifier, pair, result.message) if result.summary is None
+            else _row(result.identifier, pair, result.summary) for result, pair in zip(results, pairs)]
+    model_details = next((result.summary.get("model") for result in results if result.summary), None)
     header = {"model": model, "model_details": model_details, "dataset": index.describe(), "split": split,
               "refine_steps": refine_steps, "device": device, "affine": affine}
-    return _write_tables(output_dir, gathered, header)
+    return _write_tables(output_dir, rows, header)
