@@ -26,6 +26,7 @@ def measure(name: str, device: str, repeats: int) -> dict:
     import torch
 
     from shmoareg.models import build_model
+    from shmoareg.models.registry import model_config
 
     model = build_model(name).to(device).eval()
     fixed = torch.rand(1, 1, *SHAPE_ZYX, device=device)
@@ -43,7 +44,7 @@ def measure(name: str, device: str, repeats: int) -> dict:
     result = {"model": name, "parameters": sum(p.numel() for p in model.parameters()),
               "forward_seconds": round(min(times[1:]), 3), "threads": torch.get_num_threads(),
               "host_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-              "config": model.config.to_dict()}
+              "config": model_config(model)}
     if device == "cuda":
         result["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return result

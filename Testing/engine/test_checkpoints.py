@@ -12,6 +12,7 @@ from shmoareg.checkpoints import (load_checkpoint, load_training_state, model_di
                                   sha256_of)
 from shmoareg.errors import InputError
 from shmoareg.models import build_model
+from shmoareg.models.registry import model_config
 from torch_threads import one_torch_thread  # noqa: F401 - autouse: one torch thread
 
 TINY = {"shmoareg": {"channels": [4, 8, 8], "attention_levels": [3], "head_dim": 8},
@@ -52,7 +53,7 @@ def test_round_trip_gives_identical_outputs_and_full_metadata(tmp_path, name):
         expected, actual = model(fixed, moving).displacement, loaded(fixed, moving).displacement
     assert torch.equal(expected, actual) and expected.abs().max() > 0
     assert not loaded.training
-    assert metadata["model"] == {"name": name, "config": model.config.to_dict(),
+    assert metadata["model"] == {"name": name, "config": model_config(model),
                                  "parameters": sum(p.numel() for p in model.parameters())}
     assert (metadata["step"], metadata["metrics"], metadata["training"], metadata["data"], metadata["seconds"]) == (
         3, {"dice": 0.7}, {"seed": 0}, {"source": "synthetic"}, 2.0)

@@ -1,33 +1,39 @@
-"""Model registry: a name and a config dict build a network."""
+"""Model registry: every :class:`RegistrationNetwork` subclass, by the name it declares.
+
+Importing this module imports every model module, which registers each class (``name`` is declared
+once, on the class). A name and a config mapping build a network with the typed config builder.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-import torch.nn as nn
-
 from shmoareg.errors import InputError
-from shmoareg.models.shmoareg_net import SHMoARegConfig, SHMoARegNet
-from shmoareg.models.unet import UNetConfig, UNetRegistration
+from shmoareg.models import shmoareg_net, unet  # noqa: F401  (registers the models)
+from shmoareg.models.base import RegistrationNetwork
+from shmoareg.typed_config import build_dataclass, plain
 
-_MODELS = {
-    "shmoareg": (SHMoARegNet, SHMoARegConfig),
-    "unet": (UNetRegistration, UNetConfig),
-}
-MODEL_NAMES = tuple(_MODELS)
+MODEL_NAMES = tuple(RegistrationNetwork.registry)
 
 
-def build_model(name: str, config: Optional[dict[str, Any]] = None) -> nn.Module:
-    """A fresh (untrained) network ``name`` with ``config`` overriding its defaults."""
-    if name not in _MODELS:
+def model_class(name: str) -> type[RegistrationNetwork]:
+    """The registered network class called ``name``."""
+    if name not in RegistrationNetwork.registry:
         raise InputError(f"unknown model {name!r}; available: {', '.join(MODEL_NAMES)}")
-    model_class, config_class = _MODELS[name]
+    return RegistrationNetwork.registry[name]
+
+
+def build_model(name: str, config: Optional[dict[str, Any]] = None) -> RegistrationNetwork:
+    """A fresh (untrained) network ``name`` with ``config`` overriding its defaults."""
+    network = model_class(name)
     try:
-        return model_class(config_class.from_dict(config or {}))
-    except TypeError as error:
+        return network(build_dataclass(network.Config(), config or {}, f"config of model {name!r}"))
+    except (TypeError, ValueError) as error:
+        if isinstance(error, InputError):
+            raise
         raise InputError(f"invalid config for model {name!r}: {error}") from None
 
 
-def model_config(model: nn.Module) -> dict[str, Any]:
-    """The config dict of a built model (JSON-friendly)."""
-    return model.config.to_dict()
+def model_config(model: RegistrationNetwork) -> dict[str, Any]:
+    """The config of a built model as plain JSON-friendly values."""
+    return plain(model.config)

@@ -10,14 +10,14 @@ diffeomorphic mode every residual is a velocity integrated by scaling and squari
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shmoareg.models.base import ModelOutput, RoutingRecord
+from shmoareg.models.base import AXES, MapSpec, ModelOutput, RegistrationNetwork, RoutingRecord
 from shmoareg.models.layers import ConvBlock, pad_to_multiple, upsample_to
 from shmoareg.models.mixture import MixtureOfAttentionHeads, SpatiallyHeterogeneousMoE
 from shmoareg.spatial import compose, integrate_velocity, resize_field, warp
@@ -47,31 +47,16 @@ class SHMoARegConfig:
     diffeomorphic: bool = False
     integration_steps: int = 5
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "SHMoARegConfig":
-        values = dict(values)
-        for key in ("channels", "attention_levels"):
-            if key in values:
-                values[key] = tuple(values[key])
-        if "experts" in values:
-            values["experts"] = tuple(tuple(pair) for pair in values["experts"])
-        config = cls(**values)
-        if config.input_level not in (1, 2):
-            raise TypeError(f"input_level must be 1 (full resolution) or 2 (half), not {config.input_level}")
-        finest, coarsest = config.input_level, config.input_level + len(config.channels) - 1
-        if any(not finest < level <= coarsest for level in config.attention_levels):
-            raise TypeError(f"attention_levels must lie in {finest + 1}..{coarsest}")
-        return config
+    def __post_init__(self) -> None:
+        if self.input_level not in (1, 2):
+            raise ValueError(f"input_level must be 1 (full resolution) or 2 (half), not {self.input_level}")
+        finest, coarsest = self.input_level, self.input_level + len(self.channels) - 1
+        if any(not finest < level <= coarsest for level in self.attention_levels):
+            raise ValueError(f"attention_levels must lie in {finest + 1}..{coarsest}")
 
     def level(self, index: int) -> int:
         """The level number of ``channels[index]``."""
         return self.input_level + index
-
-    def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values.update(channels=list(self.channels), attention_levels=list(self.attention_levels),
-                      experts=[list(pair) for pair in self.experts])
-        return values
 
 
 class WindowedMoATransformer(nn.Module):
@@ -117,14 +102,15 @@ class WindowedMoATransformer(nn.Module):
         return out.contiguous(), weights, chosen, balance
 
 
-class SHMoARegNet(nn.Module):
+class SHMoARegNet(RegistrationNetwork):
     """The SHMoAReg registration network (see the module docstring)."""
 
     name = "shmoareg"
+    Config = SHMoARegConfig
 
-    def __init__(self, config: SHMoARegConfig = SHMoARegConfig()) -> None:
-        super().__init__()
-        self.config = config
+    def __init__(self, config: Optional[SHMoARegConfig] = None) -> None:
+        super().__init__(config)
+        config = self.config
         widths = config.channels
         self.stems = nn.ModuleList()
         self.attention = nn.ModuleDict()
@@ -145,6 +131,22 @@ class SHMoARegNet(nn.Module):
             self.fuse.append(ConvBlock(2 * width + coarser, width))
             self.heads.append(SpatiallyHeterogeneousMoE(width, config.experts, config.factorised_experts))
 
+    def size_multiple(self) -> int:
+        """The coarsest level's factor: each level halves the one before."""
+        return 2 ** (self.config.level(len(self.config.channels) - 1) - 1)
+
+    def map_specs(self) -> list[MapSpec]:
+        """Per decoder level and displacement axis, the expert with the highest gate."""
+        names = tuple(expert["name"] for expert in self.expert_descriptions())
+        return [MapSpec(expert_map_name(level, axis), "categorical", level,
+                        f"decoder level {level}, {axis} displacement: the expert with the highest gate",
+                        categories=names, axis=axis)
+                for level in self.decoder_levels() for axis in AXES]
+
+    def decoder_levels(self) -> list[int]:
+        """The levels with an SHMoE flow head, finest first."""
+        return [self.config.level(index) for index in range(len(self.config.channels))]
+
     def expert_descriptions(self) -> list[dict[str, Any]]:
         """Each decoder expert's kernel, dilation and receptive field (voxels of its level)."""
         return [{"name": f"k{k}d{d} (RF {d * (k - 1) + 1})", "kernel_size": k, "dilation": d,
@@ -163,7 +165,7 @@ class SHMoARegNet(nn.Module):
             pyramid.append(features)
         return pyramid, balances
 
-    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> ModelOutput:
+    def predict(self, fixed: torch.Tensor, moving: torch.Tensor) -> ModelOutput:
         routing = RoutingRecord()
         pyramid, balances = self._encode(torch.cat([fixed, moving], dim=0), routing)
         batch = fixed.shape[0]
@@ -187,4 +189,11 @@ class SHMoARegNet(nn.Module):
             balances.append(balance)
         if field.shape[2:] != fixed.shape[2:]:
             field = resize_field(field, tuple(fixed.shape[2:]))
-        return ModelOutput(field, routing, torch.stack(balances).mean())
+        maps = {expert_map_name(level, axis): gates[:, index].argmax(dim=1, keepdim=True) + 1
+                for level, gates in routing.decoder_gates.items() for index, axis in enumerate(AXES)}
+        return ModelOutput(field, routing, torch.stack(balances).mean(), maps)
+
+
+def expert_map_name(level: int, axis: str) -> str:
+    """The name of the arg-max expert map of a decoder level and displacement axis."""
+    return f"level{level}_{axis}_expert"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
-from shmoareg.models.base import ModelOutput, RoutingRecord
+from shmoareg.models.base import ModelOutput, RegistrationNetwork
 from shmoareg.models.layers import ConvBlock, upsample_to, zero_init_flow
 from shmoareg.spatial import integrate_velocity
 
@@ -21,33 +21,27 @@ class UNetConfig:
     diffeomorphic: bool = False
     integration_steps: int = 7
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "UNetConfig":
-        values = dict(values)
-        if "channels" in values:
-            values["channels"] = tuple(values["channels"])
-        return cls(**values)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "channels": list(self.channels)}
-
-
-class UNetRegistration(nn.Module):
+class UNetRegistration(RegistrationNetwork):
     """Encoder (strided conv blocks), decoder with skips, a 3x3x3 flow layer (VoxelMorph-like)."""
 
     name = "unet"
+    Config = UNetConfig
 
-    def __init__(self, config: UNetConfig = UNetConfig()) -> None:
-        super().__init__()
-        self.config = config
-        widths = config.channels
+    def __init__(self, config: Optional[UNetConfig] = None) -> None:
+        super().__init__(config)
+        widths = self.config.channels
         self.encoder = nn.ModuleList(
             [ConvBlock(2, widths[0])] + [ConvBlock(widths[i - 1], widths[i], stride=2) for i in range(1, len(widths))])
         self.decoder = nn.ModuleList(
             [ConvBlock(widths[i + 1] + widths[i], widths[i]) for i in range(len(widths) - 1)])
         self.flow = zero_init_flow(nn.Conv3d(widths[0], 3, 3, padding=1))
 
-    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> ModelOutput:
+    def size_multiple(self) -> int:
+        """Each level below the first halves the grid."""
+        return 2 ** (len(self.config.channels) - 1)
+
+    def predict(self, fixed: torch.Tensor, moving: torch.Tensor) -> ModelOutput:
         skips = []
         features = torch.cat([fixed, moving], dim=1)
         for block in self.encoder:
@@ -59,4 +53,4 @@ class UNetRegistration(nn.Module):
         flow = self.flow(features)
         if self.config.diffeomorphic:
             flow = integrate_velocity(flow, self.config.integration_steps)
-        return ModelOutput(flow, RoutingRecord(), flow.new_zeros(()))
+        return ModelOutput(flow)

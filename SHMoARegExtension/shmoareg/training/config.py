@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -16,6 +15,7 @@ from typing import Any, Optional
 import yaml
 
 from shmoareg.errors import InputError
+from shmoareg.typed_config import build_dataclass, plain
 
 SIMILARITIES = ("ncc", "mse", "mind")
 SMOOTHNESS = ("diffusion", "bending")
@@ -149,13 +149,13 @@ class TrainingConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainingConfig":
         """Build and check a config from plain values (as read from YAML)."""
-        config = _build(cls(), values, source, "")
+        config = build_dataclass(cls(), values, source)
         _check(config, source)
         return config
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly values (tuples as lists)."""
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
 
 def load_config(path: str | os.PathLike) -> TrainingConfig:
@@ -168,57 +168,6 @@ def load_config(path: str | os.PathLike) -> TrainingConfig:
     except yaml.YAMLError as error:
         raise InputError(f"training config {path} is not valid YAML: {' '.join(str(error).split())[:160]}") from None
     return TrainingConfig.from_dict(values or {}, str(path))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _build(default: Any, values: Any, source: str, prefix: str) -> Any:
-    """A copy of the dataclass instance ``default`` with the keys of a mapping replaced, recursing into
-    nested sections (so a section keeps its owner's defaults for the keys not given)."""
-    where = prefix.rstrip(".") or "top level"
-    if not isinstance(values, dict):
-        raise InputError(f"{source}: {where} must be a mapping of keys to values, not {type(values).__name__}")
-    hints = typing.get_type_hints(type(default))
-    names = {f.name for f in dataclasses.fields(default)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise InputError(f"{source}: unknown key {prefix}{unknown[0]}; known keys here: {', '.join(sorted(names))}")
-    built = {}
-    for name, value in values.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            built[name] = _build(getattr(default, name), value or {}, source, f"{prefix}{name}.")
-        else:
-            built[name] = _coerce(value, hint, source, f"{prefix}{name}")
-    return dataclasses.replace(default, **built)
-
-
-def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
-    """Check a scalar, list or mapping value against its type hint (ints are accepted as floats)."""
-    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Union:
-        if value is None and type(None) in arguments:
-            return None
-        return _coerce(value, next(a for a in arguments if a is not type(None)), source, key)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(arguments):
-            raise InputError(f"{source}: {key} must be a list of {len(arguments)} values, not {value!r}")
-        return tuple(_coerce(item, kind, source, key) for item, kind in zip(value, arguments))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise InputError(f"{source}: {key} must be a mapping, not {value!r}")
-        return dict(value)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise InputError(f"{source}: {key} must be {hint.__name__}, not {value!r}")
-    return value
 
 
 def _require(condition: bool, source: str, message: str) -> None:
