@@ -1,19 +1,26 @@
 """Model registry: every :class:`RegistrationNetwork` subclass, by the name it declares.
 
-Importing this module imports every model module, which registers each class (``name`` is declared
-once, on the class). A name and a config mapping build a network with the typed config builder.
+Importing this module imports every module of the ``shmoareg.models`` package, which registers each
+class (``name`` is declared once, on the class): a new model is a new module, and nothing else changes.
+A name and a config mapping build a network with the typed config builder.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from pathlib import Path
 from typing import Any, Optional
 
+from shmoareg.defaults import DEFAULT_MODEL
 from shmoareg.errors import InputError
-from shmoareg.models import shmoareg_net, unet  # noqa: F401  (registers the models)
 from shmoareg.models.base import RegistrationNetwork
 from shmoareg.typed_config import build_dataclass, plain
 
-MODEL_NAMES = tuple(RegistrationNetwork.registry)
+for _module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+    importlib.import_module(f"shmoareg.models.{_module.name}")
+# The default first, then the others in name order.
+MODEL_NAMES = tuple(sorted(RegistrationNetwork.registry, key=lambda name: (name != DEFAULT_MODEL, name)))
 
 
 def model_class(name: str) -> type[RegistrationNetwork]:
