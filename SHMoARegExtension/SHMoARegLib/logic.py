@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,7 +208,7 @@ class SHMoARegLogic:
     def _finish(self, run: _Run) -> RegistrationResult:
         code = run.process.returnCode
         if code != EXIT_OK:
-            raise _errorFor(code, run.process.errorMessage())
+            raise _errorFor(code, run.process.errorMessage(), run.process.killedBySystem())
         outputDirectory = run.workDirectory / OUTPUT_FOLDER
         try:
             result = importResults(self.scene, outputDirectory, run.inputs, run.options.importGateMaps)
@@ -227,11 +226,11 @@ class SHMoARegLogic:
             shutil.rmtree(run.workDirectory, ignore_errors=True)
 
 
-def _errorFor(code: int, message: str) -> RegistrationError:
-    """The exception for an engine that ended with ``code``."""
+def _errorFor(code: int, message: str, killed: bool) -> RegistrationError:
+    """The exception for an engine that ended with ``code`` (``killed``: from outside, by the system)."""
     if code == EXIT_CANCELLED:
         return RegistrationCancelled(message, code)
-    if code < 0 and -code == getattr(signal, "SIGKILL", 9):
+    if killed:
         return RegistrationError("the registration process was killed by the system, which usually means it ran "
                                  "out of memory; try the CPU device or a smaller image", code)
     return RegistrationError(message, code)

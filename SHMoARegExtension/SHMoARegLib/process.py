@@ -12,9 +12,11 @@ import logging
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,10 @@ from typing import Optional, Sequence
 ENGINE_PARENT_DIRECTORY = Path(__file__).resolve().parent.parent
 KILL_WAIT_SECONDS = 5.0
 STDERR_LINES_KEPT = 50
+# What Slicer's CTK app launcher prints (and then exits with 1) when the process below it dies by a signal.
+LAUNCHER_ABNORMAL_EXIT = "exit abnormally"
+# A process under the engine's PID that started this much later than the engine is another process.
+PID_REUSE_TOLERANCE_SECONDS = 1.0
 
 
 def pythonExecutable() -> str:
@@ -104,6 +110,7 @@ class EngineProcess:
         self.returnCode: Optional[int] = None
         self.lastError: Optional[ProgressEvent] = None
         self._process: Optional[subprocess.Popen] = None
+        self._startedAt = 0.0
         self._queue: queue.Queue = queue.Queue()
         self._stderr: deque[str] = deque(maxlen=STDERR_LINES_KEPT)
         self._threads: list[threading.Thread] = []
@@ -121,6 +128,7 @@ class EngineProcess:
         """Launch the process and its reader threads."""
         logging.info("SHMoAReg: running %s", subprocess.list2cmdline(self.command))
         flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if os.name == "nt" else 0
+        self._startedAt = time.time()
         self._process = subprocess.Popen(
             self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, encoding="utf-8", errors="replace", bufsize=1, env=self.environment,
@@ -177,22 +185,33 @@ class EngineProcess:
             return self._stderr[-1]
         return f"the registration process ended with exit code {self.returnCode}"
 
+    def killedBySystem(self) -> bool:
+        """Whether the process was killed from outside (SIGKILL, e.g. by the out-of-memory killer), also when it
+        ran below Slicer's app launcher, which then exits with 1 and says "exit abnormally" instead."""
+        if self.returnCode is not None and self.returnCode < 0 and -self.returnCode == getattr(signal, "SIGKILL", 9):
+            return True
+        return (self.returnCode == 1 and self.lastError is None
+                and any(LAUNCHER_ABNORMAL_EXIT in line for line in self._stderr))
+
     def kill(self) -> None:
         """End the process and every process it started, then wait for the reader threads."""
         if self._process is None:
             return
-        killProcessTree(self._process)
+        killProcessTree(self._process, self._startedAt)
         for thread in self._threads:
             thread.join(KILL_WAIT_SECONDS)
         self.events()  # collect the end sentinel so returnCode is set
 
 
-def killProcessTree(process: subprocess.Popen) -> None:
+def killProcessTree(process: subprocess.Popen, startedAt: float = 0.0) -> None:
     """Kill ``process`` and all its descendants (psutil when available, else the process alone).
 
     Each process is suspended before its children are listed, so none can start a child that
-    escapes; then all are killed.
+    escapes; then all are killed. Nothing is signalled once ``process`` has ended: its PID may belong to
+    another process by then (a process under that PID started after ``startedAt`` is not ours).
     """
+    if process.poll() is not None:
+        return
     try:
         import psutil
     except ImportError:
@@ -203,6 +222,8 @@ def killProcessTree(process: subprocess.Popen) -> None:
     members = []
     try:
         root = psutil.Process(process.pid)
+        if startedAt and root.create_time() > startedAt + PID_REUSE_TOLERANCE_SECONDS:
+            return
         root.suspend()
         members.append(root)
         while True:

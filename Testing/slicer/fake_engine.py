@@ -38,6 +38,7 @@ AXES = ("x", "y", "z")
 NETWORK_SHARE = 0.6875
 REFINE_STEPS = 50
 CRASH_MESSAGE = "error: internal failure (ZeroDivisionError: division by zero); traceback in /tmp/fake.log"
+LAUNCHER_KILLED_LINE = "error: [/opt/Slicer/bin/python-real] exit abnormally - Report the problem."
 # Resolution of --similarity auto by this stand-in.
 AUTO_SIMILARITY = "lncc"
 # The label whose HD95 before registration is reported as null (as for an empty structure).
@@ -175,7 +176,7 @@ def writeOutputs(args: argparse.Namespace, corrupt: bool) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", required=True, choices=("routing", "corrupt", "crash", "hang"))
+    parser.add_argument("--mode", required=True, choices=("routing", "corrupt", "crash", "hang", "launcher-killed"))
     parser.add_argument("command", choices=("register",))
     parser.add_argument("--fixed", type=Path, required=True)
     parser.add_argument("--moving", type=Path, required=True)
@@ -194,6 +195,9 @@ def main() -> int:
         args.output_dir.mkdir(parents=True, exist_ok=True)
         (args.output_dir / "transform.h5").write_bytes(b"partial")
         print(CRASH_MESSAGE, file=sys.stderr, flush=True)
+        return 1
+    if args.mode == "launcher-killed":  # Slicer's CTK app launcher, after its child was killed (e.g. out of memory)
+        print(LAUNCHER_KILLED_LINE, file=sys.stderr, flush=True)
         return 1
     if args.mode == "hang":
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])

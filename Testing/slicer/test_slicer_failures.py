@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import psutil
@@ -12,6 +14,7 @@ import fake_engine
 from mrml_helpers import FAST, addPointList, fakeEngine, logicFor, sceneState
 from SHMoARegLib import RegistrationCancelled, RegistrationError
 from SHMoARegLib.options import EXIT_BAD_INPUT, EXIT_ERROR
+from SHMoARegLib.process import killProcessTree
 
 
 def assertSceneUntouched(scene, pair, stateBefore, temporaryDirectory) -> None:
@@ -40,6 +43,35 @@ def test_crashing_process_raises_its_stderr_line(scene, pair, tmp_path):
     assert str(raised.value) == fake_engine.CRASH_MESSAGE
     assert raised.value.exitCode == EXIT_ERROR
     assertSceneUntouched(scene, pair, before, tmp_path)
+
+
+def test_an_engine_killed_below_slicers_app_launcher_is_reported_as_killed(scene, pair, tmp_path):
+    """Issue 12, 4a: under PythonSlicer the launcher exits with 1 and prints "exit abnormally" when the
+    out-of-memory killer ends the engine; that is not an internal error."""
+    before = sceneState(scene)
+    logic = logicFor(scene, tmp_path, fakeEngine("launcher-killed"))
+    with pytest.raises(RegistrationError, match="killed by the system.*out of memory") as raised:
+        logic.register(pair.fixed, pair.moving)
+    assert raised.value.exitCode == EXIT_ERROR
+    assertSceneUntouched(scene, pair, before, tmp_path)
+
+
+def test_cancel_signals_nothing_once_the_engine_has_ended(monkeypatch):
+    """Issue 12, 4i: after the engine exited (and was reaped), its PID may belong to another process."""
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    monkeypatch.setattr(psutil, "Process", lambda pid: pytest.fail(f"looked up PID {pid} of an ended process"))
+    killProcessTree(ended, time.time())
+
+
+def test_a_process_started_after_the_engine_under_its_pid_is_left_alone():
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        killProcessTree(stranger, startedAt=time.time() - 3600.0)  # as if the engine had started an hour ago
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
 
 
 def test_outputs_failing_to_load_part_way_leave_no_partial_nodes(scene, pair, tmp_path):
