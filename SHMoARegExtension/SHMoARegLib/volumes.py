@@ -11,9 +11,20 @@ from pathlib import Path
 import slicer
 
 
+def defaultStorageNode(node: slicer.vtkMRMLStorableNode) -> slicer.vtkMRMLStorageNode:
+    """``node.CreateDefaultStorageNode()``, owned by Python alone.
+
+    The method hands over a reference that the caller must release (Slicer's own code calls
+    ``UnRegister``); the Python wrapper takes one more, so without this every call leaked a storage node.
+    """
+    storage = node.CreateDefaultStorageNode()
+    storage.UnRegister(None)
+    return storage
+
+
 def writeVolume(node: slicer.vtkMRMLVolumeNode, path: Path) -> None:
     """Write a volume (its own geometry, parent transforms ignored) to NRRD or NIfTI."""
-    storage = node.CreateDefaultStorageNode()
+    storage = defaultStorageNode(node)
     storage.SetFileName(str(path))
     storage.SetUseCompression(0)
     if not storage.WriteData(node):
