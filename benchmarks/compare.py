@@ -60,7 +60,8 @@ RESULTS_MD = HERE / "RESULTS.md"
 TABLE_MARKERS = ("<!-- compare-table:begin -->", "<!-- compare-table:end -->")
 TARGET_MARKERS = ("<!-- targets:begin -->", "<!-- targets:end -->")
 METHODS = ["identity", "affine-only", "shmoareg", "shmoareg-no-refine", "shmoareg-model-none", "shmoareg-gpu",
-           "unet", "unet-no-refine", "sitk-demons", "elastix", "ants-syn"]
+           *(name + suffix for name in methods.OTHER_NETWORKS for suffix in ("", methods.NO_REFINE_SUFFIX)),
+           "sitk-demons", "elastix", "ants-syn"]
 SYNTHETIC_SEEDS = {"2mm": (1, 2), "1mm": (1,)}
 SYNTHETIC_MAX_DISPLACEMENT_MM = 8.0
 SYNTHETIC_CONTROL_SPACING_MM = 16.0

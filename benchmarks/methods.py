@@ -80,14 +80,20 @@ def _elastix_parameter_text(parameters: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The other networks compared, with and without refinement: those with shipped weights (their file names
+# are their registry names; this file stays free of torch, whose import would slow the timed children).
+OTHER_NETWORKS = sorted(path.stem for path in MODELS_DIR.glob("*.safetensors") if path.stem != "shmoareg")
+NO_REFINE_SUFFIX = "-no-refine"
+
 COMMANDS = {
     "shmoareg": lambda f, m, o: _shmoareg(f, m, o),
     "affine-only": lambda f, m, o: _shmoareg(f, m, o, "--model", "none", "--refine-steps", "0"),
-    "shmoareg-no-refine": lambda f, m, o: _shmoareg(f, m, o, "--refine-steps", "0"),
+    "shmoareg" + NO_REFINE_SUFFIX: lambda f, m, o: _shmoareg(f, m, o, "--refine-steps", "0"),
     "shmoareg-model-none": lambda f, m, o: _shmoareg(f, m, o, "--model", "none"),
     "shmoareg-gpu": lambda f, m, o: _shmoareg(f, m, o, device="cuda"),
-    "unet": lambda f, m, o: _shmoareg(f, m, o, "--model", "unet"),
-    "unet-no-refine": lambda f, m, o: _shmoareg(f, m, o, "--model", "unet", "--refine-steps", "0"),
+    **{name: (lambda f, m, o, name=name: _shmoareg(f, m, o, "--model", name)) for name in OTHER_NETWORKS},
+    **{name + NO_REFINE_SUFFIX: (lambda f, m, o, name=name: _shmoareg(f, m, o, "--model", name, "--refine-steps", "0"))
+       for name in OTHER_NETWORKS},
     "sitk-demons": lambda f, m, o: _this_script("sitk-demons", f, m, o),
     "elastix": _elastix,
     "ants-syn": lambda f, m, o: _this_script("ants-syn", f, m, o),
@@ -96,8 +102,6 @@ COMMANDS = {
 
 def unavailable(method: str) -> str | None:
     """Why ``method`` cannot run on this machine, or None when it can."""
-    if method.startswith("unet") and not (MODELS_DIR / "unet.safetensors").exists():
-        return "no trained unet weights in Resources/models"
     if method == "shmoareg-gpu":
         import torch  # here, not at the top: the timed demons and ANTs processes run this file
 
