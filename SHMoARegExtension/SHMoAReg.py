@@ -1,4 +1,4 @@
-"""SHMoAReg: deep-learning deformable registration with expert-routing maps, as a 3D Slicer module.
+"""SHMoAReg: deep-learning deformable registration with per-voxel network maps, as a 3D Slicer module.
 
 The module is thin: the panel collects choices into a parameter node and drives
 ``SHMoARegLib.SHMoARegLogic``, which writes the inputs, runs the engine (``shmoareg``) in a
@@ -64,7 +64,8 @@ available and on the CPU otherwise. Outputs: a displacement-field transform (usa
 Transforms and Resample modules; the moving volume is placed under it, not modified), the warped
 volume and segmentation, the Jacobian determinant (volume change, folding) and optionally an uncertainty
 map, tables of landmark TRE (judged against AAPM TG-132) and of segment Dice/HD95 before and after,
-and for network models the per-voxel expert-routing maps with a table and plot of expert utilisation.
+and for network models their per-voxel maps (for SHMoAReg the expert chosen per level and displacement axis)
+with a table and plot of category shares (expert utilisation) or of scalar statistics.
 Checkerboard and difference views are one click away. All outputs of a run are in one subject-hierarchy folder.
 """
         self.parent.acknowledgementText = """
@@ -108,7 +109,7 @@ class SHMoARegParameterNode:
 
 
 class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The panel: inputs, settings, Register/Cancel with progress, routing overlay and utilisation."""
+    """The panel: inputs, settings, Register/Cancel with progress, map overlays and their table."""
 
     def __init__(self, parent=None) -> None:
         # Attributes first: without a parent, ScriptedLoadableModuleWidget.__init__ calls setup() itself.
@@ -119,6 +120,7 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._qualityNodes = {}  # checkerboard/difference volumes of the shown result, made on first use
         self._qualityOverlay = None  # the result's volume shown over the fixed one by the quality buttons
         self._runDevice = "auto"
+        self._overlayChoices = {}  # key -> SHMoARegLib OverlayChoice of the shown result
         self._timer = qt.QTimer()
         self._timer.setInterval(STATUS_TIMER_MILLISECONDS)
         # Its cooperative super().__init__() also initialises VTKObservationMixin (calling that again
@@ -140,8 +142,7 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self._timer.connect("timeout()", self.onTimer)
         self.ui.registerButton.connect("clicked(bool)", self.onRegisterButton)
-        self.ui.overlayLevelComboBox.connect("currentIndexChanged(int)", self.updateMapChoices)
-        self.ui.overlayAxisComboBox.connect("currentIndexChanged(int)", self.updateMapChoices)
+        self.ui.overlayMapComboBox.connect("currentIndexChanged(int)", self.onMapChoiceChanged)
         self.ui.showOverlayButton.connect("clicked(bool)", self.onShowOverlay)
         self.ui.overlayOpacitySlider.connect("valueChanged(double)", self.onOpacityChanged)
         self.ui.showPlotButton.connect("clicked(bool)", self.onShowPlot)
@@ -331,22 +332,19 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.landmarkTableView.setMRMLTableNode(result.landmarkTableNode if result else None)
         self.ui.segmentTableView.setMRMLTableNode(result.segmentTableNode if result else None)
         self.ui.resultsCollapsibleButton.enabled = result is not None
-        self.ui.overlayLevelComboBox.clear()
-        self.ui.overlayAxisComboBox.clear()
+        choices = result.overlayChoices() if result else []
+        self._overlayChoices = {choice.key: choice for choice in choices}
+        self.ui.overlayMapComboBox.clear()
+        for choice in choices:
+            self.ui.overlayMapComboBox.addItem(choice.label, choice.key)
+        self.onMapChoiceChanged()
         self.ui.utilisationTableView.setMRMLTableNode(result.utilisationTableNode if result else None)
         self.ui.routingNoteLabel.text = (SHMoARegLib.describeNetworkShare(result.summary) or "") if result else ""
-        hasRouting = bool(result and result.routingNodes)
-        for widget in (self.ui.showOverlayButton, self.ui.showPlotButton, self.ui.overlayLevelComboBox,
-                       self.ui.overlayAxisComboBox, self.ui.overlayMapComboBox, self.ui.overlayOpacitySlider):
-            widget.enabled = hasRouting
+        for widget in (self.ui.showOverlayButton, self.ui.overlayMapComboBox, self.ui.overlayOpacitySlider):
+            widget.enabled = bool(choices)
+        self.ui.showPlotButton.enabled = bool(result and result.utilisationChartNode)
         if result is None:
             return
-        keys = [SHMoARegLib.parseRoutingKey(key) for key in result.routingNodes]
-        for level in sorted({level for level, _, _ in keys}):
-            self.ui.overlayLevelComboBox.addItem(f"level {level}", level)
-        for axis in SHMoARegLib.AXES:
-            if any(keyAxis == axis for _, keyAxis, _ in keys):
-                self.ui.overlayAxisComboBox.addItem(axis, axis)
         moving = result.transformNode.GetNodeReference(result.transformNode.GetMovingNodeReferenceRole())
         slicer.util.setSliceViewerLayers(background=self.fixedVolume(), foreground=moving, foregroundOpacity=0.5,
                                          fit=True)
@@ -383,30 +381,19 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._qualityOverlay is not None and slicer.mrmlScene.IsNodePresent(self._qualityOverlay):
             self.showQualityOverlay(self._qualityOverlay)
 
-    def updateMapChoices(self, index=None) -> None:
-        """Map choices of the chosen level and axis: the arg-max expert, then each expert's gate."""
-        self.ui.overlayMapComboBox.clear()
-        if self._result is None or self.ui.overlayLevelComboBox.currentIndex < 0:
-            return
-        level = self.ui.overlayLevelComboBox.currentData
-        axis = self.ui.overlayAxisComboBox.currentData
-        if SHMoARegLib.routingKey(level, axis) in self._result.routingNodes:
-            self.ui.overlayMapComboBox.addItem("expert chosen (arg-max)", 0)
-        colors = self._result.expertColorTableNode
-        for expert in range(1, colors.GetNumberOfColors()):
-            if SHMoARegLib.routingKey(level, axis, expert) in self._result.routingNodes:
-                self.ui.overlayMapComboBox.addItem(f"gate: {colors.GetColorName(expert)}", expert)
+    def onMapChoiceChanged(self, index=None) -> None:
+        """Show what the chosen map means under the menu."""
+        choice = self._overlayChoices.get(self.ui.overlayMapComboBox.currentData)
+        self.ui.overlayDescriptionLabel.text = choice.description if choice is not None else ""
 
-    def selectedRoutingNode(self):
-        expert = self.ui.overlayMapComboBox.currentData
-        if self._result is None or expert is None:
+    def selectedMapNode(self):
+        choice = self._overlayChoices.get(self.ui.overlayMapComboBox.currentData)
+        if choice is None or not slicer.mrmlScene.IsNodePresent(choice.node):
             return None
-        key = SHMoARegLib.routingKey(self.ui.overlayLevelComboBox.currentData, self.ui.overlayAxisComboBox.currentData,
-                                     expert or None)
-        return self._result.routingNodes.get(key)
+        return choice.node
 
     def onShowOverlay(self) -> None:
-        node = self.selectedRoutingNode()
+        node = self.selectedMapNode()
         if node is None:
             return
         self._qualityOverlay = None
@@ -418,7 +405,7 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.setSliceViewerLayers(background=fixed, foreground=node, foregroundOpacity=opacity, label=None)
 
     def onOpacityChanged(self, value: float) -> None:
-        if self.selectedRoutingNode() is not None:
+        if self.selectedMapNode() is not None:
             self.onShowOverlay()
 
     def onShowPlot(self) -> None:

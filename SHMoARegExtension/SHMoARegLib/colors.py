@@ -1,5 +1,6 @@
-"""Colour nodes: one named colour per expert for arg-max maps, Viridis for gate probabilities, Inferno for
-the uncertainty map, and a diverging map for the Jacobian determinant that marks folding."""
+"""Colour nodes: one named colour per category for categorical maps (e.g. the expert chosen), Viridis for gate
+probabilities and other scalar maps, Inferno for magnitudes (the uncertainty map, a residual's length), and a
+diverging map for the Jacobian determinant that marks folding."""
 
 from __future__ import annotations
 
@@ -43,13 +44,6 @@ JACOBIAN_SHRINK_COLOR = (0.230, 0.299, 0.754)
 JACOBIAN_NEUTRAL_COLOR = (1.0, 1.0, 1.0)
 JACOBIAN_EXPAND_COLOR = (0.706, 0.016, 0.150)
 FOLDING_COLOR = (0.0, 1.0, 0.0)
-
-# Distinct colours for up to ten experts (Tableau 10), repeated beyond that.
-_EXPERT_COLORS = (
-    (0.122, 0.467, 0.706), (1.000, 0.498, 0.055), (0.173, 0.627, 0.173), (0.839, 0.153, 0.157),
-    (0.580, 0.404, 0.741), (0.549, 0.337, 0.294), (0.890, 0.467, 0.761), (0.498, 0.498, 0.498),
-    (0.737, 0.741, 0.133), (0.090, 0.745, 0.812),
-)
 
 
 def viridisColorNode(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorNode:
@@ -104,18 +98,14 @@ def _sampledColorNode(scene: slicer.vtkMRMLScene, builtInId: str, name: str, own
     return table
 
 
-def expertColorName(kernelSize: int, dilation: int, receptiveField: int) -> str:
-    """Colour name of an expert: its receptive field first, then how it gets it."""
-    return f"RF {receptiveField} (k{kernelSize} d{dilation})"
-
-
-def expertColorTable(scene: slicer.vtkMRMLScene, name: str, expertNames: Sequence[str]) -> slicer.vtkMRMLColorTableNode:
-    """Label colours for arg-max maps: 0 transparent ("outside"), expert ``e`` at index ``e``."""
-    table = _newOwnedTable(scene, name, "experts", len(expertNames) + 1)
+def categoryColorTable(scene: slicer.vtkMRMLScene, name: str,
+                       categories: Sequence[tuple[str, Sequence[float]]]) -> slicer.vtkMRMLColorTableNode:
+    """Label colours for a categorical map: 0 transparent ("outside"), category ``v`` (its name and RGB colour,
+    in order) at index ``v``."""
+    table = _newOwnedTable(scene, name, "categories", len(categories) + 1)
     table.SetColor(0, "outside", 0.0, 0.0, 0.0, 0.0)
-    for index, expertName in enumerate(expertNames, start=1):
-        red, green, blue = _EXPERT_COLORS[(index - 1) % len(_EXPERT_COLORS)]
-        table.SetColor(index, expertName, red, green, blue, 1.0)
+    for index, (categoryName, (red, green, blue)) in enumerate(categories, start=1):
+        table.SetColor(index, categoryName, red, green, blue, 1.0)
     return table
 
 

@@ -1,5 +1,5 @@
 """Engine outputs into the scene: transform, warped images, Jacobian and uncertainty maps, evaluation tables,
-routing maps and utilisation, in one folder.
+the network's maps (and SHMoAReg's gate maps) with their table, in one folder.
 
 Either every node of a run is added or none: a failure part-way removes what was added.
 """
@@ -15,7 +15,8 @@ import slicer
 
 from SHMoARegLib.colors import infernoColorNode, showWithJacobianColors
 from SHMoARegLib.evaluation import landmarkTable, segmentTable
-from SHMoARegLib.routing import importRoutingMaps, readRoutingInfo
+from SHMoARegLib.maps import MapInfo, importModelMaps, readMapsInfo
+from SHMoARegLib.routing import RoutingInfo, gateDescription, importGateMaps, readRoutingInfo
 from SHMoARegLib.scene import SceneChanges, placeInFolder, uniqueFolderName
 from SHMoARegLib.segmentations import SegmentInfo, readSegmentation
 from SHMoARegLib.utilisation import utilisationChart, utilisationTable
@@ -54,10 +55,25 @@ class RunInputs:
         return {info.label: info.name for info in [*self.fixedSegments, *self.movingSegments]}
 
 
+@dataclass(frozen=True)
+class OverlayChoice:
+    """A map the panel can show over the fixed volume: its key, menu label, description and node."""
+
+    key: str
+    label: str
+    description: str
+    node: slicer.vtkMRMLVolumeNode
+
+
 @dataclass
 class RegistrationResult:
-    """Nodes made by one registration; ``routingNodes`` is keyed like ``level0_x_expert``/``level0_x_gate1``.
+    """Nodes made by one registration.
 
+    ``mapNodes`` are the network's maps by name (``maps.json``; SHMoAReg's arg-max expert maps are
+    ``level{L}_{a}_expert``), label maps for categorical maps and scalar volumes otherwise, ``maps`` their
+    descriptions; ``gateNodes`` SHMoAReg's gate maps by key (``level{L}_{a}_gate{E}``), when asked for, and
+    ``routing`` its ``routing.json`` (None for other networks);
+    ``utilisationTableNode`` one row per map (category shares, scalar statistics; :mod:`SHMoARegLib.utilisation`).
     ``jacobianNode`` is the transform's Jacobian determinant (shown blue-white-red around 1, folding in
     green); ``uncertaintyNode`` (mm) exists when asked for; the landmark and segment tables when the run
     had landmarks or segmentations (see :mod:`SHMoARegLib.evaluation`).
@@ -66,17 +82,29 @@ class RegistrationResult:
     transformNode: slicer.vtkMRMLTransformNode
     warpedVolumeNode: slicer.vtkMRMLScalarVolumeNode
     warpedSegmentationNode: Optional[slicer.vtkMRMLSegmentationNode]
-    routingNodes: dict[str, slicer.vtkMRMLVolumeNode]
+    mapNodes: dict[str, slicer.vtkMRMLVolumeNode]
     utilisationTableNode: Optional[slicer.vtkMRMLTableNode]
     summary: dict
     folderItemId: int = 0
-    expertColorTableNode: Optional[slicer.vtkMRMLColorTableNode] = None
+    mapColorTableNodes: list[slicer.vtkMRMLColorTableNode] = field(default_factory=list)
+    gateNodes: dict[str, slicer.vtkMRMLScalarVolumeNode] = field(default_factory=dict)
+    maps: list[MapInfo] = field(default_factory=list)
+    routing: Optional[RoutingInfo] = None
     utilisationChartNode: Optional[slicer.vtkMRMLPlotChartNode] = None
     outputDirectory: Optional[str] = None
     jacobianNode: Optional[slicer.vtkMRMLScalarVolumeNode] = None
     uncertaintyNode: Optional[slicer.vtkMRMLScalarVolumeNode] = None
     landmarkTableNode: Optional[slicer.vtkMRMLTableNode] = None
     segmentTableNode: Optional[slicer.vtkMRMLTableNode] = None
+
+    def overlayChoices(self) -> list[OverlayChoice]:
+        """The maps to offer as overlays: the network's maps in the engine's order, then the gate maps."""
+        choices = [OverlayChoice(info.name, info.label, info.description, self.mapNodes[info.name])
+                   for info in self.maps if info.name in self.mapNodes]
+        for key, node in self.gateNodes.items():
+            description = gateDescription(key, self.routing) if self.routing is not None else key
+            choices.append(OverlayChoice(key, key, description, node))
+        return choices
 
 
 def importResults(scene: slicer.vtkMRMLScene, outputDirectory: Path, inputs: RunInputs,
@@ -88,6 +116,7 @@ def importResults(scene: slicer.vtkMRMLScene, outputDirectory: Path, inputs: Run
         raise RuntimeError(f"the registration engine wrote no {SUMMARY_FILE} in {outputDirectory}; "
                            "its outputs are incomplete")
     summary = json.loads(summaryPath.read_text())
+    maps = readMapsInfo(outputDirectory)
     routing = readRoutingInfo(outputDirectory)
     pairName = inputs.pairName
     changes = SceneChanges(scene)
@@ -131,16 +160,26 @@ def importResults(scene: slicer.vtkMRMLScene, outputDirectory: Path, inputs: Run
         for node in (landmarks, segments):
             if node is not None:
                 placeInFolder(scene, node, folder)
-        routingNodes: dict[str, slicer.vtkMRMLVolumeNode] = {}
-        table = chart = colors = None
-        if routing is not None:
-            routingFolder = changes.createFolder("Routing", folder)
-            routingNodes, colors = importRoutingMaps(scene, outputDirectory, routing, pairName, includeGateMaps)
-            for node in [colors, *routingNodes.values()]:
-                placeInFolder(scene, node, routingFolder)
-            outputs += routingNodes.values()
-            table = utilisationTable(scene, routing, scene.GenerateUniqueName(f"{pairName} expert utilisation"))
-            chartNodes = utilisationChart(scene, table, colors, f"{pairName} expert utilisation")
+        mapNodes: dict[str, slicer.vtkMRMLVolumeNode] = {}
+        gateNodes: dict[str, slicer.vtkMRMLScalarVolumeNode] = {}
+        colors: list[slicer.vtkMRMLColorTableNode] = []
+        table = chart = None
+        if maps is not None or routing is not None:
+            mapsFolder = changes.createFolder("Maps", folder)
+            if maps is not None:
+                mapNodes, colors = importModelMaps(scene, maps, pairName)
+            if routing is not None and includeGateMaps:
+                gateNodes = importGateMaps(scene, outputDirectory, routing, pairName)
+            for node in [*colors, *mapNodes.values(), *gateNodes.values()]:
+                placeInFolder(scene, node, mapsFolder)
+            outputs += [*mapNodes.values(), *gateNodes.values()]
+        if maps is not None and maps.maps:
+            networkShare = summary.get("network_share")
+            if networkShare is None and routing is not None:
+                networkShare = routing.networkShare
+            title = f"{pairName} {'expert utilisation' if routing is not None else 'map statistics'}"
+            table = utilisationTable(scene, maps, scene.GenerateUniqueName(title), networkShare)
+            chartNodes = utilisationChart(scene, table, maps, title)
             chart = chartNodes[0]
             for node in [table, *chartNodes]:
                 placeInFolder(scene, node, folder)
@@ -155,26 +194,27 @@ def importResults(scene: slicer.vtkMRMLScene, outputDirectory: Path, inputs: Run
     for movingNode in (inputs.moving, inputs.movingSegmentation):
         if movingNode is not None:
             movingNode.SetAndObserveTransformNodeID(transform.GetID())
-    return RegistrationResult(transform, warpedVolume, warpedSegmentation, routingNodes, table, summary,
-                              folderItemId=folder, expertColorTableNode=colors, utilisationChartNode=chart,
+    return RegistrationResult(transform, warpedVolume, warpedSegmentation, mapNodes, table, summary,
+                              folderItemId=folder, mapColorTableNodes=colors, gateNodes=gateNodes,
+                              maps=maps.maps if maps is not None else [], routing=routing, utilisationChartNode=chart,
                               jacobianNode=jacobian, uncertaintyNode=uncertainty, landmarkTableNode=landmarks,
                               segmentTableNode=segments)
 
 
 def describeNetworkShare(summary: dict) -> Optional[str]:
-    """What the routing maps show, from ``summary.json``: the network's prediction, its refinement on the pair
+    """What the network's maps show, from ``summary.json``: the network's prediction, its refinement on the pair
     and the network share. None for a run without a network."""
     share = summary.get("network_share")
     if share is None:
         return None
     steps = summary.get("method", {}).get("refine_steps", 0)
     if summary.get("network_prediction") == "rejected":
-        return ("The routing maps are those of the network's prediction, which was not used: it matched the pair "
+        return ("The network's maps are those of its prediction, which was not used: it matched the pair "
                 f"worse than no deformation, so the registration is the refinement's alone ({steps} steps from "
                 "the affine; network share 0).")
     refinement = (f"refined afterwards by {steps} step{'s' if steps != 1 else ''} on the pair" if steps
                   else "not refined afterwards")
-    return (f"The routing maps are those of the network's prediction, {refinement}; the prediction accounts for "
+    return (f"The network's maps are those of its prediction, {refinement}; the prediction accounts for "
             f"{100 * share:.0f} % of the final deformation beyond the affine (network share {share:.2f}).")
 
 

@@ -1,14 +1,15 @@
-"""Expert-routing outputs of a network model: ``routing.json`` and the per-level, per-axis maps.
+"""SHMoAReg's expert routing: ``routing.json`` and the gate maps.
 
 Layout written by the engine (all maps on the fixed image's grid)::
 
     routing.json                              experts, utilisation, moa_utilisation, network_share
-    routing/level{L}_{a}_expert.nii.gz        arg-max expert, 1-based; 0 outside the foreground
-    routing/level{L}_{a}_gate{E}.nii.gz       gate probability of expert E (1-based)
+    routing/level{L}_{a}_gate{E}.nii.gz       gate probability of expert E (1-based), with gate maps asked for
 
-with ``a`` in x, y, z. A run without routing (e.g. ``--model none``) has neither. The maps are
-those of the network's prediction, before its refinement on the pair; ``network_share`` (0 to 1)
-is how much of the final deformation that prediction accounts for.
+with ``a`` in x, y, z. The arg-max expert per level and axis is one of the network's maps
+(``maps/level{L}_{a}_expert.nii.gz``, named :func:`routingKey` ``(L, a)``; :mod:`SHMoARegLib.maps`). A run
+without expert routing (e.g. ``--model none`` or ``unet``) has no ``routing.json``. The maps are those of the
+network's prediction, before its refinement on the pair; ``network_share`` (0 to 1) is how much of the final
+deformation that prediction accounts for.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from typing import Optional
 
 import slicer
 
-from SHMoARegLib.colors import expertColorName, expertColorTable, viridisColorNode
+from SHMoARegLib.colors import viridisColorNode
 from SHMoARegLib.volumes import readVolume
 
 ROUTING_JSON = "routing.json"
 ROUTING_FOLDER = "routing"
 AXES = ("x", "y", "z")
 _ROUTING_KEY = r"level(?P<level>\d+)_(?P<axis>[xyz])_(?:expert|gate(?P<expert>\d+))"
-_ROUTING_FILE = re.compile(rf"^{_ROUTING_KEY}\.nii\.gz$")
+_GATE_FILE = re.compile(r"^level\d+_[xyz]_gate\d+\.nii\.gz$")
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,6 @@ class Expert:
     kernelSize: int
     dilation: int
     receptiveField: int
-
-    @property
-    def colorName(self) -> str:
-        return expertColorName(self.kernelSize, self.dilation, self.receptiveField)
 
 
 @dataclass
@@ -61,11 +58,11 @@ class RoutingInfo:
 
 @dataclass(frozen=True)
 class RoutingFile:
-    """One routing map file: an arg-max map (``expert`` None) or one expert's gate map."""
+    """One gate map file: the probability of ``expert`` (1-based) at a level and axis."""
 
     level: int
     axis: str
-    expert: Optional[int]
+    expert: int
     path: Path
 
     @property
@@ -115,43 +112,36 @@ def readRoutingInfo(outputDirectory: Path) -> Optional[RoutingInfo]:
 
 
 def routingFiles(outputDirectory: Path) -> list[RoutingFile]:
-    """Routing map files of a run, ordered by level, axis, then arg-max before gates."""
+    """Gate map files of a run, ordered by level, axis, then expert."""
     folder = Path(outputDirectory) / ROUTING_FOLDER
     if not folder.is_dir():
         return []
-    found = []
-    for path in folder.glob("*.nii.gz"):
-        if _ROUTING_FILE.match(path.name):
-            found.append(RoutingFile(*parseRoutingKey(path.name[:-len(".nii.gz")]), path))
-    return sorted(found, key=lambda f: (f.level, AXES.index(f.axis), f.expert or 0))
+    found = [RoutingFile(*parseRoutingKey(path.name[:-len(".nii.gz")]), path)
+             for path in folder.glob("*.nii.gz") if _GATE_FILE.match(path.name)]
+    return sorted(found, key=lambda f: (f.level, AXES.index(f.axis), f.expert))
 
 
-def importRoutingMaps(
-        scene: slicer.vtkMRMLScene, outputDirectory: Path, info: RoutingInfo, baseName: str, includeGates: bool = True,
-) -> tuple[dict[str, slicer.vtkMRMLVolumeNode], slicer.vtkMRMLColorTableNode]:
-    """Load the routing maps: arg-max maps as label maps with a colour per expert, gates with Viridis.
-
-    Returns the nodes by :func:`routingKey` and the experts' colour table.
-    """
-    colors = expertColorTable(scene, f"{baseName} experts", [expert.colorName for expert in info.experts])
-    nodes: dict[str, slicer.vtkMRMLVolumeNode] = {}
+def importGateMaps(scene: slicer.vtkMRMLScene, outputDirectory: Path, info: RoutingInfo,
+                   baseName: str) -> dict[str, slicer.vtkMRMLScalarVolumeNode]:
+    """Load the gate maps as scalar volumes shown with Viridis over [0, 1]; returns them by :func:`routingKey`."""
+    nodes: dict[str, slicer.vtkMRMLScalarVolumeNode] = {}
     for routingFile in routingFiles(outputDirectory):
-        if routingFile.expert is None:
-            node = readVolume(scene, routingFile.path, f"{baseName} L{routingFile.level} {routingFile.axis} expert",
-                              "vtkMRMLLabelMapVolumeNode")
-            node.GetDisplayNode().SetAndObserveColorNodeID(colors.GetID())
-        elif includeGates:
-            if not 1 <= routingFile.expert <= len(info.experts):
-                raise ValueError(f"{routingFile.path.name}: expert {routingFile.expert} is not one of the "
-                                 f"{len(info.experts)} experts in {ROUTING_JSON}")
-            expert = info.experts[routingFile.expert - 1]
-            node = readVolume(scene, routingFile.path,
-                              f"{baseName} L{routingFile.level} {routingFile.axis} gate {expert.colorName}")
-            display = node.GetDisplayNode()
-            display.SetAndObserveColorNodeID(viridisColorNode(scene).GetID())
-            display.AutoWindowLevelOff()
-            display.SetWindowLevelMinMax(0.0, 1.0)
-        else:
-            continue
+        if not 1 <= routingFile.expert <= len(info.experts):
+            raise ValueError(f"{routingFile.path.name}: expert {routingFile.expert} is not one of the "
+                             f"{len(info.experts)} experts in {ROUTING_JSON}")
+        expert = info.experts[routingFile.expert - 1]
+        node = readVolume(scene, routingFile.path, scene.GenerateUniqueName(
+            f"{baseName} L{routingFile.level} {routingFile.axis} gate {expert.name}"))
+        display = node.GetDisplayNode()
+        display.SetAndObserveColorNodeID(viridisColorNode(scene).GetID())
+        display.AutoWindowLevelOff()
+        display.SetWindowLevelMinMax(0.0, 1.0)
         nodes[routingFile.key] = node
-    return nodes, colors
+    return nodes
+
+
+def gateDescription(key: str, info: RoutingInfo) -> str:
+    """What a gate map shows, from its :func:`routingKey`."""
+    level, axis, expert = parseRoutingKey(key)
+    return (f"decoder level {level}, {axis} displacement: the gate probability of expert "
+            f"{info.experts[expert - 1].name}")

@@ -86,8 +86,10 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="intensity window mapped to [0, 1] (overrides --intensity)")
     parser.add_argument("--routing-maps", default=DEFAULT_ROUTING_MAPS, choices=ROUTING_MAP_MODES,
-                        help="network routing maps to write: arg-max only (default), arg-max and gate maps "
-                             "(full: one volume per level, axis and expert), or none")
+                        help="the network's per-voxel maps to write: every map it offers in maps/ (experts, the "
+                             "default; for SHMoAReg the arg-max expert per level and axis), those and SHMoAReg's "
+                             "gate maps (full: one volume per level, axis and expert), or none (maps.json and "
+                             "routing.json still give their statistics)")
     parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES,
                         help="json: one JSON object per line on stdout; bar: a text bar on stderr")
 

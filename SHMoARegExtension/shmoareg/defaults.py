@@ -25,8 +25,9 @@ CROSS_CONTRAST_REFINE_STEPS = {"cpu": 30, "cuda": 90}
 # half-resolution prediction costs about an eighth.
 DEFAULT_NETWORK_MAX_VOXELS = {"cpu": 500_000, "cuda": 4_000_000}
 
-# Routing maps ``register`` writes for a mixture-of-experts network: the arg-max expert per voxel
-# and axis ("full" adds one gate-probability volume per level, axis and expert; "none": no maps).
+# Maps ``register`` writes for a network: every map it offers (``maps/``; for SHMoAReg the arg-max expert
+# per level and axis); "full" adds SHMoAReg's gate probabilities (one volume per level, axis and expert);
+# "none" writes no map files (maps.json and routing.json still give the statistics).
 ROUTING_MAP_MODES = ("full", "experts", "none")
 DEFAULT_ROUTING_MAPS = "experts"
 

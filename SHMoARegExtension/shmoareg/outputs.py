@@ -23,8 +23,9 @@ from shmoareg.errors import InputError, NoSpace, require_utf8
 from shmoareg.jsonio import dumps
 from shmoareg.nifti_check import check_nifti, is_nifti_name
 
-# The files a run writes (routing maps under ROUTING_FOLDER). summary.json is moved last: its presence marks
-# a complete set of outputs, and its FILES_KEY lists the run's files.
+# The files a run writes (a network's maps under MAPS_FOLDER, listed in MAPS_FILE; SHMoAReg's gate maps under
+# ROUTING_FOLDER). summary.json is moved last: its presence marks a complete set of outputs, and its FILES_KEY
+# lists the run's files.
 TRANSFORM_FILE = "transform.h5"
 DISPLACEMENT_FILE = "displacement.nii"
 WARPED_FILE = "warped_moving.nii.gz"
@@ -33,9 +34,12 @@ JACOBIAN_FILE = "jacobian.nii"
 UNCERTAINTY_FILE = "uncertainty.nii.gz"
 ROUTING_FILE = "routing.json"
 ROUTING_FOLDER = "routing"
+MAPS_FILE = "maps.json"
+MAPS_FOLDER = "maps"
 COMPLETION_MARKER = "summary.json"
 OUTPUT_NAMES = (TRANSFORM_FILE, DISPLACEMENT_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE, JACOBIAN_FILE,
-                UNCERTAINTY_FILE, ROUTING_FILE, COMPLETION_MARKER)
+                UNCERTAINTY_FILE, ROUTING_FILE, MAPS_FILE, COMPLETION_MARKER)
+OUTPUT_FOLDERS = (ROUTING_FOLDER, MAPS_FOLDER)
 FILES_KEY = "files"
 # What ``batch`` adds: in each pair's folder an overview PNG of the run, its thumbnail and the pair's page of the
 # report; in its own output folder the tables and the report.
@@ -80,8 +84,9 @@ class OutputFolder:
         """Refuse an input that is an output of this folder (by path, or the same file by a hard link)."""
         outputs = [self.path / name for name in (*OUTPUT_NAMES, *earlier_files(self.path))]
         for given in (Path(p) for p in inputs if p is not None):
-            inside = given.resolve().parent in (self.path.resolve(), (self.path / ROUTING_FOLDER).resolve())
-            named = given.name in OUTPUT_NAMES or given.resolve().parent.name == ROUTING_FOLDER
+            folders = [self.path.resolve(), *((self.path / folder).resolve() for folder in OUTPUT_FOLDERS)]
+            inside = given.resolve().parent in folders
+            named = given.name in OUTPUT_NAMES or given.resolve().parent.name in OUTPUT_FOLDERS
             same = any(output.is_file() and given.is_file() and os.path.samefile(given, output) for output in outputs)
             if (inside and named) or same:
                 raise InputError(f"input {given} is a file this run would write in {self.path}; move it out of the "

@@ -10,7 +10,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from shmoareg.grid import Grid, resample
-from shmoareg.outputs import JACOBIAN_FILE, ROUTING_FILE, ROUTING_FOLDER, WARPED_FILE
+from shmoareg.model_maps import category_colour, map_file
+from shmoareg.models.shmoareg_net import expert_map_name
+from shmoareg.outputs import JACOBIAN_FILE, ROUTING_FILE, WARPED_FILE
 
 ROUTING_LEVEL = 1  # the full-resolution decoder level is shown
 
@@ -46,12 +48,12 @@ def _routing_row(axes: list, fixed: sitk.Image, output_dir: Path) -> None:
     routing = json.loads((output_dir / ROUTING_FILE).read_text())
     experts = [expert["name"] for expert in routing["experts"]]
     background = _middle_slices(fixed)[0]
-    colours = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf", "#999999"]
+    colours = [category_colour(value) for value in range(1, len(experts) + 1)]  # as maps.json and Slicer show them
     from matplotlib.colors import ListedColormap
 
     colour_map = ListedColormap(colours[: len(experts)])
     for column, axis in enumerate("xyz"):
-        path = output_dir / ROUTING_FOLDER / f"level{ROUTING_LEVEL}_{axis}_expert.nii.gz"
+        path = output_dir / map_file(expert_map_name(ROUTING_LEVEL, axis))
         winners = _middle_slices(sitk.ReadImage(str(path)))[0].astype(float)
         axes[column].imshow(background, cmap="gray")
         axes[column].imshow(np.ma.masked_equal(winners, 0), cmap=colour_map, vmin=0.5, vmax=len(experts) + 0.5,
@@ -85,7 +87,8 @@ def write_overview(fixed: sitk.Image, moving: sitk.Image, output_dir: str | os.P
 
     output_dir = Path(output_dir)
     columns = _image_columns(fixed, moving, output_dir)
-    has_routing = (output_dir / ROUTING_FILE).is_file()
+    has_routing = (output_dir / ROUTING_FILE).is_file() and all(
+        (output_dir / map_file(expert_map_name(ROUTING_LEVEL, axis))).is_file() for axis in "xyz")
     rows = 4 if has_routing else 3
     figure, axes = plt.subplots(rows, len(columns), figsize=(3 * len(columns), 3 * rows), squeeze=False)
     for column, (title, slices, colour_map, value_range) in enumerate(columns):

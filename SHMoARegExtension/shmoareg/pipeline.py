@@ -32,13 +32,14 @@ from shmoareg.imageio import check_label_grid, read_image, read_label_map, write
 from shmoareg.intensity import field_of_view, foreground_mask, normalise
 from shmoareg.landmarks import pair_landmarks, read_labeled_landmarks
 from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics, mean_dice, target_registration_error
-from shmoareg.models.base import RoutingRecord
+from shmoareg.model_maps import write_model_maps
+from shmoareg.models.base import MapSpec, RoutingRecord
 from shmoareg.network_share import network_share
 from shmoareg.optimise import (OptimisationSettings, improves_similarity, levels_from, optimise_displacement,
                                structured)
-from shmoareg.outputs import (COMPLETION_MARKER, DISPLACEMENT_FILE, FILES_KEY, JACOBIAN_FILE, ROUTING_FILE,
-                              TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE, OutputFolder,
-                              StagedOutputs)
+from shmoareg.outputs import (COMPLETION_MARKER, DISPLACEMENT_FILE, FILES_KEY, JACOBIAN_FILE, MAPS_FILE,
+                              ROUTING_FILE, TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE,
+                              OutputFolder, StagedOutputs)
 from shmoareg.progress import Progress
 from shmoareg.routing_maps import write_routing_maps
 from shmoareg.similarity import choose_similarity
@@ -101,6 +102,18 @@ class _Inputs:
 class _Network:
     model: torch.nn.Module
     metadata: dict
+
+
+@dataclass
+class _Prediction:
+    """A network's prediction: its displacement on the working grid, its routing, its per-voxel maps
+    (``(B, 1, Z_l, Y_l, X_l)`` on level ``l`` of ``grid``) and their specs, and the grid it saw (level 1)."""
+
+    displacement: torch.Tensor
+    routing: RoutingRecord
+    maps: dict[str, torch.Tensor]
+    map_specs: list[MapSpec]
+    grid: Grid
 
 
 def _load_network(name_or_path: str, device: torch.device) -> Optional[_Network]:
@@ -242,11 +255,12 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
         fixed_valid = fixed_valid * structured(fixed_tensor)
         moving_valid = to_tensor(resample(field_of_view(inputs.moving), grid, affine, sitk.sitkLinear), device)
         foreground = sitk.GetArrayFromImage(resample(fixed_mask, grid, None, sitk.sitkNearestNeighbor))
-    initial, routing, routing_grid = None, None, grid
+    initial, predicted = None, None
     if network is not None:
         with progress.stage("predict", f"{network.model.name} network prediction"):
             max_voxels = request.network_max_voxels or DEFAULT_NETWORK_MAX_VOXELS[device.type]
-            initial, routing, routing_grid = _predict(network.model, fixed_tensor, moving_tensor, grid, max_voxels)
+            predicted = _predict(network.model, fixed_tensor, moving_tensor, grid, max_voxels)
+            initial = predicted.displacement
     with progress.stage("register", "optimising the deformation on the pair"):
         similarity = request.similarity
         if similarity == "auto":
@@ -263,7 +277,7 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
             initial, prediction = None, PREDICTION_REJECTED
             settings = replace(settings, steps=_refine_steps(request, False, similarity, device.type))
         if initial is not None:  # the coarse deformation is already there: start at the network's resolution
-            settings = replace(settings, levels=levels_from(settings.levels, _factor(routing_grid, grid)))
+            settings = replace(settings, levels=levels_from(settings.levels, _factor(predicted.grid, grid)))
         steps = settings.steps
         displacement = optimise_displacement(
             fixed_tensor, moving_tensor, settings, initial=initial, fixed_valid=fixed_valid,
@@ -312,11 +326,19 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
             share = None if network is None else 0.0
             if initial is not None:
                 share = network_share(displacement, initial, grid, foreground)
-            routing_summary = None
-            if routing is not None and routing.decoder_gates:
+            maps_summary = routing_summary = None
+            if predicted is not None and predicted.maps:
+                progress.update(0.95, "writing the network's maps")
+                maps_summary = write_model_maps(
+                    predicted.maps, predicted.map_specs, predicted.grid, fixed_grid,
+                    sitk.GetArrayViewFromImage(fixed_mask), staged.path, write_files=request.routing_maps != "none",
+                    model=network.model.name)
+                maps_summary["network_share"] = share
+                staged.write_json(MAPS_FILE, maps_summary)
+            if predicted is not None and predicted.routing.decoder_gates:
                 routing_summary = write_routing_maps(
-                    routing, network.model.expert_descriptions(), routing_grid, fixed_grid,
-                    sitk.GetArrayViewFromImage(fixed_mask), staged.path, request.routing_maps)
+                    predicted.routing, network.model.expert_descriptions(), predicted.grid, fixed_grid,
+                    sitk.GetArrayViewFromImage(fixed_mask), staged.path, request.routing_maps, maps_summary)
                 routing_summary["network_share"] = share
                 staged.write_json(ROUTING_FILE, routing_summary)
         summary = {
@@ -338,7 +360,7 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
             "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "network_grid": {"size": list(grid.size), "spacing_mm": spacing, "origin": list(grid.origin),
                              "cropped_to_foreground": region is not None,
-                             "network_input_size": list(routing_grid.size) if network is not None else None},
+                             "network_input_size": list(predicted.grid.size) if predicted is not None else None},
             "affine": describe(affine) if affine is not None else None,
             "overlap_after_initialisation": overlap,
             "transform_convention": TRANSFORM_CONVENTION,
@@ -372,16 +394,18 @@ def _refine_steps(request: RegistrationRequest, with_network: bool, similarity: 
 
 @torch.no_grad()
 def _predict(model: torch.nn.Module, fixed: torch.Tensor, moving: torch.Tensor, grid: Grid,
-             max_voxels: int) -> tuple[torch.Tensor, RoutingRecord, Grid]:
-    """The network's displacement on ``grid``, its routing, and the grid the routing lives on.
+             max_voxels: int) -> _Prediction:
+    """The network's displacement on ``grid``, its routing and maps, and the grid it saw (their level 1).
 
-    Above ``max_voxels`` the network sees the images averaged down 2x (grid sides are multiples
-    of 16, so every decoder level stays aligned) and its field is upsampled to ``grid``.
+    Above ``max_voxels`` the network sees the images averaged down 2x (the model pads any size to its
+    levels and crops back) and its field is upsampled to ``grid``.
     """
     factor = 2 if int(np.prod(grid.size)) > max_voxels else 1
     output = model(*(F.avg_pool3d(image, factor) if factor > 1 else image for image in (fixed, moving)))
     input_grid = grid.coarsened(factor, tuple(output.displacement.shape[2:][::-1]))
-    return resize_field(output.displacement, grid.shape), output.routing, input_grid
+    specs = model.map_specs() if hasattr(model, "map_specs") else []
+    return _Prediction(resize_field(output.displacement, grid.shape), output.routing, dict(output.maps), specs,
+                       input_grid)
 
 
 def _factor(coarse: Grid, fine: Grid) -> int:

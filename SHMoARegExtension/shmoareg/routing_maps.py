@@ -1,123 +1,91 @@
-"""Expert-routing maps of a network's forward pass, written on the fixed image's grid.
+"""SHMoAReg's expert routing: ``routing.json`` and, with ``--routing-maps full``, the gate maps.
 
-For decoder level ``L`` (1 = full resolution) and axis ``a`` in x, y, z:
-``routing/level{L}_{a}_expert.nii.gz`` (arg-max expert, 1-based, 0 outside the fixed foreground)
-and ``routing/level{L}_{a}_gate{E}.nii.gz`` (probability of expert ``E``, 1-based, rounded to
-0.01 and 0 outside the fixed foreground, which keeps the files small). Utilisation is the
-fraction of fixed-foreground voxels whose arg-max is each expert (each list sums to 1).
+The arg-max expert per decoder level ``L`` (1 = the network input's resolution) and axis ``a`` in x, y, z is
+one of the network's maps (``maps/level{L}_{a}_expert.nii.gz``, :mod:`shmoareg.model_maps`);
+``routing.json``'s utilisation is those maps' shares per expert (fractions of fixed-foreground voxels, each
+list sums to 1). ``routing/level{L}_{a}_gate{E}.nii.gz`` is the probability of expert ``E`` (1-based), rounded
+to 0.01 and 0 outside the fixed foreground (which keeps the files small), on the fixed image's grid.
 """
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
 from shmoareg.defaults import ROUTING_MAP_MODES
 from shmoareg.grid import Grid, from_array
+from shmoareg.imageio import write_image
+from shmoareg.model_maps import fixed_sampling_grid, level_grid
 from shmoareg.models.base import AXES, RoutingRecord
+from shmoareg.models.shmoareg_net import expert_map_name
+from shmoareg.outputs import ROUTING_FOLDER
+
+__all__ = ["expert_utilisation", "fixed_sampling_grid", "gate_map_file", "write_routing_maps"]
 
 
-def fixed_sampling_grid(network: Grid, fixed: Grid) -> torch.Tensor:
-    """``grid_sample`` coordinates (align_corners=False) of every fixed voxel in the network grid.
-
-    Levels are cell-centred (a level ``f`` times coarser has voxel ``j`` covering network voxels
-    ``[j f, (j + 1) f)``), so these normalised coordinates hold for every level. Both grids are
-    regular, so the map from the fixed grid's normalised coordinates to the network grid's is
-    affine and ``affine_grid`` builds the coordinates.
-    """
-    fixed_size, network_size = np.asarray(fixed.size, dtype=np.float64), np.asarray(network.size, dtype=np.float64)
-    to_network_index = np.linalg.inv(network.direction_matrix * np.asarray(network.spacing))
-    # fixed normalised u -> fixed index i = (S_f u + S_f - 1) / 2 -> network index c -> network normalised v.
-    index_matrix = to_network_index @ (fixed.direction_matrix * np.asarray(fixed.spacing))
-    index_offset = to_network_index @ (np.asarray(fixed.origin) - np.asarray(network.origin))
-    matrix = np.diag(2.0 / network_size) @ index_matrix @ np.diag(fixed_size / 2.0)
-    offset = (2.0 / network_size) * (index_matrix @ ((fixed_size - 1.0) / 2.0) + index_offset + 0.5) - 1.0
-    theta = torch.from_numpy(np.hstack([matrix, offset[:, None]]).astype(np.float32))[None]
-    return F.affine_grid(theta, [1, 1, *fixed.shape], align_corners=False)
+def gate_map_file(level: int, axis: str, expert: int) -> str:
+    """The relative path of a gate map (expert 1-based)."""
+    return f"{ROUTING_FOLDER}/level{level}_{axis}_gate{expert}.nii.gz"
 
 
-def write_routing_maps(routing: RoutingRecord, experts: list[dict[str, Any]], network: Grid, fixed: Grid,
-                       foreground: np.ndarray, output_path: Callable[[str], Any],
-                       mode: str = "full") -> dict[str, Any]:
-    """Write every level's and axis's maps through ``output_path(name)``; returns ``routing.json``'s content."""
-    if mode not in ROUTING_MAP_MODES:
-        raise ValueError(f"unknown routing-map mode {mode!r}; use one of {', '.join(ROUTING_MAP_MODES)}")
-    inside = np.asarray(foreground) > 0
+def expert_utilisation(maps: Optional[dict[str, Any]], levels: list[int]) -> dict[str, dict[str, list[float]]]:
+    """``{level: {axis: [share per expert]}}`` from ``maps.json``'s content (its arg-max expert maps)."""
+    entries = {entry["name"]: entry for entry in (maps or {}).get("maps", [])}
     utilisation: dict[str, dict[str, list[float]]] = {}
-    coordinates = fixed_sampling_grid(network, fixed)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as writer:  # gzip runs outside the GIL
-        pending: list[Future] = []
-        for level, gates in sorted(routing.decoder_gates.items()):
-            utilisation[str(level)] = _write_level(level, gates, coordinates, fixed, inside, len(experts),
-                                                   output_path, mode, writer, pending)
-        for write in pending:
-            write.result()  # re-raises a failed write
-    return {
-        "experts": experts,
-        "levels": {str(level): {"spacing_mm": network.spacing[0] * 2 ** (level - 1)}
-                   for level in routing.decoder_gates},
-        "utilisation": utilisation,
-        "moa_utilisation": routing.moa_utilisation(),
-        "maps": mode,
-        "conventions": "expert maps: arg-max expert, 1-based, 0 outside the fixed foreground; gate maps: "
-                       "probabilities rounded to 0.01, 0 outside the fixed foreground; all on the fixed "
-                       "image's grid; level 1 is full resolution",
-    }
-
-
-def _write_level(level: int, gates: torch.Tensor, coordinates: torch.Tensor, fixed: Grid, inside: np.ndarray,
-                 experts: int, output_path: Callable[[str], Any], mode: str, writer: ThreadPoolExecutor,
-                 pending: list[Future]) -> dict[str, list[float]]:
-    """Resample one level's routing to the fixed grid, queue its files on ``writer`` (appending the
-    futures to ``pending``) and return its utilisation.
-
-    The arg-max is taken on the level's own grid and sampled nearest (one channel per axis, not
-    one per expert); gate maps are sampled linearly.
-    """
-    coordinates = coordinates.to(gates.device)
-    arg_max = _arg_max_expert(gates[0])[None]  # (1, 3, z, y, x)
-    winners_per_axis = F.grid_sample(arg_max, coordinates, mode="nearest", padding_mode="border",
-                                     align_corners=False)[0].cpu().numpy().astype(np.uint8) + 1
-    utilisation = {}
-    for axis, name in enumerate(AXES):
-        winners = winners_per_axis[axis]
-        winners[~inside] = 0
-        counts = np.bincount(winners[inside].ravel(), minlength=experts + 1)[1:].astype(float)
-        utilisation[name] = (counts / max(counts.sum(), 1.0)).tolist()
-        if mode == "none":
-            continue
-        pending.append(writer.submit(_write, from_array(winners, fixed),
-                                     output_path(f"routing/level{level}_{name}_expert.nii.gz")))
-        if mode == "full":
-            channels = gates[0, axis].float()[None]  # (1, E, z, y, x)
-            probabilities = F.grid_sample(channels, coordinates, mode="bilinear", padding_mode="border",
-                                          align_corners=False)[0].cpu().numpy()
-            for expert, gate in enumerate(probabilities):
-                rounded = np.where(inside, np.round(gate, 2), 0.0).astype(np.float32)
-                pending.append(writer.submit(_write, from_array(rounded, fixed),
-                                             output_path(f"routing/level{level}_{name}_gate{expert + 1}.nii.gz")))
+    for level in levels:
+        per_axis = {}
+        for axis in AXES:
+            entry = entries.get(expert_map_name(level, axis))
+            if entry is not None:
+                shares = np.array([category["share"] for category in entry["categories"]], dtype=np.float64)
+                per_axis[axis] = (shares / max(shares.sum(), 1e-12)).tolist()
+        utilisation[str(level)] = per_axis
     return utilisation
 
 
-def _arg_max_expert(gates: torch.Tensor) -> torch.Tensor:
-    """Index of the largest gate, ``(3, E, z, y, x) -> (3, z, y, x)`` float (first on ties).
+def write_routing_maps(routing: RoutingRecord, experts: list[dict[str, Any]], network: Grid, fixed: Grid,
+                       foreground: np.ndarray, output_path: Callable[[str], Any], mode: str = "full",
+                       maps: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Write the gate maps through ``output_path(relative path)`` when ``mode`` is ``full``; returns the content of
+    ``routing.json``, its utilisation taken from ``maps`` (``maps.json``'s content)."""
+    if mode not in ROUTING_MAP_MODES:
+        raise ValueError(f"unknown routing-map mode {mode!r}; use one of {', '.join(ROUTING_MAP_MODES)}")
+    inside = np.asarray(foreground) > 0
+    levels = sorted(routing.decoder_gates)
+    if mode == "full":
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as writer:  # gzip runs outside the GIL
+            pending: list[Future] = []
+            for level in levels:
+                _write_gates(level, routing.decoder_gates[level], network, fixed, inside, output_path, writer, pending)
+            for write in pending:
+                write.result()  # re-raises a failed write
+    return {
+        "experts": experts,
+        "levels": {str(level): {"spacing_mm": network.spacing[0] * 2 ** (level - 1)} for level in levels},
+        "utilisation": expert_utilisation(maps, levels),
+        "moa_utilisation": routing.moa_utilisation(),
+        "maps": mode,
+        "conventions": "utilisation: shares of the arg-max expert maps (maps.json) over the fixed foreground; "
+                       "gate maps: probabilities rounded to 0.01, 0 outside the fixed foreground, on the fixed "
+                       "image's grid; level 1 is the network input's resolution",
+    }
 
-    One comparison per expert on contiguous slices: several times faster on CPU than
-    ``argmax(dim=1)``, which reduces across a strided axis.
-    """
-    best, index = gates[:, 0].clone(), torch.zeros(gates[:, 0].shape, dtype=torch.float32, device=gates.device)
-    for expert in range(1, gates.shape[1]):
-        larger = gates[:, expert] > best
-        best = torch.where(larger, gates[:, expert], best)
-        index[larger] = float(expert)
-    return index
 
-
-def _write(image: sitk.Image, path: Any) -> None:
-    sitk.WriteImage(image, str(path), True)
+def _write_gates(level: int, gates: torch.Tensor, network: Grid, fixed: Grid, inside: np.ndarray,
+                 output_path: Callable[[str], Any], writer: ThreadPoolExecutor, pending: list[Future]) -> None:
+    """Resample one level's gates ``(B, 3, E, z, y, x)`` linearly to the fixed grid and queue their files on
+    ``writer`` (appending the futures to ``pending``)."""
+    coordinates = fixed_sampling_grid(level_grid(network, level, tuple(gates.shape[3:])), fixed).to(gates.device)
+    for axis, name in enumerate(AXES):
+        channels = gates[0, axis].float()[None]  # (1, E, z, y, x)
+        probabilities = F.grid_sample(channels, coordinates, mode="bilinear", padding_mode="border",
+                                      align_corners=False)[0].cpu().numpy()
+        for expert, gate in enumerate(probabilities):
+            rounded = np.where(inside, np.round(gate, 2), 0.0).astype(np.float32)
+            pending.append(writer.submit(write_image, from_array(rounded, fixed),
+                                         output_path(gate_map_file(level, name, expert + 1))))

@@ -1,20 +1,14 @@
-"""The registration networks: shapes, gradients, gates, top-k routing, load balancing, routing maps."""
+"""The registration networks: shapes, gradients, gates, top-k routing, load balancing (maps: test_model_maps.py)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
-from phantoms import rotation_direction
-from shmoareg.grid import Grid, network_grid
 from shmoareg.models import build_model
-from shmoareg.models.base import RoutingRecord
 from shmoareg.errors import InputError
 from shmoareg.models.mixture import (FactorisedExpert, MixtureOfAttentionHeads, SpatiallyHeterogeneousMoE,
                                      load_balancing_loss)
-from shmoareg.routing_maps import _arg_max_expert, fixed_sampling_grid, write_routing_maps
 from shmoareg.spatial import jacobian_determinant
 
 TINY = {"channels": [4, 8, 8, 8], "attention_levels": [3, 4], "head_experts": 4, "top_k": 2, "head_dim": 8}
@@ -143,56 +137,6 @@ def test_utilisation_summaries_sum_to_one():
     moa = routing.moa_utilisation()
     assert set(moa) == {"3", "4"} and all(sum(v) == pytest.approx(1.0) for v in moa.values())
     assert routing.moa_weights[3].shape == (2, 4 * 8 * 8, 4)  # fixed and moving tokens at 1/4 resolution
-
-
-def test_arg_max_expert_is_torch_argmax_first_on_ties():
-    gates = torch.rand(3, 4, 6, 5, 7, generator=torch.Generator().manual_seed(0)).round(decimals=1)
-    assert torch.equal(_arg_max_expert(gates), gates.argmax(dim=1).float())
-
-
-def test_fixed_sampling_grid_matches_each_fixed_voxels_physical_point():
-    fixed = Grid((9, 7, 5), (1.2, 1.4, 2.0), (5.0, -3.0, 8.0), rotation_direction((0.3, -0.2, 0.1)))
-    network = network_grid(fixed.reference_image(), 1.5)
-    coordinates = fixed_sampling_grid(network, fixed)[0].double().numpy()  # (Z, Y, X, 3) normalised x, y, z
-    index = (coordinates + 1.0) * np.asarray(network.size) / 2.0 - 0.5  # continuous network index
-    physical = index * np.asarray(network.spacing) @ network.direction_matrix.T + np.asarray(network.origin)
-    assert np.allclose(physical, fixed.physical_points(), atol=1e-4)
-
-
-def test_routing_maps_align_with_the_fixed_image_in_physical_space(tmp_path):
-    direction = rotation_direction((0.3, -0.2, 0.1))
-    fixed = Grid((30, 26, 20), (1.2, 1.4, 2.0), (5.0, -3.0, 8.0), direction)
-    network = network_grid(fixed.reference_image(), 1.5)
-    # Level 2: expert 2 wins for x along network index axis i in its upper half, expert 1 elsewhere.
-    z, y, x = (n // 2 for n in network.shape)
-    gates = torch.zeros(1, 3, 2, z, y, x)
-    upper = torch.arange(x) >= x // 2
-    gates[:, :, 1, ..., upper] = 1.0
-    gates[:, :, 0, ..., ~upper] = 1.0
-    foreground = np.ones(fixed.shape, dtype=np.uint8)
-    foreground[0] = 0
-    experts = [{"name": "a"}, {"name": "b"}]
-    (tmp_path / "routing").mkdir()
-    content = write_routing_maps(RoutingRecord(decoder_gates={2: gates}), experts, network, fixed, foreground,
-                                 lambda name: tmp_path / name)
-    expert_map = sitk.ReadImage(str(tmp_path / "routing" / "level2_x_expert.nii.gz"))
-    assert expert_map.GetSize() == fixed.size and np.allclose(expert_map.GetDirection(), direction)
-    assert np.allclose(expert_map.GetOrigin(), fixed.origin)
-    values = sitk.GetArrayFromImage(expert_map)
-    assert (values[0] == 0).all()
-    # the network grid's centre plane along its first axis separates the experts in physical space
-    centre = np.asarray(network.origin) + np.asarray(direction).reshape(3, 3) @ (
-        (np.asarray(network.size) - 1) / 2 * np.asarray(network.spacing))
-    axis = np.asarray(direction).reshape(3, 3)[:, 0]
-    points = fixed.physical_points()
-    side = (points - centre) @ axis
-    clear = (np.abs(side) > 3.0) & (values > 0)
-    assert np.all(values[clear & (side > 0)] == 2) and np.all(values[clear & (side < 0)] == 1)
-    fractions = content["utilisation"]["2"]["x"]
-    assert sum(fractions) == pytest.approx(1.0)
-    assert fractions[1] == pytest.approx(np.mean(values[values > 0] == 2))
-    gate = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "routing" / "level2_x_gate2.nii.gz")))
-    assert np.all(gate[clear & (side > 0)] > 0.99)
 
 
 @pytest.mark.parametrize("kernel,dilation", [(3, 1), (5, 1), (3, 3), (3, 5)])

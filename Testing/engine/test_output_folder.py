@@ -35,10 +35,10 @@ def test_a_second_run_replaces_the_first_runs_files_as_a_set(pair, capsys):
     assert visible_files(out) == set(listed) | {"notes.txt"}
 
 
-@pytest.mark.parametrize("name", ["warped_moving.nii.gz", "jacobian.nii"])
+@pytest.mark.parametrize("name", ["warped_moving.nii.gz", "jacobian.nii", "maps/level1_x_expert.nii.gz"])
 def test_an_input_under_an_output_name_in_the_output_folder_is_refused_untouched(pair, capsys, name):
-    (pair / "out").mkdir()
     target = pair / "out" / name
+    target.parent.mkdir(parents=True)
     sitk.WriteImage(sitk.ReadImage(str(pair / "moving.nii.gz")), str(target))
     before = target.read_bytes()
     code, err = register(pair, capsys, moving=f"out/{name}")

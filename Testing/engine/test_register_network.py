@@ -1,4 +1,4 @@
-"""``register`` with a network checkpoint: prediction, refinement, routing maps and summary fields."""
+"""``register`` with a network checkpoint: prediction, refinement, its maps, routing and summary fields."""
 
 from __future__ import annotations
 
@@ -47,12 +47,15 @@ def test_routing_maps_and_summary(case):
     levels, experts = ["1", "2", "3", "4"], 3
     assert sorted(routing["utilisation"]) == levels and len(routing["experts"]) == experts
     assert [e["receptive_field"] for e in routing["experts"]] == [3, 5, 7]
-    files = {p.name for p in (out / "routing").iterdir()}
-    expected = {f"level{l}_{a}_expert.nii.gz" for l in levels for a in "xyz"} | {
+    assert {p.name for p in (out / "maps").iterdir()} == {f"level{l}_{a}_expert.nii.gz" for l in levels for a in "xyz"}
+    assert {p.name for p in (out / "routing").iterdir()} == {
         f"level{l}_{a}_gate{e}.nii.gz" for l in levels for a in "xyz" for e in range(1, experts + 1)}
-    assert files == expected
+    maps = json.loads((out / "maps.json").read_text())
+    assert [entry["name"] for entry in maps["maps"]] == [f"level{l}_{a}_expert" for l in levels for a in "xyz"]
+    assert {f"maps/level{l}_{a}_expert.nii.gz" for l in levels for a in "xyz"} <= set(summary["files"])
+    assert {"maps.json", "routing.json", "routing/level4_z_gate3.nii.gz"} <= set(summary["files"])
     fixed = sitk.ReadImage(str(folder / "fixed.nii.gz"))
-    expert_map = sitk.ReadImage(str(out / "routing" / "level1_y_expert.nii.gz"))
+    expert_map = sitk.ReadImage(str(out / "maps" / "level1_y_expert.nii.gz"))
     assert expert_map.GetSize() == fixed.GetSize() and np.allclose(expert_map.GetSpacing(), fixed.GetSpacing())
     values = sitk.GetArrayFromImage(expert_map)
     assert set(np.unique(values)) <= {0, 1, 2, 3} and (values == 0).any() and (values > 0).any()
@@ -62,6 +65,10 @@ def test_routing_maps_and_summary(case):
             assert len(fractions) == experts and sum(fractions) == pytest.approx(1.0)
     first = routing["utilisation"]["1"]["y"]
     assert first[1] == pytest.approx(np.mean(values[values > 0] == 2))
+    entry = maps["maps"][1]
+    assert (entry["level"], entry["axis"], entry["kind"]) == (1, "y", "categorical")
+    assert [category["name"] for category in entry["categories"]] == [e["name"] for e in routing["experts"]]
+    assert [category["share"] for category in entry["categories"]] == pytest.approx(first)
     assert sorted(routing["moa_utilisation"]) == ["3", "4"]
     assert all(sum(v) == pytest.approx(1.0) for v in routing["moa_utilisation"].values())
     model = summary["model"]
@@ -76,14 +83,18 @@ def test_default_writes_arg_max_maps_without_gate_maps(case):
     folder, weights = case
     summary = run(folder, weights, "experts", refine_steps=0)
     assert summary["network_share"] == 1.0  # the prediction is the final field
-    names = {p.name for p in (folder / "experts" / "routing").iterdir()}
+    names = {p.name for p in (folder / "experts" / "maps").iterdir()}
     assert len(names) == 12 and all(name.endswith("_expert.nii.gz") for name in names)
+    assert not (folder / "experts" / "routing").exists()
 
 
 def test_refinement_raises_dice_over_the_prediction(case):
     folder, weights = case
     predicted = run(folder, weights, "predicted", refine_steps=0, routing_maps="none")
     refined = run(folder, weights, "refined", refine_steps=60, routing_maps="none")
+    maps = json.loads((folder / "refined" / "maps.json").read_text())
+    assert len(maps["maps"]) == 12 and all(entry["file"] is None for entry in maps["maps"])
+    assert not (folder / "refined" / "maps").exists() and not (folder / "refined" / "routing").exists()
     assert refined["metrics"]["mean_dice"] > predicted["metrics"]["mean_dice"] + 0.05
 
 
@@ -97,7 +108,10 @@ def test_a_grid_over_the_network_budget_is_predicted_at_half_resolution(case):
     levels = json.loads((folder / "half-resolution" / "routing.json").read_text())["levels"]
     assert levels["1"]["spacing_mm"] == pytest.approx(2 * full["network_grid"]["spacing_mm"])
     fixed = sitk.ReadImage(str(folder / "fixed.nii.gz"))
-    expert_map = sitk.ReadImage(str(folder / "half-resolution" / "routing" / "level1_x_expert.nii.gz"))
+    expert_map = sitk.ReadImage(str(folder / "half-resolution" / "maps" / "level1_x_expert.nii.gz"))
+    maps = json.loads((folder / "half-resolution" / "maps.json").read_text())
+    assert maps["network_input"]["size"] == half["network_grid"]["network_input_size"]
+    assert maps["maps"][0]["spacing_mm"] == pytest.approx([2 * full["network_grid"]["spacing_mm"]] * 3)
     assert expert_map.GetSize() == fixed.GetSize()
     transform = sitk.ReadTransform(str(folder / "half-resolution" / "transform.h5"))
     assert sitk.DisplacementFieldTransform(transform).GetDisplacementField().GetSize() == fixed.GetSize()

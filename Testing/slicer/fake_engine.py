@@ -5,11 +5,14 @@ Usage: ``fake_engine.py --mode MODE register --fixed F --moving M --output-dir D
 - ``routing``: a translation by ``--translation X Y Z`` (LPS mm, default none) as a displacement-field
   transform, warped images, ``jacobian.nii`` holding :func:`jacobianField` (not the translation's,
   which is 1), ``uncertainty.nii.gz`` holding :func:`uncertaintyField` with ``--uncertainty``, and
-  network-style routing outputs (``routing.json`` and ``routing/level{L}_{a}_{expert|gateE}.nii.gz``
-  on the fixed grid), with the network share in ``routing.json`` and ``summary.json``. Summary
+  SHMoAReg-style maps on the fixed grid: the arg-max expert maps ``maps/level{L}_{a}_expert.nii.gz`` listed
+  in ``maps.json`` (their shares are :func:`utilisation`), the gate maps ``routing/level{L}_{a}_gate{E}.nii.gz``
+  and ``routing.json``, with the network share in ``routing.json`` and ``summary.json``. Summary
   metrics: Jacobian statistics of :func:`jacobianField`; with both segmentations those of
   :func:`segmentMetrics`; with both landmark files the TRE of the translation, points paired by label.
-- ``corrupt``: like ``routing`` but one routing map is not an image (the import must fail part-way).
+- ``maps``: like ``routing`` but the maps of another kind of network (:data:`OTHER_MAPS`: one categorical,
+  two scalar) and no ``routing.json``.
+- ``corrupt``: like ``routing`` but one map is not an image (the import must fail part-way).
 - ``crash``: a progress line, a partial output file, one stderr line, exit code 1.
 - ``hang``: starts a child process, reports its pid as a progress message, then waits forever.
 """
@@ -32,8 +35,8 @@ EXPERTS = [
     {"name": "k3d2", "kernel_size": 3, "dilation": 2, "receptive_field": 5},
     {"name": "k7d1", "kernel_size": 7, "dilation": 1, "receptive_field": 7},
 ]
-LEVELS = (0, 1)
-GATE_LEVELS = (0,)
+LEVELS = (1, 2)
+GATE_LEVELS = (1,)
 AXES = ("x", "y", "z")
 NETWORK_SHARE = 0.6875
 REFINE_STEPS = 50
@@ -43,6 +46,16 @@ LAUNCHER_KILLED_LINE = "error: [/opt/Slicer/bin/python-real] exit abnormally - R
 AUTO_SIMILARITY = "lncc"
 # The label whose HD95 before registration is reported as null (as for an empty structure).
 HD95_BEFORE_MISSING_LABEL = 2
+
+
+# The maps of ``--mode maps``: name, kind, units, colour map, then the categories or the statistics written.
+CLUSTERS = ("cluster A", "cluster B", "cluster C")
+CLUSTER_SHARES = (0.5, 0.3, 0.2)
+CATEGORY_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c")
+RESIDUAL_STATISTICS = {"mean": 1.5, "min": 0.0, "max": 4.0, "p5": 0.1, "p25": 0.5, "p50": 1.2, "p75": 2.0, "p95": 3.5}
+GATE_STATISTICS = {"mean": 0.4, "min": 0.0, "max": 0.9, "p5": 0.05, "p25": 0.2, "p50": 0.4, "p75": 0.6, "p95": 0.85}
+OTHER_MAPS = (("level1_cluster", "categorical", "", None), ("residual_magnitude", "scalar", "mm", "inferno"),
+              ("attention_gate", "scalar", "", "viridis"))
 
 
 def emit(event: str, fraction: float, message: str, **extra: object) -> None:
@@ -66,6 +79,47 @@ def expertMap(shape: tuple[int, int, int], axisIndex: int) -> np.ndarray:
     experts = 1 + (positions * len(EXPERTS)) // shape[axisIndex]
     experts[0, :, :] = experts[-1, :, :] = 0
     return experts.astype(np.uint8)
+
+
+def scalarField(shape: tuple[int, int, int], largest: float) -> np.ndarray:
+    """A scalar map written, indexed [k, j, i]: 0 to ``largest`` along i."""
+    return (largest * np.indices(shape)[2] / max(shape[2] - 1, 1)).astype(np.float32)
+
+
+def mapEntry(name: str, kind: str, level: int, units: str = "", axis=None, **details: object) -> dict:
+    return {"name": name, "file": f"maps/{name}.nii.gz", "kind": kind, "level": level, "spacing_mm": [2.0 * level] * 3,
+            "units": units, "description": f"the fake {name}", "axis": axis, **details}
+
+
+def categories(names, shares) -> list[dict]:
+    return [{"value": value, "name": name, "colour": CATEGORY_COLOURS[value - 1], "share": share}
+            for value, (name, share) in enumerate(zip(names, shares), start=1)]
+
+
+def writeMaps(out: Path, fixed: sitk.Image, mode: str) -> None:
+    """The maps of ``mode`` (``routing``/``corrupt``: SHMoAReg's, ``maps``: :data:`OTHER_MAPS`) and maps.json."""
+    (out / "maps").mkdir(parents=True, exist_ok=True)
+    shape = sitk.GetArrayViewFromImage(fixed).shape
+    entries = []
+    if mode == "maps":
+        writeLike(expertMap(shape, 2), fixed, out / "maps" / "level1_cluster.nii.gz")
+        entries.append(mapEntry("level1_cluster", "categorical", 1, categories=categories(CLUSTERS, CLUSTER_SHARES)))
+        writeLike(scalarField(shape, 4.0), fixed, out / "maps" / "residual_magnitude.nii.gz")
+        entries.append(mapEntry("residual_magnitude", "scalar", 1, "mm", colour_map="inferno",
+                                statistics=RESIDUAL_STATISTICS))
+        writeLike(scalarField(shape, 0.9), fixed, out / "maps" / "attention_gate.nii.gz")
+        entries.append(mapEntry("attention_gate", "scalar", 2, colour_map="viridis", statistics=GATE_STATISTICS))
+    else:
+        names = [expert["name"] for expert in EXPERTS]
+        for level in LEVELS:
+            for axisIndex, axis in enumerate(AXES):
+                experts = expertMap(shape, 2 - axisIndex)  # x is the last array axis
+                writeLike(experts, fixed, out / "maps" / f"level{level}_{axis}_expert.nii.gz")
+                entries.append(mapEntry(f"level{level}_{axis}_expert", "categorical", level, axis=axis,
+                                        categories=categories(names, utilisation()[str(level)][axis])))
+    if mode == "corrupt":
+        (out / "maps" / f"level{LEVELS[-1]}_z_expert.nii.gz").write_bytes(b"not an image")
+    (out / "maps.json").write_text(json.dumps({"model": "fake", "maps": entries, "network_share": NETWORK_SHARE}))
 
 
 def jacobianField(shape: tuple[int, int, int]) -> np.ndarray:
@@ -125,9 +179,9 @@ def writeLike(array: np.ndarray, reference: sitk.Image, path: Path) -> None:
     sitk.WriteImage(image, str(path))
 
 
-def writeOutputs(args: argparse.Namespace, corrupt: bool) -> None:
+def writeOutputs(args: argparse.Namespace, mode: str) -> None:
     out = args.output_dir
-    (out / "routing").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     fixed = sitk.ReadImage(str(args.fixed))
     moving = sitk.ReadImage(str(args.moving))
     translation = np.array(args.translation, dtype=float)
@@ -154,20 +208,19 @@ def writeOutputs(args: argparse.Namespace, corrupt: bool) -> None:
         metrics.update(segmentMetrics([int(label) for label in present if label != 0]))
     if args.fixed_landmarks is not None:
         metrics.update(landmarkMetrics(args.fixed_landmarks, args.moving_landmarks, translation))
-    emit("progress", 0.5, "writing routing maps")
-    for level in LEVELS:
-        for axisIndex, axis in enumerate(AXES):
-            experts = expertMap(sitk.GetArrayViewFromImage(fixed).shape, 2 - axisIndex)  # x is the last array axis
-            writeLike(experts, fixed, out / "routing" / f"level{level}_{axis}_expert.nii.gz")
-            if level in GATE_LEVELS:
+    emit("progress", 0.5, "writing the network's maps")
+    writeMaps(out, fixed, mode)
+    if mode != "maps":
+        (out / "routing").mkdir(exist_ok=True)
+        for level in GATE_LEVELS:
+            for axisIndex, axis in enumerate(AXES):
+                experts = expertMap(shape, 2 - axisIndex)
                 for expert in range(1, len(EXPERTS) + 1):
                     gate = np.where(experts == expert, 0.8, 0.1).astype(np.float32)
                     writeLike(gate, fixed, out / "routing" / f"level{level}_{axis}_gate{expert}.nii.gz")
-    if corrupt:
-        (out / "routing" / f"level{LEVELS[-1]}_z_expert.nii.gz").write_bytes(b"not an image")
-    routing = {"experts": EXPERTS, "utilisation": utilisation(), "moa_utilisation": {"3": [0.5, 0.5]},
-               "network_share": NETWORK_SHARE}
-    (out / "routing.json").write_text(json.dumps(routing))
+        routing = {"experts": EXPERTS, "utilisation": utilisation(), "moa_utilisation": {"3": [0.5, 0.5]},
+                   "network_share": NETWORK_SHARE}
+        (out / "routing.json").write_text(json.dumps(routing))
     method = {"refine_steps": REFINE_STEPS, "smoothness": args.smoothness,
               "similarity": AUTO_SIMILARITY if args.similarity == "auto" else args.similarity}
     summary = {"fake": True, "device": "cpu", "method": method, "network_share": NETWORK_SHARE, "metrics": metrics}
@@ -176,7 +229,8 @@ def writeOutputs(args: argparse.Namespace, corrupt: bool) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", required=True, choices=("routing", "corrupt", "crash", "hang", "launcher-killed"))
+    parser.add_argument("--mode", required=True, choices=("routing", "maps", "corrupt", "crash", "hang",
+                                                             "launcher-killed"))
     parser.add_argument("command", choices=("register",))
     parser.add_argument("--fixed", type=Path, required=True)
     parser.add_argument("--moving", type=Path, required=True)
@@ -204,7 +258,7 @@ def main() -> int:
         emit("progress", 0.2, f"child {child.pid}")
         time.sleep(120)
         return 0
-    writeOutputs(args, corrupt=args.mode == "corrupt")
+    writeOutputs(args, args.mode)
     emit("done", 1.0, "registration finished", outputs={})
     return 0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from SHMoARegLib import options, results
+from SHMoARegLib import maps, options, results, routing
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 MODULE_DIRECTORY = REPOSITORY / "SHMoARegExtension"
@@ -96,9 +96,19 @@ def test_protocol_constants_match_the_engine():
 def test_output_file_names_match_the_engine():
     outputs = pytest.importorskip("shmoareg.outputs")
     assert (results.TRANSFORM_FILE, results.WARPED_VOLUME_FILE, results.WARPED_SEGMENTATION_FILE,
-            results.SUMMARY_FILE, results.JACOBIAN_FILE, results.UNCERTAINTY_FILE) == (
+            results.SUMMARY_FILE, results.JACOBIAN_FILE, results.UNCERTAINTY_FILE, maps.MAPS_JSON, maps.MAPS_FOLDER,
+            routing.ROUTING_JSON, routing.ROUTING_FOLDER) == (
         outputs.TRANSFORM_FILE, outputs.WARPED_FILE, outputs.WARPED_SEGMENTATION_FILE, outputs.COMPLETION_MARKER,
-        outputs.JACOBIAN_FILE, outputs.UNCERTAINTY_FILE)
+        outputs.JACOBIAN_FILE, outputs.UNCERTAINTY_FILE, outputs.MAPS_FILE, outputs.MAPS_FOLDER,
+        outputs.ROUTING_FILE, outputs.ROUTING_FOLDER)
+
+
+def test_map_conventions_match_the_engine():
+    model_maps = pytest.importorskip("shmoareg.model_maps")
+    base = pytest.importorskip("shmoareg.models.base")
+    assert maps.KINDS == base.MAP_KINDS and maps.AXES == base.AXES
+    assert set(maps.COLOR_MAPS) == {model_maps.colour_map_for(units) for units in ("", "mm")}
+    assert maps.STATISTICS == ("mean", "min", "max", *(f"p{p}" for p in model_maps.PERCENTILES))
 
 
 def test_quality_options_match_the_engine_parser():

@@ -137,10 +137,12 @@ def test_outputs_are_on_the_fixed_grid_in_one_folder(registered):
     for node in (result.transformNode, result.warpedVolumeNode, result.warpedSegmentationNode, result.jacobianNode,
                  result.landmarkTableNode, result.segmentTableNode):
         assert node in children
-    # The default model (shipped shmoareg weights): arg-max maps for 4 decoder levels x 3 axes, no gates.
-    assert set(result.routingNodes) == {routingKey(level, axis) for level in (1, 2, 3, 4) for axis in "xyz"}
-    assert result.utilisationTableNode is not None
-    for node in result.routingNodes.values():
+    # The default model (shipped shmoareg weights): maps.json's arg-max maps for 4 decoder levels x 3 axes, no gates.
+    assert set(result.mapNodes) == {routingKey(level, axis) for level in (1, 2, 3, 4) for axis in "xyz"}
+    assert result.gateNodes == {} and [info.name for info in result.maps] == list(result.mapNodes)
+    assert result.utilisationTableNode.GetNumberOfRows() == 12
+    for node in result.mapNodes.values():
+        assert node.IsA("vtkMRMLLabelMapVolumeNode")
         assert sameGeometry(node, pair.fixed)
 
 

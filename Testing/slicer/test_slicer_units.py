@@ -133,7 +133,7 @@ def test_network_share_is_optional_in_routing_json_but_must_be_a_share(tmp_path)
 def test_network_share_sentence_follows_the_refinement():
     assert describeNetworkShare({"network_share": None, "method": {"refine_steps": 50}}) is None
     unrefined = describeNetworkShare({"network_share": 1.0, "method": {"refine_steps": 0}})
-    assert unrefined == ("The routing maps are those of the network's prediction, not refined afterwards; the "
+    assert unrefined == ("The network's maps are those of its prediction, not refined afterwards; the "
                          "prediction accounts for 100 % of the final deformation beyond the affine "
                          "(network share 1.00).")
     assert "refined afterwards by 1 step on the pair" in describeNetworkShare(

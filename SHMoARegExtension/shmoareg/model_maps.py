@@ -1,0 +1,174 @@
+"""A network's per-voxel maps (its :class:`~shmoareg.models.base.MapSpec` list), written on the fixed image's grid.
+
+Every map of the prediction becomes ``maps/<name>.nii.gz`` on the fixed image's grid, and ``maps.json`` lists
+them all: name, file, kind, level (and that level's spacing), units, description, displacement axis, and
+
+- for a categorical map (value ``v`` = category ``v``, 1-based; 0 outside the fixed foreground), each
+  category's name, colour (:data:`CATEGORY_COLOURS`, in order) and share of the fixed foreground's voxels;
+- for a scalar map, its colour map (:func:`colour_map_for`) and the mean, minimum, maximum and percentiles
+  (:data:`PERCENTILES`) of its values over the fixed foreground.
+
+Level 1 is the network input's grid (the working grid, or that grid averaged down 2x when the network saw it
+so); level ``L`` is that grid averaged down ``2**(L-1)`` times, cell-centred (:meth:`Grid.coarsened`).
+Categorical maps are placed nearest, scalar maps linearly; scalar maps are written everywhere, rounded to
+:data:`SCALAR_SIGNIFICANT_DIGITS` significant digits of their largest magnitude (which keeps the files small).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shmoareg.grid import Grid, from_array
+from shmoareg.imageio import write_image
+from shmoareg.models.base import MapSpec
+from shmoareg.outputs import MAPS_FOLDER
+
+# Tableau 10: category v gets entry (v - 1) mod 10.
+CATEGORY_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+PERCENTILES = (5, 25, 50, 75, 95)
+SCALAR_SIGNIFICANT_DIGITS = 4
+# A scalar map in one of these units is a magnitude (Inferno: dark is none); any other (a probability, a gate,
+# an entropy in nats) is shown with Viridis.
+LENGTH_UNITS = ("mm", "cm", "m", "um", "voxel", "voxels")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+CONVENTIONS = ("every map on the fixed image's grid; level 1 is the network input's resolution (the working grid, or "
+               "it averaged down 2x), level L is 2^(L-1) times coarser; categorical maps: value v is category v "
+               "(1-based), 0 outside the fixed foreground, placed nearest; scalar maps: placed linearly, written "
+               f"everywhere, rounded to {SCALAR_SIGNIFICANT_DIGITS} significant digits of their largest magnitude; "
+               "shares and statistics over the fixed foreground (Otsu)")
+
+
+def fixed_sampling_grid(network: Grid, fixed: Grid) -> torch.Tensor:
+    """``grid_sample`` coordinates (align_corners=False) of every fixed voxel in the grid ``network``.
+
+    Both grids are regular, so the map from the fixed grid's normalised coordinates to the other grid's is
+    affine and ``affine_grid`` builds the coordinates. For a level of a network, pass its own grid
+    (:func:`level_grid`).
+    """
+    fixed_size, network_size = np.asarray(fixed.size, dtype=np.float64), np.asarray(network.size, dtype=np.float64)
+    to_network_index = np.linalg.inv(network.direction_matrix * np.asarray(network.spacing))
+    # fixed normalised u -> fixed index i = (S_f u + S_f - 1) / 2 -> network index c -> network normalised v.
+    index_matrix = to_network_index @ (fixed.direction_matrix * np.asarray(fixed.spacing))
+    index_offset = to_network_index @ (np.asarray(fixed.origin) - np.asarray(network.origin))
+    matrix = np.diag(2.0 / network_size) @ index_matrix @ np.diag(fixed_size / 2.0)
+    offset = (2.0 / network_size) * (index_matrix @ ((fixed_size - 1.0) / 2.0) + index_offset + 0.5) - 1.0
+    theta = torch.from_numpy(np.hstack([matrix, offset[:, None]]).astype(np.float32))[None]
+    return F.affine_grid(theta, [1, 1, *fixed.shape], align_corners=False)
+
+
+def level_grid(network: Grid, level: int, shape: tuple[int, ...]) -> Grid:
+    """The grid of a network's level ``level`` whose tensors have spatial ``shape`` (Z, Y, X): the network input's
+    grid averaged down ``2**(level - 1)`` times, cell-centred (level 1 is the network input's grid)."""
+    return network.coarsened(2 ** (level - 1), tuple(int(n) for n in shape[::-1]))
+
+
+def colour_map_for(units: str) -> str:
+    """``inferno`` for a magnitude in a length unit (:data:`LENGTH_UNITS`), ``viridis`` for anything else."""
+    return "inferno" if units.strip().lower() in LENGTH_UNITS else "viridis"
+
+
+def category_colour(value: int) -> str:
+    """The colour of category ``value`` (1-based) as ``#rrggbb``."""
+    return CATEGORY_COLOURS[(value - 1) % len(CATEGORY_COLOURS)]
+
+
+def map_file(name: str) -> str:
+    """The relative path of map ``name`` in the output folder."""
+    return f"{MAPS_FOLDER}/{name}.nii.gz"
+
+
+def write_model_maps(maps: dict[str, torch.Tensor], specs: list[MapSpec], network: Grid, fixed: Grid,
+                     foreground: np.ndarray, output_path: Callable[[str], Any], write_files: bool = True,
+                     model: Optional[str] = None) -> dict[str, Any]:
+    """Put every map of ``maps`` (``(B, 1, Z_l, Y_l, X_l)``, batch item 0, described by ``specs``) on ``fixed``'s
+    grid, write it through ``output_path(relative path)`` unless ``write_files`` is False, and return the content
+    of ``maps.json``. ``network`` is the network input's grid (level 1), ``foreground`` the fixed foreground on
+    ``fixed``'s grid (``(Z, Y, X)``, nonzero inside)."""
+    by_name = {spec.name: spec for spec in specs}
+    if len(by_name) != len(specs):
+        raise ValueError("two maps of the network have the same name")
+    if set(maps) != set(by_name):
+        raise ValueError(f"the network returned maps {sorted(maps)} but describes {sorted(by_name)}")
+    for spec in specs:
+        if not _SAFE_NAME.match(spec.name):
+            raise ValueError(f"map name {spec.name!r} is not a safe file name")
+        if maps[spec.name].dim() != 5 or maps[spec.name].shape[1] != 1:
+            raise ValueError(f"map {spec.name!r} has shape {tuple(maps[spec.name].shape)}, not (B, 1, Z, Y, X)")
+    inside = np.asarray(foreground) > 0
+    groups: dict[tuple[int, tuple[int, ...], str], list[MapSpec]] = {}
+    for spec in specs:
+        groups.setdefault((spec.level, tuple(maps[spec.name].shape[2:]), spec.kind), []).append(spec)
+    entries: dict[str, dict[str, Any]] = {}
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as writer:  # gzip runs outside the GIL
+        pending: list[Future] = []
+        for (level, shape, kind), group in groups.items():
+            grid = level_grid(network, level, shape)
+            stacked = torch.cat([maps[spec.name][:1] for spec in group], dim=1).float()  # (1, C, z, y, x)
+            coordinates = fixed_sampling_grid(grid, fixed).to(stacked.device)
+            placed = F.grid_sample(stacked, coordinates, mode="nearest" if kind == "categorical" else "bilinear",
+                                   padding_mode="border", align_corners=False)[0].cpu().numpy()
+            del coordinates
+            for spec, values in zip(group, placed):
+                if kind == "categorical":
+                    image_values, details = _categorical(spec, values, inside)
+                else:
+                    image_values, details = _scalar(spec, values, inside)
+                entry = {"name": spec.name, "file": map_file(spec.name) if write_files else None, "kind": spec.kind,
+                         "level": spec.level, "spacing_mm": list(grid.spacing), "units": spec.units,
+                         "description": spec.description, "axis": spec.axis, **details}
+                entries[spec.name] = entry
+                if write_files:
+                    pending.append(writer.submit(write_image, from_array(image_values, fixed),
+                                                 output_path(map_file(spec.name))))
+        for write in pending:
+            write.result()  # re-raises a failed write
+    return {"model": model, "maps": [entries[spec.name] for spec in specs],
+            "network_input": {"size": list(network.size), "spacing_mm": list(network.spacing)},
+            "foreground_voxels": int(inside.sum()), "conventions": CONVENTIONS}
+
+
+def _categorical(spec: MapSpec, values: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """The map's voxels (0 outside the foreground) and its categories with their shares of the foreground."""
+    count = len(spec.categories)
+    values = np.rint(values)
+    if values.size and (values.min() < 0 or values.max() > count):
+        raise ValueError(f"map {spec.name!r} has values outside 0..{count} (its categories)")
+    values = values.astype(np.uint8 if count < 256 else np.uint16)
+    values[~inside] = 0
+    counts = np.bincount(values[inside].ravel(), minlength=count + 1)[1:].astype(np.float64)
+    shares = counts / max(int(inside.sum()), 1)
+    categories = [{"value": value, "name": name, "colour": category_colour(value), "share": float(share)}
+                  for value, (name, share) in enumerate(zip(spec.categories, shares), start=1)]
+    return values, {"categories": categories}
+
+
+def _scalar(spec: MapSpec, values: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """The map's voxels (rounded) and the statistics of those inside the foreground."""
+    values = _rounded(values.astype(np.float32))
+    chosen = values[inside].astype(np.float64)
+    chosen = chosen[np.isfinite(chosen)]
+    statistics: dict[str, Optional[float]] = {"mean": None, "min": None, "max": None,
+                                               **{f"p{p}": None for p in PERCENTILES}}
+    if chosen.size:
+        statistics.update(mean=float(chosen.mean()), min=float(chosen.min()), max=float(chosen.max()))
+        statistics.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, np.percentile(chosen, PERCENTILES))})
+    return values, {"colour_map": colour_map_for(spec.units), "statistics": statistics}
+
+
+def _rounded(values: np.ndarray) -> np.ndarray:
+    """``values`` rounded to :data:`SCALAR_SIGNIFICANT_DIGITS` significant digits of their largest magnitude."""
+    finite = values[np.isfinite(values)]
+    largest = float(np.abs(finite).max()) if finite.size else 0.0
+    if largest == 0.0:
+        return values
+    step = 10.0 ** (math.floor(math.log10(largest)) - SCALAR_SIGNIFICANT_DIGITS + 1)
+    return (np.round(values / step) * step).astype(np.float32)
