@@ -15,7 +15,9 @@ ODD_SHAPE = (19, 23, 13)  # (Z, Y, X): no side a multiple of 2
 SMALL_CONFIGS = {"shmoareg": {"channels": [4, 8, 8], "attention_levels": [3], "head_dim": 4},
                  "unet": {"channels": [4, 8, 8]},
                  "rman": {"channels": [4, 8, 8], "attention_levels": [2, 3], "head_dim": 4, "recursions": 2},
-                 "adregnet": {"channels": [4, 8, 8], "attention_levels": [3], "heads": 2}}
+                 "adregnet": {"channels": [4, 8, 8], "attention_levels": [3], "heads": 2},
+                 "sacbnet": {"channels": [4, 8, 8], "block_levels": [2, 3], "clusters": 3, "kernel_hidden": 8,
+                             "bias_hidden": 8}}
 
 
 def small_model(name: str) -> RegistrationNetwork:
