@@ -9,7 +9,7 @@ from typing import Optional
 
 # Model names the engine accepts for ``--model`` ("none": optimise on the pair alone), the engine's
 # default first; Testing/slicer checks both against the engine. A checkpoint path is accepted too.
-MODELS = ("shmoareg", "unet", "none")
+MODELS = ("shmoareg", "adregnet", "rman", "sacbnet", "unet", "none")
 DEFAULT_MODEL = MODELS[0]
 DEVICES = ("auto", "cuda", "cpu")
 # Similarity measures of ``--similarity`` ("auto": the engine picks local NCC or MIND-SSC per pair) and the
