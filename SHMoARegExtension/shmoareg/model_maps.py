@@ -39,6 +39,9 @@ SCALAR_SIGNIFICANT_DIGITS = 4
 # A scalar map in one of these units is a magnitude (Inferno: dark is none); any other (a probability, a gate,
 # an entropy in nats) is shown with Viridis.
 LENGTH_UNITS = ("mm", "cm", "m", "um", "voxel", "voxels")
+# A scalar map in these units is a length in voxels of the network input (a network does not know the spacing):
+# it is written in mm.
+NETWORK_VOXELS = "voxels"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CONVENTIONS = ("every map on the fixed image's grid; level 1 is the network input's resolution (the working grid, or "
                "it averaged down 2x), level L is 2^(L-1) times coarser; categorical maps: value v is category v "
@@ -118,12 +121,15 @@ def write_model_maps(maps: dict[str, torch.Tensor], specs: list[MapSpec], networ
                                    padding_mode="border", align_corners=False)[0].cpu().numpy()
             del coordinates
             for spec, values in zip(group, placed):
+                units = spec.units
                 if kind == "categorical":
                     image_values, details = _categorical(spec, values, inside)
                 else:
-                    image_values, details = _scalar(spec, values, inside)
+                    if units == NETWORK_VOXELS:
+                        values, units = values * float(np.mean(network.spacing)), "mm"
+                    image_values, details = _scalar(values, units, inside)
                 entry = {"name": spec.name, "file": map_file(spec.name) if write_files else None, "kind": spec.kind,
-                         "level": spec.level, "spacing_mm": list(grid.spacing), "units": spec.units,
+                         "level": spec.level, "spacing_mm": list(grid.spacing), "units": units,
                          "description": spec.description, "axis": spec.axis, **details}
                 entries[spec.name] = entry
                 if write_files:
@@ -151,7 +157,7 @@ def _categorical(spec: MapSpec, values: np.ndarray, inside: np.ndarray) -> tuple
     return values, {"categories": categories}
 
 
-def _scalar(spec: MapSpec, values: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+def _scalar(values: np.ndarray, units: str, inside: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """The map's voxels (rounded) and the statistics of those inside the foreground."""
     values = _rounded(values.astype(np.float32))
     chosen = values[inside].astype(np.float64)
@@ -161,7 +167,7 @@ def _scalar(spec: MapSpec, values: np.ndarray, inside: np.ndarray) -> tuple[np.n
     if chosen.size:
         statistics.update(mean=float(chosen.mean()), min=float(chosen.min()), max=float(chosen.max()))
         statistics.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, np.percentile(chosen, PERCENTILES))})
-    return values, {"colour_map": colour_map_for(spec.units), "statistics": statistics}
+    return values, {"colour_map": colour_map_for(units), "statistics": statistics}
 
 
 def _rounded(values: np.ndarray) -> np.ndarray:

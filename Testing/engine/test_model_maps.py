@@ -226,3 +226,16 @@ def test_register_writes_the_maps_of_any_network(tmp_path, monkeypatch):
     fixed = sitk.ReadImage(str(tmp_path / "fixed.nii.gz"))
     for entry in content["maps"]:
         assert sitk.ReadImage(str(out / entry["file"])).GetSize() == fixed.GetSize()
+
+
+def test_a_length_in_network_voxels_is_written_in_mm(tmp_path):
+    """RMAn's residual lengths are in voxels of the network input, whose spacing only the engine knows."""
+    fixed = Grid((12, 10, 8), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    network = Grid((6, 5, 4), (3.0, 3.0, 3.0), (1.0, 1.0, 1.0), tuple(np.eye(3).ravel()))
+    spec = MapSpec("length", "scalar", 1, "a residual's length", units="voxels")
+    content = write_model_maps({"length": torch.full((1, 1, 4, 5, 6), 2.0)}, [spec], network, fixed,
+                               np.ones(fixed.shape), lambda n: tmp_path / n)
+    entry = content["maps"][0]
+    assert entry["units"] == "mm" and entry["colour_map"] == "inferno"
+    assert entry["statistics"]["mean"] == pytest.approx(6.0) and entry["statistics"]["max"] == pytest.approx(6.0)
+    assert np.allclose(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / entry["file"]))), 6.0)

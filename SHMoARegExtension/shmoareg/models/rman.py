@@ -39,7 +39,7 @@ Choices the paper leaves open (and why):
   (a fixed voxel's search over the moving image), one map per attention level.
 
 Maps: ``recursion{k}_residual_magnitude`` (the length of recursion k's residual, in voxels of the
-network's input grid at level 1: the network does not know the spacing; the map writer may convert
+network's input grid at level 1: the network does not know the spacing; the map writer converts
 to mm) and ``level{l}_attention_entropy`` per attention level (nats, per fixed voxel of that level:
 the entropy of its attention over the warped moving voxels in the last recursion, averaged over
 heads; 0 = one voxel, log N = all N voxels of the level alike).
