@@ -182,7 +182,7 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.fixedVolume:
-            firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            firstVolume = SHMoARegLib.defaultFixedVolume(slicer.mrmlScene)
             if firstVolume:
                 self._parameterNode.fixedVolume = firstVolume
 

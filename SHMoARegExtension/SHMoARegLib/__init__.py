@@ -14,8 +14,9 @@ from SHMoARegLib.options import (
 from SHMoARegLib.qa import checkerboardVolume, differenceVolume
 from SHMoARegLib.results import RegistrationResult, describeNetworkShare
 from SHMoARegLib.routing import AXES, parseRoutingKey, routingKey
+from SHMoARegLib.volumes import defaultFixedVolume
 
 __all__ = ["AXES", "DEFAULT_MODEL", "DETAIL_RANGE", "DEVICES", "MODELS", "SIMILARITIES", "TG132_RULE",
            "RegistrationCancelled", "RegistrationError", "RegistrationOptions", "RegistrationResult", "SHMoARegLogic",
-           "checkerboardVolume", "describeMetrics", "describeNetworkShare", "differenceVolume", "parseRoutingKey",
+           "checkerboardVolume", "defaultFixedVolume", "describeMetrics", "describeNetworkShare", "differenceVolume", "parseRoutingKey",
            "routingKey", "smoothnessFromDetail"]

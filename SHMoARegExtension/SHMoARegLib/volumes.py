@@ -7,6 +7,7 @@ in a headless scene. Nodes read here are added to the scene only once their data
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import slicer
 
@@ -45,14 +46,15 @@ def readVolume(scene: slicer.vtkMRMLScene, path: Path, name: str,
     return node
 
 
-def readTransform(scene: slicer.vtkMRMLScene, path: Path, name: str) -> slicer.vtkMRMLTransformNode:
-    """Read an ITK transform file (.h5/.tfm, resampling convention) into a new transform node.
+def readTransform(scene: slicer.vtkMRMLScene, path: Path, name: str) -> slicer.vtkMRMLGridTransformNode:
+    """Read the engine's ITK displacement-field transform (.h5, resampling convention) into a new grid
+    transform node.
 
     Slicer stores such a file as the node's *FromParent* transform, so a node placed under
     the result (e.g. the moving volume) is displayed in the fixed image's space.
     """
-    node = slicer.vtkMRMLTransformNode()
-    node.SetName(name)
+    node = slicer.vtkMRMLGridTransformNode()  # what Slicer's loader makes of a displacement field: CLI modules
+    node.SetName(name)                         # that take a nonlinear transform list only this class
     storage = slicer.vtkMRMLTransformStorageNode()
     storage.SetFileName(str(path))
     if not storage.ReadData(node):
@@ -79,3 +81,12 @@ def copyDisplay(source: slicer.vtkMRMLScalarVolumeNode, target: slicer.vtkMRMLSc
     targetDisplay.SetAutoWindowLevel(sourceDisplay.GetAutoWindowLevel())
     if not sourceDisplay.GetAutoWindowLevel():
         targetDisplay.SetWindowLevel(sourceDisplay.GetWindow(), sourceDisplay.GetLevel())
+
+
+def defaultFixedVolume(scene: slicer.vtkMRMLScene) -> Optional[slicer.vtkMRMLScalarVolumeNode]:
+    """The first scalar volume of ``scene`` that is not a label map (a label map is a scalar volume node too)."""
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
+        if not node.IsA("vtkMRMLLabelMapVolumeNode"):
+            return node
+    return None

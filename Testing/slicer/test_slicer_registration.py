@@ -101,6 +101,8 @@ def test_moving_volume_observes_the_transform_and_is_not_modified(registered):
     _, pair, result, movingBefore, _, _ = registered
     transform = result.transformNode
     assert not transform.IsLinear()
+    # Issue 12, 4f: the class Slicer's own loader gives a displacement field, which CLI modules list.
+    assert transform.IsA("vtkMRMLGridTransformNode")
     assert pair.moving.GetTransformNodeID() == transform.GetID()
     assert pair.movingSegmentation.GetTransformNodeID() == transform.GetID()
     assert transform.GetNodeReference(transform.GetMovingNodeReferenceRole()) is pair.moving
