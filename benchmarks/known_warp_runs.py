@@ -15,7 +15,7 @@ import torch
 
 from shmoareg.known_warps import KnownWarpCase, end_point_error, error_map
 from shmoareg.metrics import dice_per_label, mean_dice
-from shmoareg.outputs import TRANSFORM_FILE, UNCERTAINTY_FILE
+from shmoareg.protocol import TRANSFORM_FILE, UNCERTAINTY_FILE
 from shmoareg.pipeline import RegistrationRequest, register
 
 import sources

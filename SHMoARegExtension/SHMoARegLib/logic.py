@@ -18,7 +18,8 @@ from typing import Callable, Optional, Sequence
 import slicer
 
 from SHMoARegLib.landmarks import LandmarkPairs, pairLandmarks, writeLandmarks
-from SHMoARegLib.options import EXIT_CANCELLED, EXIT_OK, RegistrationOptions, engineArguments
+from SHMoARegLib.options import RegistrationOptions, engineArguments
+from shmoareg.protocol import ExitCode
 from SHMoARegLib.process import EngineProcess, defaultEngineCommand, engineEnvironment
 from SHMoARegLib.results import RegistrationResult, RunInputs, importResults
 from SHMoARegLib.segmentations import matchLabels, segmentInfos, writeLabelmap
@@ -110,7 +111,7 @@ class SHMoARegLogic:
                 if result is not None:
                     return result
                 if self._run is None:
-                    raise RegistrationCancelled("the registration was cancelled", EXIT_CANCELLED)
+                    raise RegistrationCancelled("the registration was cancelled", ExitCode.CANCELLED)
         except BaseException:
             self.cancel()  # e.g. the progress callback raised or the script was interrupted
             raise
@@ -207,7 +208,7 @@ class SHMoARegLogic:
 
     def _finish(self, run: _Run) -> RegistrationResult:
         code = run.process.returnCode
-        if code != EXIT_OK:
+        if code != ExitCode.OK:
             raise _errorFor(code, run.process.errorMessage(), run.process.killedBySystem())
         outputDirectory = run.workDirectory / OUTPUT_FOLDER
         try:
@@ -228,7 +229,7 @@ class SHMoARegLogic:
 
 def _errorFor(code: int, message: str, killed: bool) -> RegistrationError:
     """The exception for an engine that ended with ``code`` (``killed``: from outside, by the system)."""
-    if code == EXIT_CANCELLED:
+    if code == ExitCode.CANCELLED:
         return RegistrationCancelled(message, code)
     if killed:
         return RegistrationError("the registration process was killed by the system, which usually means it ran "

@@ -27,9 +27,8 @@ import slicer
 
 from SHMoARegLib.colors import categoryColorTable, infernoColorNode, viridisColorNode
 from SHMoARegLib.volumes import readVolume
+from shmoareg.protocol import MAPS_FILE
 
-MAPS_JSON = "maps.json"
-MAPS_FOLDER = "maps"
 KINDS = ("categorical", "scalar")
 AXES = ("x", "y", "z")
 STATISTICS = ("mean", "min", "max", "p5", "p25", "p50", "p75", "p95")
@@ -95,7 +94,7 @@ def hexToRgb(color: str) -> tuple[float, float, float]:
 def readMapsInfo(outputDirectory: Path) -> Optional[MapsInfo]:
     """``maps.json`` of a run, or None when the run wrote none."""
     outputDirectory = Path(outputDirectory)
-    path = outputDirectory / MAPS_JSON
+    path = outputDirectory / MAPS_FILE
     if not path.is_file():
         return None
     try:

@@ -7,25 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from shmoareg.protocol import DEFAULT_MODEL, DEFAULT_SMOOTHNESS, DEVICES, SIMILARITIES  # noqa: F401  (re-exported)
+
 # Model names the engine accepts for ``--model`` ("none": optimise on the pair alone), the engine's
-# default first; Testing/slicer checks both against the engine. A checkpoint path is accepted too.
-MODELS = ("shmoareg", "adregnet", "rman", "sacbnet", "unet", "none")
-DEFAULT_MODEL = MODELS[0]
-DEVICES = ("auto", "cuda", "cpu")
-# Similarity measures of ``--similarity`` ("auto": the engine picks local NCC or MIND-SSC per pair) and the
-# default weight of ``--smoothness``; Testing/slicer checks both against the engine.
-SIMILARITIES = ("auto", "lncc", "mind", "ngf")
-DEFAULT_SMOOTHNESS = 1.0
+# default first. The engine's registry needs torch, which this module never imports; Testing/slicer checks
+# this list against the registry. A checkpoint path is accepted too.
+MODELS = (DEFAULT_MODEL, "adregnet", "rman", "sacbnet", "unet", "none")
 # Positions of the panel's "smoother <-> more detailed" slider; position p means smoothness 2**-p.
 DETAIL_RANGE = (-2, 2)
-
-# Engine exit codes (the protocol of shmoareg.errors.ExitCode, repeated so SHMoARegLib never imports the engine).
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_BAD_INPUT = 2
-EXIT_OUT_OF_MEMORY = 3
-EXIT_NO_SPACE = 4
-EXIT_CANCELLED = 130
 
 
 @dataclass

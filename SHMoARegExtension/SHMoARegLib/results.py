@@ -21,13 +21,9 @@ from SHMoARegLib.scene import SceneChanges, placeInFolder, uniqueFolderName
 from SHMoARegLib.segmentations import SegmentInfo, readSegmentation
 from SHMoARegLib.utilisation import utilisationChart, utilisationTable
 from SHMoARegLib.volumes import copyDisplay, readTransform, readVolume
+from shmoareg.protocol import (COMPLETION_MARKER, JACOBIAN_FILE, TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE,
+                               WARPED_SEGMENTATION_FILE)
 
-TRANSFORM_FILE = "transform.h5"
-WARPED_VOLUME_FILE = "warped_moving.nii.gz"
-WARPED_SEGMENTATION_FILE = "warped_moving_seg.nii.gz"
-SUMMARY_FILE = "summary.json"
-JACOBIAN_FILE = "jacobian.nii"
-UNCERTAINTY_FILE = "uncertainty.nii.gz"
 
 
 @dataclass
@@ -111,9 +107,9 @@ def importResults(scene: slicer.vtkMRMLScene, outputDirectory: Path, inputs: Run
                   includeGateMaps: bool = True) -> RegistrationResult:
     """Load a finished run's outputs; the moving volume (and segmentation) then observe the new transform."""
     outputDirectory = Path(outputDirectory)
-    summaryPath = outputDirectory / SUMMARY_FILE
+    summaryPath = outputDirectory / COMPLETION_MARKER
     if not summaryPath.is_file():
-        raise RuntimeError(f"the registration engine wrote no {SUMMARY_FILE} in {outputDirectory}; "
+        raise RuntimeError(f"the registration engine wrote no {COMPLETION_MARKER} in {outputDirectory}; "
                            "its outputs are incomplete")
     summary = json.loads(summaryPath.read_text())
     maps = readMapsInfo(outputDirectory)
@@ -127,7 +123,7 @@ def importResults(scene: slicer.vtkMRMLScene, outputDirectory: Path, inputs: Run
                                   scene.GenerateUniqueName(f"{pairName} transform"))
         transform.SetNodeReferenceID(transform.GetMovingNodeReferenceRole(), inputs.moving.GetID())
         transform.SetNodeReferenceID(transform.GetFixedNodeReferenceRole(), inputs.fixed.GetID())
-        warpedVolume = readVolume(scene, outputDirectory / WARPED_VOLUME_FILE,
+        warpedVolume = readVolume(scene, outputDirectory / WARPED_FILE,
                                   scene.GenerateUniqueName(f"{inputs.moving.GetName()} warped"))
         copyDisplay(inputs.moving, warpedVolume)
         outputs = [transform, warpedVolume]

@@ -24,9 +24,8 @@ import slicer
 
 from SHMoARegLib.colors import viridisColorNode
 from SHMoARegLib.volumes import readVolume
+from shmoareg.protocol import ROUTING_FILE, ROUTING_FOLDER
 
-ROUTING_JSON = "routing.json"
-ROUTING_FOLDER = "routing"
 AXES = ("x", "y", "z")
 _ROUTING_KEY = r"level(?P<level>\d+)_(?P<axis>[xyz])_(?:expert|gate(?P<expert>\d+))"
 _GATE_FILE = re.compile(r"^level\d+_[xyz]_gate\d+\.nii\.gz$")
@@ -86,7 +85,7 @@ def parseRoutingKey(key: str) -> tuple[int, str, Optional[int]]:
 
 def readRoutingInfo(outputDirectory: Path) -> Optional[RoutingInfo]:
     """``routing.json`` of a run, or None when the run wrote no routing outputs."""
-    path = Path(outputDirectory) / ROUTING_JSON
+    path = Path(outputDirectory) / ROUTING_FILE
     if not path.is_file():
         return None
     try:
@@ -128,7 +127,7 @@ def importGateMaps(scene: slicer.vtkMRMLScene, outputDirectory: Path, info: Rout
     for routingFile in routingFiles(outputDirectory):
         if not 1 <= routingFile.expert <= len(info.experts):
             raise ValueError(f"{routingFile.path.name}: expert {routingFile.expert} is not one of the "
-                             f"{len(info.experts)} experts in {ROUTING_JSON}")
+                             f"{len(info.experts)} experts in {ROUTING_FILE}")
         expert = info.experts[routingFile.expert - 1]
         node = readVolume(scene, routingFile.path, scene.GenerateUniqueName(
             f"{baseName} L{routingFile.level} {routingFile.axis} gate {expert.name}"))

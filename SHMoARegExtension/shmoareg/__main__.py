@@ -4,7 +4,7 @@ import os
 import signal
 import sys
 
-from shmoareg.errors import ExitCode
+from shmoareg.protocol import ExitCode
 
 # A SIGTERM or SIGINT while the modules load (before the command line installs its own handlers) cancels too.
 for _signum in (signal.SIGTERM, signal.SIGINT):

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from shmoareg import __version__
-from shmoareg.defaults import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS,
-                               DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
-                               NETWORK_REFINE_STEPS, ROUTING_MAP_MODES, SIMILARITIES)
-from shmoareg.errors import Cancelled, ExitCode, InputError, require_file
+from shmoareg.errors import Cancelled, InputError, require_file
 from shmoareg.failures import describe_failure
 from shmoareg.progress import MODES as PROGRESS_MODES
 from shmoareg.progress import Progress
+from shmoareg.protocol import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_DEVICE, DEFAULT_INTENSITY, DEFAULT_MODEL,
+                               DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS,
+                               DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS, DEVICES, INTENSITY_MODES, NETWORK_REFINE_STEPS,
+                               ROUTING_MAP_MODES, SIMILARITIES, ExitCode)
 from shmoareg.training.commands import add_evaluate_parser, add_train_parser
 
 
@@ -50,7 +51,7 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"network model name or checkpoint path "
                         f"(default: {DEFAULT_MODEL}, the shipped weights); 'none' optimises the field on the "
                         "pair alone")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default=DEFAULT_DEVICE, choices=DEVICES)
     parser.add_argument("--refine-steps", type=int, help="optimisation steps on the pair. With a network they "
                         "start from its field at the network input's resolution (default: "
                         f"{NETWORK_REFINE_STEPS['cpu']} on CPU, {NETWORK_REFINE_STEPS['cuda']} on GPU; across "
@@ -81,7 +82,7 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop", action=argparse.BooleanOptionalAction, default=True,
                         help="work only on the fixed image's foreground (Otsu) plus 10 mm; outside it the "
                              "field continues its border values (default on)")
-    parser.add_argument("--intensity", default="auto", choices=("auto", "mr", "ct", "none"),
+    parser.add_argument("--intensity", default=DEFAULT_INTENSITY, choices=INTENSITY_MODES,
                         help="intensity normalisation: MR percentiles, CT window, or auto-detect")
     parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="intensity window mapped to [0, 1] (overrides --intensity)")

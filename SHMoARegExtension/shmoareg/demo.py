@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import SimpleITK as sitk
 
-from shmoareg.defaults import DEFAULT_MODEL
+from shmoareg.protocol import DEFAULT_MODEL
 from shmoareg.jsonio import dumps
 from shmoareg.overview import write_overview
 from shmoareg.pipeline import RegistrationRequest, register

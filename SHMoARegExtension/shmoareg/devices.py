@@ -13,14 +13,14 @@ except ImportError:  # Windows
     resource = None
 
 from shmoareg.errors import InputError
+from shmoareg.protocol import DEVICES
 
-CHOICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(choice: str) -> torch.device:
     """``auto`` picks the GPU when torch sees one; ``cuda`` without a GPU is a clear input error."""
-    if choice not in CHOICES:
-        raise InputError(f"unknown device {choice!r}; use one of {', '.join(CHOICES)}")
+    if choice not in DEVICES:
+        raise InputError(f"unknown device {choice!r}; use one of {', '.join(DEVICES)}")
     if choice == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():

@@ -1,22 +1,10 @@
-"""Error types and the command line's exit codes."""
+"""Error types of the engine (the exit codes they map to are in :mod:`shmoareg.protocol`)."""
 
 from __future__ import annotations
 
-import enum
 import os
 import stat
 from pathlib import Path
-
-
-class ExitCode(enum.IntEnum):
-    """Exit codes of ``shmoareg`` commands (the protocol the Slicer module reads)."""
-
-    OK = 0
-    ERROR = 1
-    BAD_INPUT = 2
-    OUT_OF_MEMORY = 3
-    NO_SPACE = 4
-    CANCELLED = 130
 
 
 class InputError(ValueError):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import tempfile
 import traceback
 
-from shmoareg.errors import ExitCode, InputError, NoSpace, is_out_of_memory
+from shmoareg.errors import InputError, NoSpace, is_out_of_memory
+from shmoareg.protocol import ExitCode
 
 OUT_OF_MEMORY_MESSAGE = ("error: out of memory; try --device cpu, a coarser --grid-spacing or a smaller "
                          "--max-grid-voxels")

@@ -8,8 +8,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from shmoareg.errors import InputError
+from shmoareg.protocol import INTENSITY_MODES
 
-MODES = ("auto", "mr", "ct", "none")
 CT_WINDOW = (-1000.0, 1000.0)
 MR_PERCENTILES = (0.5, 99.5)
 
@@ -23,8 +23,8 @@ def detect_modality(image: sitk.Image) -> str:
 
 def normalise(image: sitk.Image, mode: str = "auto", window: Optional[tuple[float, float]] = None) -> sitk.Image:
     """Map intensities to [0, 1]: a user ``window``, a CT window, or robust MR percentiles."""
-    if mode not in MODES:
-        raise InputError(f"unknown intensity mode {mode!r}; use one of {', '.join(MODES)}")
+    if mode not in INTENSITY_MODES:
+        raise InputError(f"unknown intensity mode {mode!r}; use one of {', '.join(INTENSITY_MODES)}")
     values = sitk.GetArrayFromImage(image).astype(np.float32)
     if window is not None:
         low, high = window

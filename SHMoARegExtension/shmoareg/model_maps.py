@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from shmoareg.grid import Grid, from_array
 from shmoareg.imageio import write_image
 from shmoareg.models.base import MapSpec
-from shmoareg.outputs import MAPS_FOLDER
+from shmoareg.protocol import MAPS_FOLDER
 
 # Tableau 10: category v gets entry (v - 1) mod 10.
 CATEGORY_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",

@@ -22,33 +22,8 @@ from typing import Iterable, Optional
 from shmoareg.errors import InputError, NoSpace, require_utf8
 from shmoareg.jsonio import dumps
 from shmoareg.nifti_check import check_nifti, is_nifti_name
+from shmoareg.protocol import COMPLETION_MARKER, FILES_KEY, OUTPUT_FOLDERS, OUTPUT_NAMES
 
-# The files a run writes (a network's maps under MAPS_FOLDER, listed in MAPS_FILE; SHMoAReg's gate maps under
-# ROUTING_FOLDER). summary.json is moved last: its presence marks a complete set of outputs, and its FILES_KEY
-# lists the run's files.
-TRANSFORM_FILE = "transform.h5"
-DISPLACEMENT_FILE = "displacement.nii"
-WARPED_FILE = "warped_moving.nii.gz"
-WARPED_SEGMENTATION_FILE = "warped_moving_seg.nii.gz"
-JACOBIAN_FILE = "jacobian.nii"
-UNCERTAINTY_FILE = "uncertainty.nii.gz"
-ROUTING_FILE = "routing.json"
-ROUTING_FOLDER = "routing"
-MAPS_FILE = "maps.json"
-MAPS_FOLDER = "maps"
-COMPLETION_MARKER = "summary.json"
-OUTPUT_NAMES = (TRANSFORM_FILE, DISPLACEMENT_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE, JACOBIAN_FILE,
-                UNCERTAINTY_FILE, ROUTING_FILE, MAPS_FILE, COMPLETION_MARKER)
-OUTPUT_FOLDERS = (ROUTING_FOLDER, MAPS_FOLDER)
-FILES_KEY = "files"
-# What ``batch`` adds: in each pair's folder an overview PNG of the run, its thumbnail and the pair's page of the
-# report; in its own output folder the tables and the report.
-OVERVIEW_FILE = "overview.png"
-THUMBNAIL_FILE = "overview_thumbnail.png"
-PAIR_PAGE_FILE = "pair.html"
-RESULTS_CSV_FILE = "results.csv"
-RESULTS_JSON_FILE = "results.json"
-REPORT_FILE = "report.html"
 STAGING_PREFIX = ".shmoareg-staging-"
 # Bytes a run writes per fixed-image voxel, about: the field in transform.h5 (3 float64) and displacement.nii
 # (3 float32), jacobian.nii (float32), and the compressed images (about 2 bytes each).

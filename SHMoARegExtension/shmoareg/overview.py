@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from shmoareg.grid import Grid, resample
 from shmoareg.model_maps import category_colour, map_file
 from shmoareg.models.shmoareg_net import expert_map_name
-from shmoareg.outputs import JACOBIAN_FILE, ROUTING_FILE, WARPED_FILE
+from shmoareg.protocol import JACOBIAN_FILE, ROUTING_FILE, WARPED_FILE
 
 ROUTING_LEVEL = 1  # the full-resolution decoder level is shown
 

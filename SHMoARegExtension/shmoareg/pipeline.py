@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from shmoareg import __version__
 from shmoareg.affine import check_overlap, describe, initialise_affine
 from shmoareg.checkpoints import resolve_model
-from shmoareg.defaults import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS,
+from shmoareg.protocol import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS,
                                DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
                                NETWORK_REFINE_STEPS, ROUTING_MAP_MODES, SIMILARITIES)
 from shmoareg.devices import peak_memory_mb, resolve_device
@@ -37,9 +37,9 @@ from shmoareg.models.base import MapSpec, RoutingRecord
 from shmoareg.network_share import network_share
 from shmoareg.optimise import (OptimisationSettings, improves_similarity, levels_from, optimise_displacement,
                                structured)
-from shmoareg.outputs import (COMPLETION_MARKER, DISPLACEMENT_FILE, FILES_KEY, JACOBIAN_FILE, MAPS_FILE,
-                              ROUTING_FILE, TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE,
-                              OutputFolder, StagedOutputs)
+from shmoareg.protocol import (COMPLETION_MARKER, DISPLACEMENT_FILE, FILES_KEY, JACOBIAN_FILE, MAPS_FILE,
+                               ROUTING_FILE, TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE)
+from shmoareg.outputs import OutputFolder, StagedOutputs
 from shmoareg.progress import Progress
 from shmoareg.routing_maps import write_routing_maps
 from shmoareg.similarity import choose_similarity

@@ -1,6 +1,59 @@
-"""Defaults shared by ``register``, ``evaluate`` and their command lines (no heavy imports)."""
+"""The engine's protocol, defined once (standard library only): exit codes, output file names, the choice
+lists of the command line and the defaults.
+
+The engine, the Slicer module (``SHMoARegLib``, which imports this module and nothing else of the engine) and
+the tests all read these names from here.
+"""
 
 from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of ``shmoareg`` commands."""
+
+    OK = 0
+    ERROR = 1
+    BAD_INPUT = 2
+    OUT_OF_MEMORY = 3
+    NO_SPACE = 4
+    CANCELLED = 130
+
+
+# The files a run writes (a network's maps under MAPS_FOLDER as <map name>.nii.gz, listed in MAPS_FILE; SHMoAReg's
+# gate maps under ROUTING_FOLDER). summary.json is moved last: its presence marks a complete set of outputs, and
+# its FILES_KEY lists the run's files.
+TRANSFORM_FILE = "transform.h5"
+DISPLACEMENT_FILE = "displacement.nii"
+WARPED_FILE = "warped_moving.nii.gz"
+WARPED_SEGMENTATION_FILE = "warped_moving_seg.nii.gz"
+JACOBIAN_FILE = "jacobian.nii"
+UNCERTAINTY_FILE = "uncertainty.nii.gz"
+ROUTING_FILE = "routing.json"
+ROUTING_FOLDER = "routing"
+MAPS_FILE = "maps.json"
+MAPS_FOLDER = "maps"
+COMPLETION_MARKER = "summary.json"
+OUTPUT_NAMES = (TRANSFORM_FILE, DISPLACEMENT_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE, JACOBIAN_FILE,
+                UNCERTAINTY_FILE, ROUTING_FILE, MAPS_FILE, COMPLETION_MARKER)
+OUTPUT_FOLDERS = (ROUTING_FOLDER, MAPS_FOLDER)
+FILES_KEY = "files"
+# What ``batch`` adds: in each pair's folder an overview PNG of the run, its thumbnail and the pair's page of the
+# report; in its own output folder the tables and the report.
+OVERVIEW_FILE = "overview.png"
+THUMBNAIL_FILE = "overview_thumbnail.png"
+PAIR_PAGE_FILE = "pair.html"
+RESULTS_CSV_FILE = "results.csv"
+RESULTS_JSON_FILE = "results.json"
+REPORT_FILE = "report.html"
+
+# Choice lists of the command line ("auto": CUDA when torch sees a GPU; intensity "auto": CT or MR from the
+# image's values).
+DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_DEVICE = "auto"
+INTENSITY_MODES = ("auto", "mr", "ct", "none")
+DEFAULT_INTENSITY = "auto"
 
 # The shipped network, refined on the pair, registers unless the user picks another model.
 DEFAULT_MODEL = "shmoareg"

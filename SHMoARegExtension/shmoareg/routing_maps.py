@@ -17,13 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shmoareg.defaults import ROUTING_MAP_MODES
+from shmoareg.protocol import ROUTING_MAP_MODES
 from shmoareg.grid import Grid, from_array
 from shmoareg.imageio import write_image
 from shmoareg.model_maps import fixed_sampling_grid, level_grid
 from shmoareg.models.base import AXES, RoutingRecord
 from shmoareg.models.shmoareg_net import expert_map_name
-from shmoareg.outputs import ROUTING_FOLDER
+from shmoareg.protocol import ROUTING_FOLDER
 
 __all__ = ["expert_utilisation", "fixed_sampling_grid", "gate_map_file", "write_routing_maps"]
 

@@ -15,7 +15,8 @@ import SimpleITK as sitk
 from conftest import run_cli
 from phantoms import phantom_image
 from shmoareg import cli
-from shmoareg.errors import ExitCode, is_out_of_memory
+from shmoareg.errors import is_out_of_memory
+from shmoareg.protocol import ExitCode
 
 GEOMETRY = dict(size=(32, 30, 28), spacing=(1.8, 1.8, 2.0), origin=(-28.0, -26.0, -27.0))
 

@@ -18,7 +18,7 @@ import torch
 
 from conftest import run_cli
 from shmoareg.checkpoints import save_checkpoint
-from shmoareg.errors import ExitCode
+from shmoareg.protocol import ExitCode
 from shmoareg.models import build_model
 from shmoareg.synthetic import synthetic_pair, to_sitk
 

@@ -12,7 +12,8 @@ import SimpleITK as sitk
 from phantoms import phantom_image
 from shmoareg import outputs
 from shmoareg.cli import main
-from shmoareg.errors import ExitCode, NoSpace
+from shmoareg.errors import NoSpace
+from shmoareg.protocol import ExitCode
 from shmoareg.outputs import StagedOutputs
 
 Usage = namedtuple("Usage", "total used free")

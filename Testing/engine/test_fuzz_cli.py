@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from shmoareg.cli import main
-from shmoareg.errors import ExitCode
+from shmoareg.protocol import ExitCode
 from torch_threads import one_torch_thread  # noqa: F401 (fixture)
 
 EXAMPLES = int(os.environ.get("SHMOAREG_FUZZ_EXAMPLES", "30"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shmoareg.errors import ExitCode
+from shmoareg.protocol import ExitCode
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -3,7 +3,7 @@
 import pytest
 
 from shmoareg.checkpoints import resolve_model, sha256_of
-from shmoareg.defaults import DEFAULT_MODEL
+from shmoareg.protocol import DEFAULT_MODEL
 
 
 def parameters(model) -> int:

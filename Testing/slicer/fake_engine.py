@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from shmoareg.protocol import (COMPLETION_MARKER, JACOBIAN_FILE, MAPS_FILE, MAPS_FOLDER, ROUTING_FILE, ROUTING_FOLDER,
+                               SIMILARITIES, TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE)
+
 EXPERTS = [
     {"name": "k3d1", "kernel_size": 3, "dilation": 1, "receptive_field": 3},
     {"name": "k3d2", "kernel_size": 3, "dilation": 2, "receptive_field": 5},
@@ -98,28 +101,28 @@ def categories(names, shares) -> list[dict]:
 
 def writeMaps(out: Path, fixed: sitk.Image, mode: str) -> None:
     """The maps of ``mode`` (``routing``/``corrupt``: SHMoAReg's, ``maps``: :data:`OTHER_MAPS`) and maps.json."""
-    (out / "maps").mkdir(parents=True, exist_ok=True)
+    (out / MAPS_FOLDER).mkdir(parents=True, exist_ok=True)
     shape = sitk.GetArrayViewFromImage(fixed).shape
     entries = []
     if mode == "maps":
-        writeLike(expertMap(shape, 2), fixed, out / "maps" / "level1_cluster.nii.gz")
+        writeLike(expertMap(shape, 2), fixed, out / MAPS_FOLDER / "level1_cluster.nii.gz")
         entries.append(mapEntry("level1_cluster", "categorical", 1, categories=categories(CLUSTERS, CLUSTER_SHARES)))
-        writeLike(scalarField(shape, 4.0), fixed, out / "maps" / "residual_magnitude.nii.gz")
+        writeLike(scalarField(shape, 4.0), fixed, out / MAPS_FOLDER / "residual_magnitude.nii.gz")
         entries.append(mapEntry("residual_magnitude", "scalar", 1, "mm", colour_map="inferno",
                                 statistics=RESIDUAL_STATISTICS))
-        writeLike(scalarField(shape, 0.9), fixed, out / "maps" / "attention_gate.nii.gz")
+        writeLike(scalarField(shape, 0.9), fixed, out / MAPS_FOLDER / "attention_gate.nii.gz")
         entries.append(mapEntry("attention_gate", "scalar", 2, colour_map="viridis", statistics=GATE_STATISTICS))
     else:
         names = [expert["name"] for expert in EXPERTS]
         for level in LEVELS:
             for axisIndex, axis in enumerate(AXES):
                 experts = expertMap(shape, 2 - axisIndex)  # x is the last array axis
-                writeLike(experts, fixed, out / "maps" / f"level{level}_{axis}_expert.nii.gz")
+                writeLike(experts, fixed, out / MAPS_FOLDER / f"level{level}_{axis}_expert.nii.gz")
                 entries.append(mapEntry(f"level{level}_{axis}_expert", "categorical", level, axis=axis,
                                         categories=categories(names, utilisation()[str(level)][axis])))
     if mode == "corrupt":
-        (out / "maps" / f"level{LEVELS[-1]}_z_expert.nii.gz").write_bytes(b"not an image")
-    (out / "maps.json").write_text(json.dumps({"model": "fake", "maps": entries, "network_share": NETWORK_SHARE}))
+        (out / MAPS_FOLDER / f"level{LEVELS[-1]}_z_expert.nii.gz").write_bytes(b"not an image")
+    (out / MAPS_FILE).write_text(json.dumps({"model": "fake", "maps": entries, "network_share": NETWORK_SHARE}))
 
 
 def jacobianField(shape: tuple[int, int, int]) -> np.ndarray:
@@ -189,16 +192,16 @@ def writeOutputs(args: argparse.Namespace, mode: str) -> None:
                                    isVector=True)
     field.CopyInformation(fixed)
     transform = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
-    sitk.WriteTransform(transform, str(out / "transform.h5"))
-    sitk.WriteImage(sitk.Resample(moving, fixed, transform), str(out / "warped_moving.nii.gz"))
+    sitk.WriteTransform(transform, str(out / TRANSFORM_FILE))
+    sitk.WriteImage(sitk.Resample(moving, fixed, transform), str(out / WARPED_FILE))
     if args.moving_seg is not None:
         labels = sitk.Resample(sitk.ReadImage(str(args.moving_seg)), fixed, transform, sitk.sitkNearestNeighbor)
-        sitk.WriteImage(labels, str(out / "warped_moving_seg.nii.gz"))
+        sitk.WriteImage(labels, str(out / WARPED_SEGMENTATION_FILE))
     shape = sitk.GetArrayViewFromImage(fixed).shape
     jacobian = jacobianField(shape)
-    writeLike(jacobian, fixed, out / "jacobian.nii")
+    writeLike(jacobian, fixed, out / JACOBIAN_FILE)
     if args.uncertainty:
-        writeLike(uncertaintyField(shape), fixed, out / "uncertainty.nii.gz")
+        writeLike(uncertaintyField(shape), fixed, out / UNCERTAINTY_FILE)
     metrics = {"sdlogj": float(np.std(np.log(np.maximum(jacobian, 1e-9)))),
                "fraction_nonpositive": float(np.mean(jacobian <= 0)),
                "jacobian_min": float(jacobian.min()), "jacobian_max": float(jacobian.max())}
@@ -211,20 +214,20 @@ def writeOutputs(args: argparse.Namespace, mode: str) -> None:
     emit("progress", 0.5, "writing the network's maps")
     writeMaps(out, fixed, mode)
     if mode != "maps":
-        (out / "routing").mkdir(exist_ok=True)
+        (out / ROUTING_FOLDER).mkdir(exist_ok=True)
         for level in GATE_LEVELS:
             for axisIndex, axis in enumerate(AXES):
                 experts = expertMap(shape, 2 - axisIndex)
                 for expert in range(1, len(EXPERTS) + 1):
                     gate = np.where(experts == expert, 0.8, 0.1).astype(np.float32)
-                    writeLike(gate, fixed, out / "routing" / f"level{level}_{axis}_gate{expert}.nii.gz")
+                    writeLike(gate, fixed, out / ROUTING_FOLDER / f"level{level}_{axis}_gate{expert}.nii.gz")
         routing = {"experts": EXPERTS, "utilisation": utilisation(), "moa_utilisation": {"3": [0.5, 0.5]},
                    "network_share": NETWORK_SHARE}
-        (out / "routing.json").write_text(json.dumps(routing))
+        (out / ROUTING_FILE).write_text(json.dumps(routing))
     method = {"refine_steps": REFINE_STEPS, "smoothness": args.smoothness,
               "similarity": AUTO_SIMILARITY if args.similarity == "auto" else args.similarity}
     summary = {"fake": True, "device": "cpu", "method": method, "network_share": NETWORK_SHARE, "metrics": metrics}
-    (out / "summary.json").write_text(json.dumps(summary))
+    (out / COMPLETION_MARKER).write_text(json.dumps(summary))
 
 
 def main() -> int:
@@ -239,7 +242,7 @@ def main() -> int:
     parser.add_argument("--moving-seg", type=Path)
     parser.add_argument("--fixed-landmarks", type=Path)
     parser.add_argument("--moving-landmarks", type=Path)
-    parser.add_argument("--similarity", required=True, choices=("auto", "lncc", "mind", "ngf"))
+    parser.add_argument("--similarity", required=True, choices=SIMILARITIES)
     parser.add_argument("--smoothness", type=float, required=True)
     parser.add_argument("--uncertainty", action=argparse.BooleanOptionalAction, required=True)
     parser.add_argument("--translation", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("X", "Y", "Z"))
@@ -247,7 +250,7 @@ def main() -> int:
     emit("progress", 0.1, "started")
     if args.mode == "crash":
         args.output_dir.mkdir(parents=True, exist_ok=True)
-        (args.output_dir / "transform.h5").write_bytes(b"partial")
+        (args.output_dir / TRANSFORM_FILE).write_bytes(b"partial")
         print(CRASH_MESSAGE, file=sys.stderr, flush=True)
         return 1
     if args.mode == "launcher-killed":  # Slicer's CTK app launcher, after its child was killed (e.g. out of memory)

@@ -13,8 +13,8 @@ import slicer
 import fake_engine
 from mrml_helpers import FAST, addPointList, fakeEngine, logicFor, sceneState
 from SHMoARegLib import RegistrationCancelled, RegistrationError
-from SHMoARegLib.options import EXIT_BAD_INPUT, EXIT_ERROR
 from SHMoARegLib.process import killProcessTree
+from shmoareg.protocol import ExitCode
 
 
 def assertSceneUntouched(scene, pair, stateBefore, temporaryDirectory) -> None:
@@ -31,7 +31,7 @@ def test_bad_input_raises_the_engines_message(scene, pair, tmp_path):
     logic = logicFor(scene, tmp_path)
     with pytest.raises(RegistrationError, match="constant") as raised:
         logic.register(pair.fixed, pair.moving, **FAST)
-    assert raised.value.exitCode == EXIT_BAD_INPUT
+    assert raised.value.exitCode == ExitCode.BAD_INPUT
     assertSceneUntouched(scene, pair, before, tmp_path)
 
 
@@ -41,7 +41,7 @@ def test_crashing_process_raises_its_stderr_line(scene, pair, tmp_path):
     with pytest.raises(RegistrationError) as raised:
         logic.register(pair.fixed, pair.moving, pair.fixedSegmentation, pair.movingSegmentation)
     assert str(raised.value) == fake_engine.CRASH_MESSAGE
-    assert raised.value.exitCode == EXIT_ERROR
+    assert raised.value.exitCode == ExitCode.ERROR
     assertSceneUntouched(scene, pair, before, tmp_path)
 
 
@@ -52,7 +52,7 @@ def test_an_engine_killed_below_slicers_app_launcher_is_reported_as_killed(scene
     logic = logicFor(scene, tmp_path, fakeEngine("launcher-killed"))
     with pytest.raises(RegistrationError, match="killed by the system.*out of memory") as raised:
         logic.register(pair.fixed, pair.moving)
-    assert raised.value.exitCode == EXIT_ERROR
+    assert raised.value.exitCode == ExitCode.ERROR
     assertSceneUntouched(scene, pair, before, tmp_path)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from SHMoARegLib import maps, options, results, routing
+from SHMoARegLib import maps, options
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 MODULE_DIRECTORY = REPOSITORY / "SHMoARegExtension"
@@ -83,24 +83,30 @@ def test_ui_binds_every_parameter_and_names_every_widget_the_module_uses():
     assert used <= set(_uiWidgets())
 
 
-def test_protocol_constants_match_the_engine():
-    errors = pytest.importorskip("shmoareg.errors")
+def test_the_model_choice_is_the_engines_registry():
     registry = pytest.importorskip("shmoareg.models.registry")
-    defaults = pytest.importorskip("shmoareg.defaults")
-    assert (options.EXIT_OK, options.EXIT_ERROR, options.EXIT_BAD_INPUT, options.EXIT_OUT_OF_MEMORY,
-            options.EXIT_NO_SPACE, options.EXIT_CANCELLED) == tuple(int(code) for code in errors.ExitCode)
     assert sorted(options.MODELS) == sorted(("none", *registry.MODEL_NAMES))
-    assert options.DEFAULT_MODEL == defaults.DEFAULT_MODEL
+    assert options.MODELS[0] == registry.MODEL_NAMES[0] == options.DEFAULT_MODEL
 
 
-def test_output_file_names_match_the_engine():
-    outputs = pytest.importorskip("shmoareg.outputs")
-    assert (results.TRANSFORM_FILE, results.WARPED_VOLUME_FILE, results.WARPED_SEGMENTATION_FILE,
-            results.SUMMARY_FILE, results.JACOBIAN_FILE, results.UNCERTAINTY_FILE, maps.MAPS_JSON, maps.MAPS_FOLDER,
-            routing.ROUTING_JSON, routing.ROUTING_FOLDER) == (
-        outputs.TRANSFORM_FILE, outputs.WARPED_FILE, outputs.WARPED_SEGMENTATION_FILE, outputs.COMPLETION_MARKER,
-        outputs.JACOBIAN_FILE, outputs.UNCERTAINTY_FILE, outputs.MAPS_FILE, outputs.MAPS_FOLDER,
-        outputs.ROUTING_FILE, outputs.ROUTING_FOLDER)
+PROTOCOL_LITERALS = re.compile(r"""["'](transform\.h5|summary\.json|maps\.json|routing\.json|jacobian\.nii|"""
+                               r"""warped_moving[^"']*|uncertainty\.nii\.gz|displacement\.nii)["']|\b130\b""")
+
+
+def test_the_slicer_module_takes_the_protocol_from_the_engine_and_nothing_else():
+    """Issue 12: exit codes and output names are defined once, in shmoareg.protocol (standard library only)."""
+    sources = sorted((MODULE_DIRECTORY / "SHMoARegLib").glob("*.py")) + [MODULE_FILE]
+    for path in sources:
+        text = path.read_text()
+        assert not PROTOCOL_LITERALS.search(text), f"{path.name} repeats a protocol value"
+        engine_imports = {node.module for node in ast.walk(ast.parse(text))
+                          if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("shmoareg")}
+        assert engine_imports <= {"shmoareg.protocol"}, f"{path.name} imports {engine_imports}"
+    protocol = ast.parse((MODULE_DIRECTORY / "shmoareg" / "protocol.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(protocol) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in getattr(node, "names", [])} | {node.module.split(".")[0] for node in ast.walk(protocol)
+                                                           if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported <= {"__future__", "annotations", "enum"}
 
 
 def test_map_conventions_match_the_engine():

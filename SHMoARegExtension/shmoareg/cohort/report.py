@@ -19,8 +19,9 @@ from urllib.parse import quote
 from shmoareg.cohort.plots import strip_plot
 from shmoareg.cohort.results import METRICS, Metric, counts
 from shmoareg.cohort.runner import DONE, FAILED, SKIPPED, PairResult
-from shmoareg.outputs import (COMPLETION_MARKER, OVERVIEW_FILE, PAIR_PAGE_FILE, REPORT_FILE, RESULTS_CSV_FILE,
-                              RESULTS_JSON_FILE, THUMBNAIL_FILE, StagedOutputs)
+from shmoareg.protocol import (COMPLETION_MARKER, OVERVIEW_FILE, PAIR_PAGE_FILE, REPORT_FILE, RESULTS_CSV_FILE,
+                               RESULTS_JSON_FILE, THUMBNAIL_FILE)
+from shmoareg.outputs import StagedOutputs
 
 THUMBNAIL_WIDTH = 180
 STYLE = """

@@ -18,7 +18,7 @@ from typing import Optional
 
 from shmoareg.cli import INPUT_IMAGES
 from shmoareg.errors import InputError, require_file
-from shmoareg.outputs import REPORT_FILE, RESULTS_CSV_FILE, RESULTS_JSON_FILE
+from shmoareg.protocol import REPORT_FILE, RESULTS_CSV_FILE, RESULTS_JSON_FILE
 
 REQUIRED_COLUMNS = ("id", "fixed", "moving")
 # The input files of a pair by column, with the role that names them in messages (those of ``register``).

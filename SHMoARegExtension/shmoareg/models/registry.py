@@ -12,7 +12,7 @@ import pkgutil
 from pathlib import Path
 from typing import Any, Optional
 
-from shmoareg.defaults import DEFAULT_MODEL
+from shmoareg.protocol import DEFAULT_MODEL
 from shmoareg.errors import InputError
 from shmoareg.models.base import RegistrationNetwork
 from shmoareg.typed_config import build_dataclass, plain

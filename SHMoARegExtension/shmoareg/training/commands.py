@@ -11,8 +11,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from shmoareg.defaults import DEFAULT_MODEL
-from shmoareg.training.config import DEVICES
+from shmoareg.protocol import DEFAULT_MODEL, DEVICES
 from shmoareg.training.datasets import PAIR_SPLITS
 
 

@@ -15,13 +15,12 @@ from typing import Any, Optional
 import yaml
 
 from shmoareg.errors import InputError
+from shmoareg.protocol import DEVICES, INTENSITY_MODES
 from shmoareg.typed_config import build_dataclass, plain
 
 SIMILARITIES = ("ncc", "mse", "mind")
 SMOOTHNESS = ("diffusion", "bending")
 SOURCES = ("synthetic", "dataset")
-DEVICES = ("auto", "cpu", "cuda")
-INTENSITY_MODES = ("auto", "mr", "ct", "none")
 GRID_MULTIPLE = 16
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from shmoareg.cohort.runner import PairJob, PairResult, run_pairs
 from shmoareg.errors import InputError
 from shmoareg.jsonio import dumps
-from shmoareg.outputs import RESULTS_CSV_FILE, RESULTS_JSON_FILE
+from shmoareg.protocol import RESULTS_CSV_FILE, RESULTS_JSON_FILE
 from shmoareg.pipeline import RegistrationRequest
 from shmoareg.progress import Progress
 from shmoareg.training.datasets import PAIR_SPLITS, Pair, read_dataset
