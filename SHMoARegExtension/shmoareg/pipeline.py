@@ -1,8 +1,10 @@
 """``register``: from two image files to a transform, warped images, Jacobian and a summary.
 
-Stages: load and validate inputs, affine initialisation, resampling onto the network grid,
-deformable registration on that grid, then the physical transform on the fixed image's grid
-and every output written through a staging folder.
+:func:`register` is a sequence of named stages, each a function below: load (:func:`_load`), initialise
+(:func:`_initialise`: normalise, foregrounds, affine, overlap), the working grid (:func:`_working_pair`),
+predict (:func:`_predict`, with a network), refine (:func:`_refine`), write (:func:`_write`, through a
+staging folder) and summarise (:func:`_summary`). Each stage hands the next a small record (``_Start``,
+``_WorkingPair``, ``_Prediction``, ``_Result``, ``_Written``).
 """
 
 from __future__ import annotations
@@ -230,145 +232,30 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     network = _load_network(request.model, device)
-
     with progress.stage("load", "reading images"):
         inputs = _load(request)
     with progress.stage("affine", "affine initialisation" if request.affine else "checking overlap"):
-        fixed_norm = normalise(inputs.fixed, request.intensity, request.window)
-        moving_norm = normalise(inputs.moving, request.intensity, request.window)
-        fixed_mask, moving_mask = foreground_mask(fixed_norm), foreground_mask(moving_norm)
-        affine = initialise_affine(inputs.fixed, inputs.moving,
-                                   on_iteration=lambda f: progress.update(f, "affine initialisation")
-                                   ) if request.affine else None
-        overlap = check_overlap(fixed_mask, moving_mask, affine if affine is not None else sitk.Transform())
+        start = _initialise(request, inputs, progress)
     with progress.stage("preprocess", "resampling onto the network grid"):
-        spacing = request.grid_spacing or auto_spacing(inputs.fixed, request.max_grid_voxels)
-        _check_spacing(spacing, inputs.fixed)
-        region = foreground_box(fixed_mask, CROP_MARGIN_MM) if request.crop else None
-        grid = network_grid(inputs.fixed, spacing, region=region)
-        fixed_tensor = to_tensor(resample(fixed_norm, grid), device)
-        moving_tensor = to_tensor(resample(moving_norm, grid, affine), device)
-        # The similarity counts where the fixed image has data and structure: an exactly flat region (the zero
-        # background of a skull-stripped scan) has nothing to match, and counting it let the optimiser pull the
-        # moving image's empty outside in (47 mm of background motion for an image registered to itself).
-        fixed_valid = to_tensor(resample(field_of_view(inputs.fixed), grid, None, sitk.sitkLinear), device)
-        fixed_valid = fixed_valid * structured(fixed_tensor)
-        moving_valid = to_tensor(resample(field_of_view(inputs.moving), grid, affine, sitk.sitkLinear), device)
-        foreground = sitk.GetArrayFromImage(resample(fixed_mask, grid, None, sitk.sitkNearestNeighbor))
-    initial, predicted = None, None
+        pair = _working_pair(request, inputs, start, device)
+    prediction = None
     if network is not None:
         with progress.stage("predict", f"{network.model.name} network prediction"):
             max_voxels = request.network_max_voxels or DEFAULT_NETWORK_MAX_VOXELS[device.type]
-            predicted = _predict(network.model, fixed_tensor, moving_tensor, grid, max_voxels)
-            initial = predicted.displacement
+            prediction = _predict(network.model, pair.fixed, pair.moving, pair.grid, max_voxels)
     with progress.stage("register", "optimising the deformation on the pair"):
-        similarity = request.similarity
-        if similarity == "auto":
-            similarity = choose_similarity(fixed_tensor, moving_tensor,
-                                           torch.from_numpy(foreground).to(device)[None, None] * moving_valid)
-        settings = OptimisationSettings(steps=_refine_steps(request, network is not None, similarity, device.type),
-                                        diffeomorphic=request.diffeomorphic, similarity=similarity,
-                                        smoothness=request.smoothness)
-        prediction = None if network is None else PREDICTION_USED
-        if initial is not None and settings.steps > 0 and not improves_similarity(
-                fixed_tensor, moving_tensor, settings, initial, fixed_valid, moving_valid):
-            # A prediction that matches the pair worse than none at all (an image and itself, or a pair unlike
-            # the training data) would only be undone: refine from the affine with --model none's schedule.
-            initial, prediction = None, PREDICTION_REJECTED
-            settings = replace(settings, steps=_refine_steps(request, False, similarity, device.type))
-        if initial is not None:  # the coarse deformation is already there: start at the network's resolution
-            settings = replace(settings, levels=levels_from(settings.levels, _factor(predicted.grid, grid)))
-        steps = settings.steps
-        displacement = optimise_displacement(
-            fixed_tensor, moving_tensor, settings, initial=initial, fixed_valid=fixed_valid,
-            moving_valid=moving_valid, on_step=lambda f: progress.update(f, "optimising the deformation on the pair"))
-    spread = None
+        result = _refine(request, pair, prediction, device.type, progress)
     if request.uncertainty:
         with progress.stage("uncertainty", "uncertainty: an ensemble of refinements"):
-            spread = ensemble_spread(fixed_tensor, moving_tensor, settings, displacement, initial, fixed_valid,
-                                     moving_valid, on_member=lambda f: progress.update(f, "uncertainty ensemble"))
-
+            result.spread = ensemble_spread(pair.fixed, pair.moving, result.settings, result.displacement,
+                                            result.initial, pair.fixed_valid, pair.moving_valid,
+                                            on_member=lambda f: progress.update(f, "uncertainty ensemble"))
     staged = StagedOutputs(output_dir)
     try:
         with progress.stage("write", "writing the transform and warped images"):
-            staged.ensure_space(int(np.prod(inputs.fixed.GetSize())))
-            fixed_grid = Grid.of(inputs.fixed)
-            field_mm = total_displacement(displacement, grid, fixed_grid, affine)
-            transform = displacement_transform(field_mm, fixed_grid)
-            write_transform(transform, staged.path(TRANSFORM_FILE))
-            progress.update(0.2, "writing the displacement field")
-            # Float fields do not compress (gzip made them larger and took 5 s at 1 mm): plain NIfTI.
-            write_image(sitk.Cast(displacement_image(field_mm, fixed_grid), sitk.sitkVectorFloat32),
-                        staged.path(DISPLACEMENT_FILE), compress=False)
-            background = float(sitk.GetArrayViewFromImage(inputs.moving).min())
-            warped = resample(inputs.moving, fixed_grid, transform, sitk.sitkLinear, background)
-            write_image(warped, staged.path(WARPED_FILE))
-            progress.update(0.4, "writing the Jacobian determinant")
-            jacobian = jacobian_image(field_mm, fixed_grid)
-            write_image(jacobian, staged.path(JACOBIAN_FILE), compress=False)
-            metrics = jacobian_statistics(sitk.GetArrayViewFromImage(jacobian),
-                                          sitk.GetArrayViewFromImage(fixed_mask) > 0)
-            if inputs.moving_segmentation is not None:
-                warped_seg = resample(inputs.moving_segmentation, fixed_grid, transform, sitk.sitkNearestNeighbor)
-                write_image(warped_seg, staged.path(WARPED_SEGMENTATION_FILE))
-                if inputs.fixed_segmentation is not None:
-                    metrics.update(_segmentation_metrics(
-                        inputs.fixed_segmentation, inputs.moving_segmentation, warped_seg,
-                        lambda f: progress.update(0.5 + 0.4 * f, "segment overlap (Dice, HD95) before and after")))
-            if inputs.landmarks is not None:
-                metrics.update(_landmark_metrics(inputs.landmarks, transform))
-            if spread is not None:
-                uncertainty = resample(from_array(spread[0, 0].cpu().numpy() * spacing, grid), fixed_grid,
-                                       sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, extrapolate=True)
-                write_image(sitk.Cast(uncertainty, sitk.sitkFloat32), staged.path(UNCERTAINTY_FILE))
-                metrics["uncertainty_mean_mm"] = float(np.mean(
-                    sitk.GetArrayViewFromImage(uncertainty)[sitk.GetArrayViewFromImage(fixed_mask) > 0]))
-            share = None if network is None else 0.0
-            if initial is not None:
-                share = network_share(displacement, initial, grid, foreground)
-            maps_summary = routing_summary = None
-            if predicted is not None and predicted.maps:
-                progress.update(0.95, "writing the network's maps")
-                maps_summary = write_model_maps(
-                    predicted.maps, predicted.map_specs, predicted.grid, fixed_grid,
-                    sitk.GetArrayViewFromImage(fixed_mask), staged.path, write_files=request.routing_maps != "none",
-                    model=network.model.name)
-                maps_summary["network_share"] = share
-                staged.write_json(MAPS_FILE, maps_summary)
-            if predicted is not None and predicted.routing.decoder_gates:
-                routing_summary = write_routing_maps(
-                    predicted.routing, network.model.expert_descriptions(), predicted.grid, fixed_grid,
-                    sitk.GetArrayViewFromImage(fixed_mask), staged.path, request.routing_maps, maps_summary)
-                routing_summary["network_share"] = share
-                staged.write_json(ROUTING_FILE, routing_summary)
-        summary = {
-            "shmoareg_version": __version__,
-            "inputs": {
-                "fixed": str(request.fixed), "moving": str(request.moving),
-                "fixed_segmentation": _optional(request.fixed_segmentation),
-                "moving_segmentation": _optional(request.moving_segmentation),
-                "fixed_geometry": _geometry(inputs.fixed), "moving_geometry": _geometry(inputs.moving),
-            },
-            "method": {"model": request.model, "refine_steps": steps, "similarity": settings.similarity,
-                       "similarity_requested": request.similarity, "smoothness": settings.smoothness,
-                       "settings": asdict(settings), "intensity": request.intensity, "window": request.window,
-                       "uncertainty": UNCERTAINTY_METHOD if request.uncertainty else None},
-            "model": _model_summary(network),
-            "expert_utilisation": routing_summary["utilisation"] if routing_summary else None,
-            "network_share": share,
-            "network_prediction": prediction,
-            "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "network_grid": {"size": list(grid.size), "spacing_mm": spacing, "origin": list(grid.origin),
-                             "cropped_to_foreground": region is not None,
-                             "network_input_size": list(predicted.grid.size) if predicted is not None else None},
-            "affine": describe(affine) if affine is not None else None,
-            "overlap_after_initialisation": overlap,
-            "transform_convention": TRANSFORM_CONVENTION,
-            "seconds": {**progress.seconds, "total": round(time.perf_counter() - started, 3)},
-            "memory": peak_memory_mb(device),
-            "metrics": metrics,
-            "jacobian_region": "fixed image foreground (Otsu)",
-        }
+            written = _write(request, inputs, start, pair, prediction, result, network, staged, progress)
+        summary = _summary(request, inputs, start, pair, prediction, result, network, written, device,
+                           progress, started)
         staged.check_written()
         summary[FILES_KEY] = [*staged.files(), COMPLETION_MARKER]
         staged.write_json(COMPLETION_MARKER, summary)
@@ -381,6 +268,197 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
         raise
     progress.done(summary["outputs"])
     return summary
+
+
+@dataclass
+class _Start:
+    """Where the deformable registration starts: the normalised images, the fixed foreground, the affine."""
+
+    fixed_norm: sitk.Image
+    moving_norm: sitk.Image
+    fixed_mask: sitk.Image
+    affine: Optional[sitk.AffineTransform]
+    overlap: float
+
+
+@dataclass
+class _WorkingPair:
+    """The pair on the working grid, with where each image has data (and the fixed image structure)."""
+
+    grid: Grid
+    spacing: float
+    cropped: bool
+    fixed: torch.Tensor
+    moving: torch.Tensor
+    fixed_valid: torch.Tensor
+    moving_valid: torch.Tensor
+    foreground: np.ndarray
+
+
+@dataclass
+class _Result:
+    """The deformable stages' outcome: the field on the working grid and how it was reached."""
+
+    displacement: torch.Tensor
+    settings: OptimisationSettings
+    initial: Optional[torch.Tensor]
+    prediction_status: Optional[str]
+    spread: Optional[torch.Tensor] = None
+
+
+@dataclass
+class _Written:
+    """What the write stage measured: the metrics, the network share and the maps' summaries."""
+
+    metrics: dict
+    share: Optional[float]
+    routing_summary: Optional[dict]
+
+
+def _initialise(request: RegistrationRequest, inputs: _Inputs, progress: Progress) -> _Start:
+    """Normalise, find the foregrounds, initialise the affine (if asked) and check the overlap."""
+    fixed_norm = normalise(inputs.fixed, request.intensity, request.window)
+    moving_norm = normalise(inputs.moving, request.intensity, request.window)
+    fixed_mask, moving_mask = foreground_mask(fixed_norm), foreground_mask(moving_norm)
+    affine = initialise_affine(inputs.fixed, inputs.moving,
+                               on_iteration=lambda f: progress.update(f, "affine initialisation")
+                               ) if request.affine else None
+    overlap = check_overlap(fixed_mask, moving_mask, affine if affine is not None else sitk.Transform())
+    return _Start(fixed_norm, moving_norm, fixed_mask, affine, overlap)
+
+
+def _working_pair(request: RegistrationRequest, inputs: _Inputs, start: _Start, device: torch.device) -> _WorkingPair:
+    """Both images resampled onto the working grid (the moving one through the affine)."""
+    spacing = request.grid_spacing or auto_spacing(inputs.fixed, request.max_grid_voxels)
+    _check_spacing(spacing, inputs.fixed)
+    region = foreground_box(start.fixed_mask, CROP_MARGIN_MM) if request.crop else None
+    grid = network_grid(inputs.fixed, spacing, region=region)
+    fixed = to_tensor(resample(start.fixed_norm, grid), device)
+    moving = to_tensor(resample(start.moving_norm, grid, start.affine), device)
+    # The similarity counts where the fixed image has data and structure: an exactly flat region (the zero
+    # background of a skull-stripped scan) has nothing to match, and counting it let the optimiser pull the
+    # moving image's empty outside in (47 mm of background motion for an image registered to itself).
+    fixed_valid = to_tensor(resample(field_of_view(inputs.fixed), grid, None, sitk.sitkLinear), device)
+    fixed_valid = fixed_valid * structured(fixed)
+    moving_valid = to_tensor(resample(field_of_view(inputs.moving), grid, start.affine, sitk.sitkLinear), device)
+    foreground = sitk.GetArrayFromImage(resample(start.fixed_mask, grid, None, sitk.sitkNearestNeighbor))
+    return _WorkingPair(grid, spacing, region is not None, fixed, moving, fixed_valid, moving_valid, foreground)
+
+
+def _refine(request: RegistrationRequest, pair: _WorkingPair, prediction: Optional[_Prediction], device_type: str,
+            progress: Progress) -> _Result:
+    """The pair optimisation: from the network's prediction when it helps, else from the affine."""
+    similarity = request.similarity
+    if similarity == "auto":
+        similarity = choose_similarity(pair.fixed, pair.moving,
+                                       torch.from_numpy(pair.foreground).to(pair.fixed.device)[None, None]
+                                       * pair.moving_valid)
+    settings = OptimisationSettings(steps=_refine_steps(request, prediction is not None, similarity, device_type),
+                                    diffeomorphic=request.diffeomorphic, similarity=similarity,
+                                    smoothness=request.smoothness)
+    initial = prediction.displacement if prediction is not None else None
+    status = None if prediction is None else PREDICTION_USED
+    if initial is not None and settings.steps > 0 and not improves_similarity(
+            pair.fixed, pair.moving, settings, initial, pair.fixed_valid, pair.moving_valid):
+        # A prediction that matches the pair worse than none at all (an image and itself, or a pair unlike
+        # the training data) would only be undone: refine from the affine with --model none's schedule.
+        initial, status = None, PREDICTION_REJECTED
+        settings = replace(settings, steps=_refine_steps(request, False, similarity, device_type))
+    if initial is not None:  # the coarse deformation is already there: start at the network's resolution
+        settings = replace(settings, levels=levels_from(settings.levels, _factor(prediction.grid, pair.grid)))
+    displacement = optimise_displacement(
+        pair.fixed, pair.moving, settings, initial=initial, fixed_valid=pair.fixed_valid,
+        moving_valid=pair.moving_valid, on_step=lambda f: progress.update(f, "optimising the deformation on the pair"))
+    return _Result(displacement, settings, initial, status)
+
+
+def _write(request: RegistrationRequest, inputs: _Inputs, start: _Start, pair: _WorkingPair,
+           prediction: Optional[_Prediction], result: _Result, network: Optional[_Network], staged: StagedOutputs,
+           progress: Progress) -> _Written:
+    """The transform, field, warped images, Jacobian, uncertainty and maps on the fixed grid, and the metrics."""
+    staged.ensure_space(int(np.prod(inputs.fixed.GetSize())))
+    fixed_grid = Grid.of(inputs.fixed)
+    fixed_foreground = sitk.GetArrayViewFromImage(start.fixed_mask)
+    field_mm = total_displacement(result.displacement, pair.grid, fixed_grid, start.affine)
+    transform = displacement_transform(field_mm, fixed_grid)
+    write_transform(transform, staged.path(TRANSFORM_FILE))
+    progress.update(0.2, "writing the displacement field")
+    # Float fields do not compress (gzip made them larger and took 5 s at 1 mm): plain NIfTI.
+    write_image(sitk.Cast(displacement_image(field_mm, fixed_grid), sitk.sitkVectorFloat32),
+                staged.path(DISPLACEMENT_FILE), compress=False)
+    background = float(sitk.GetArrayViewFromImage(inputs.moving).min())
+    write_image(resample(inputs.moving, fixed_grid, transform, sitk.sitkLinear, background), staged.path(WARPED_FILE))
+    progress.update(0.4, "writing the Jacobian determinant")
+    jacobian = jacobian_image(field_mm, fixed_grid)
+    write_image(jacobian, staged.path(JACOBIAN_FILE), compress=False)
+    metrics = jacobian_statistics(sitk.GetArrayViewFromImage(jacobian), fixed_foreground > 0)
+    if inputs.moving_segmentation is not None:
+        warped_seg = resample(inputs.moving_segmentation, fixed_grid, transform, sitk.sitkNearestNeighbor)
+        write_image(warped_seg, staged.path(WARPED_SEGMENTATION_FILE))
+        if inputs.fixed_segmentation is not None:
+            metrics.update(_segmentation_metrics(
+                inputs.fixed_segmentation, inputs.moving_segmentation, warped_seg,
+                lambda f: progress.update(0.5 + 0.4 * f, "segment overlap (Dice, HD95) before and after")))
+    if inputs.landmarks is not None:
+        metrics.update(_landmark_metrics(inputs.landmarks, transform))
+    if result.spread is not None:
+        uncertainty = resample(from_array(result.spread[0, 0].cpu().numpy() * pair.spacing, pair.grid), fixed_grid,
+                               sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, extrapolate=True)
+        write_image(sitk.Cast(uncertainty, sitk.sitkFloat32), staged.path(UNCERTAINTY_FILE))
+        metrics["uncertainty_mean_mm"] = float(np.mean(sitk.GetArrayViewFromImage(uncertainty)[fixed_foreground > 0]))
+    share = None if network is None else 0.0
+    if result.initial is not None:
+        share = network_share(result.displacement, result.initial, pair.grid, pair.foreground)
+    maps_summary = routing_summary = None
+    if prediction is not None and prediction.maps:
+        progress.update(0.95, "writing the network's maps")
+        maps_summary = write_model_maps(
+            prediction.maps, prediction.map_specs, prediction.grid, fixed_grid, fixed_foreground, staged.path,
+            write_files=request.routing_maps != "none", model=network.model.name)
+        maps_summary["network_share"] = share
+        staged.write_json(MAPS_FILE, maps_summary)
+    if prediction is not None and prediction.routing.decoder_gates:
+        routing_summary = write_routing_maps(
+            prediction.routing, network.model.expert_descriptions(), prediction.grid, fixed_grid, fixed_foreground,
+            staged.path, request.routing_maps, maps_summary)
+        routing_summary["network_share"] = share
+        staged.write_json(ROUTING_FILE, routing_summary)
+    return _Written(metrics, share, routing_summary)
+
+
+def _summary(request: RegistrationRequest, inputs: _Inputs, start: _Start, pair: _WorkingPair,
+             prediction: Optional[_Prediction], result: _Result, network: Optional[_Network], written: _Written,
+             device: torch.device, progress: Progress, started: float) -> dict:
+    """The content of ``summary.json`` (its list of files is added once everything is written)."""
+    settings = result.settings
+    return {
+        "shmoareg_version": __version__,
+        "inputs": {
+            "fixed": str(request.fixed), "moving": str(request.moving),
+            "fixed_segmentation": _optional(request.fixed_segmentation),
+            "moving_segmentation": _optional(request.moving_segmentation),
+            "fixed_geometry": _geometry(inputs.fixed), "moving_geometry": _geometry(inputs.moving),
+        },
+        "method": {"model": request.model, "refine_steps": settings.steps, "similarity": settings.similarity,
+                   "similarity_requested": request.similarity, "smoothness": settings.smoothness,
+                   "settings": asdict(settings), "intensity": request.intensity, "window": request.window,
+                   "uncertainty": UNCERTAINTY_METHOD if request.uncertainty else None},
+        "model": _model_summary(network),
+        "expert_utilisation": written.routing_summary["utilisation"] if written.routing_summary else None,
+        "network_share": written.share,
+        "network_prediction": result.prediction_status,
+        "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "network_grid": {"size": list(pair.grid.size), "spacing_mm": pair.spacing, "origin": list(pair.grid.origin),
+                         "cropped_to_foreground": pair.cropped,
+                         "network_input_size": list(prediction.grid.size) if prediction is not None else None},
+        "affine": describe(start.affine) if start.affine is not None else None,
+        "overlap_after_initialisation": start.overlap,
+        "transform_convention": TRANSFORM_CONVENTION,
+        "seconds": {**progress.seconds, "total": round(time.perf_counter() - started, 3)},
+        "memory": peak_memory_mb(device),
+        "metrics": written.metrics,
+        "jacobian_region": "fixed image foreground (Otsu)",
+    }
 
 
 def _refine_steps(request: RegistrationRequest, with_network: bool, similarity: str, device_type: str) -> int:
