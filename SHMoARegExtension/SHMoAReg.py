@@ -1,7 +1,7 @@
 """SHMoAReg: deep-learning deformable registration with per-voxel network maps, as a 3D Slicer module.
 
 The module is thin: the panel collects choices into a parameter node and drives
-``SHMoARegLib.SHMoARegLogic``, which writes the inputs, runs the engine (``shmoareg``) in a
+``SHMoARegLib.RegistrationRunner``, which writes the inputs, runs the engine (``shmoareg``) in a
 separate PythonSlicer process and imports its results. No ``from __future__ import annotations``
 here: the parameter node wrapper reads the annotations at run time (Slicer 5.8 ships Python 3.9).
 """
@@ -231,14 +231,19 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.register(
                 parameters.fixedVolume, parameters.movingVolume, parameters.fixedSegmentation,
                 parameters.movingSegmentation, parameters.fixedLandmarks, parameters.movingLandmarks,
-                waitForCompletion=False, progressCallback=self.onProgress,
-                model=parameters.model, device=parameters.device,
-                refineSteps=parameters.refineSteps if parameters.refineSteps >= 0 else None,
-                affine=parameters.affine, importGateMaps=parameters.importGateMaps,
-                keepTemporaryFiles=parameters.keepTemporaryFiles, similarity=parameters.similarity,
-                smoothness=SHMoARegLib.smoothnessFromDetail(parameters.detail), uncertainty=parameters.uncertainty)
+                options=self._registrationOptions(), waitForCompletion=False, progressCallback=self.onProgress)
             self._timer.start()
             self.updateRegisterButton()
+
+    def _registrationOptions(self) -> SHMoARegLib.RegistrationOptions:
+        """The run's typed options, from the parameter node."""
+        parameters = self._parameterNode
+        return SHMoARegLib.RegistrationOptions(
+            model=parameters.model, device=parameters.device,
+            refineSteps=parameters.refineSteps if parameters.refineSteps >= 0 else None,
+            affine=parameters.affine, importGateMaps=parameters.importGateMaps,
+            keepTemporaryFiles=parameters.keepTemporaryFiles, similarity=parameters.similarity,
+            smoothness=SHMoARegLib.smoothnessFromDetail(parameters.detail), uncertainty=parameters.uncertainty)
 
     def onTimer(self) -> None:
         """Drain the engine's progress on the GUI thread; import the results when it has finished."""
@@ -429,17 +434,17 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 
 
-class SHMoARegLogic(SHMoARegLib.SHMoARegLogic, ScriptedLoadableModuleLogic):
-    """The module's logic: parameter node access plus registration (see ``SHMoARegLib.SHMoARegLogic``).
+class SHMoARegLogic(SHMoARegLib.RegistrationRunner, ScriptedLoadableModuleLogic):
+    """The module's logic: parameter node access plus registration (see ``SHMoARegLib.RegistrationRunner``).
 
     ``slicer.util.getModuleLogic("SHMoAReg").register(fixed, moving)`` registers from scripts.
     ScriptedLoadableModuleLogic comes last in the bases: its ``__init__`` calls ``super().__init__()``
-    with no arguments, which must reach ``object``, not ``SHMoARegLib.SHMoARegLogic(scene)``.
+    with no arguments, which must reach ``object``, not ``SHMoARegLib.RegistrationRunner(scene)``.
     """
 
     def __init__(self, scene=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        SHMoARegLib.SHMoARegLogic.__init__(self, scene or slicer.mrmlScene)
+        SHMoARegLib.RegistrationRunner.__init__(self, scene or slicer.mrmlScene)
         self.temporaryDirectory = slicer.app.temporaryPath
 
     def getParameterNode(self):
@@ -475,7 +480,7 @@ class SHMoARegTest(ScriptedLoadableModuleTest):
         logic = SHMoARegLogic(scene)
         started = time.time()
         result = logic.register(pair.fixed, pair.moving, pair.fixedSegmentation, pair.movingSegmentation,
-                                device="cpu", refineSteps=60)
+                                options=SHMoARegLib.RegistrationOptions(device="cpu", refineSteps=60))
         self.assertLess(time.time() - started, 60.0)
         self.assertEqual(pair.moving.GetTransformNodeID(), result.transformNode.GetID())
 

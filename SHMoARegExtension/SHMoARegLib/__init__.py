@@ -1,7 +1,7 @@
 """Slicer-side logic of SHMoAReg: MRML nodes <-> files, the engine process, result import. Never imports qt."""
 
 from SHMoARegLib.evaluation import TG132_RULE, describeMetrics
-from SHMoARegLib.logic import RegistrationCancelled, RegistrationError, SHMoARegLogic
+from SHMoARegLib.logic import RegistrationCancelled, RegistrationError, RegistrationRunner
 from SHMoARegLib.options import (
     DEFAULT_MODEL,
     DETAIL_RANGE,
@@ -17,6 +17,6 @@ from SHMoARegLib.routing import AXES, parseRoutingKey, routingKey
 from SHMoARegLib.volumes import defaultFixedVolume
 
 __all__ = ["AXES", "DEFAULT_MODEL", "DETAIL_RANGE", "DEVICES", "MODELS", "SIMILARITIES", "TG132_RULE",
-           "RegistrationCancelled", "RegistrationError", "RegistrationOptions", "RegistrationResult", "SHMoARegLogic",
+           "RegistrationCancelled", "RegistrationError", "RegistrationOptions", "RegistrationResult", "RegistrationRunner",
            "checkerboardVolume", "defaultFixedVolume", "describeMetrics", "describeNetworkShare", "differenceVolume", "parseRoutingKey",
            "routingKey", "smoothnessFromDetail"]

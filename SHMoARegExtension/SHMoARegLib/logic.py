@@ -51,8 +51,11 @@ class _Run:
     progressCallback: Optional[ProgressCallback]
 
 
-class SHMoARegLogic:
-    """Registration of scene nodes with the SHMoAReg engine; one run at a time."""
+class RegistrationRunner:
+    """Registration of scene nodes with the SHMoAReg engine process; one run at a time.
+
+    The Slicer module's logic (``SHMoARegLogic`` in ``SHMoAReg.py``) is this runner plus the parameter node.
+    """
 
     def __init__(self, scene: slicer.vtkMRMLScene, engineCommand: Optional[Sequence[str]] = None) -> None:
         self.scene = scene
@@ -76,9 +79,9 @@ class SHMoARegLogic:
                  movingSegmentation: Optional[slicer.vtkMRMLSegmentationNode] = None,
                  fixedLandmarks: Optional[slicer.vtkMRMLMarkupsFiducialNode] = None,
                  movingLandmarks: Optional[slicer.vtkMRMLMarkupsFiducialNode] = None,
-                 waitForCompletion: bool = True, progressCallback: Optional[ProgressCallback] = None,
-                 **options: object) -> Optional[RegistrationResult]:
-        """Register ``moving`` onto ``fixed``; options are the fields of :class:`RegistrationOptions`.
+                 options: Optional[RegistrationOptions] = None, waitForCompletion: bool = True,
+                 progressCallback: Optional[ProgressCallback] = None) -> Optional[RegistrationResult]:
+        """Register ``moving`` onto ``fixed`` with ``options`` (the defaults when None).
 
         Landmark lists (both or neither) give the TRE before and after; they are paired as
         :mod:`SHMoARegLib.landmarks` explains, and checked before anything runs.
@@ -90,7 +93,9 @@ class SHMoARegLogic:
         """
         if self._run is not None:
             raise RuntimeError("a registration is already running; wait for it or cancel it first")
-        runOptions = RegistrationOptions(**options)
+        runOptions = options if options is not None else RegistrationOptions()
+        if not isinstance(runOptions, RegistrationOptions):
+            raise TypeError(f"options must be a RegistrationOptions, not {type(runOptions).__name__}")
         inputs = RunInputs(fixed, moving, fixedSegmentation, movingSegmentation, fixedLandmarks, movingLandmarks)
         self._validate(inputs)
         landmarks = pairLandmarks(fixedLandmarks, movingLandmarks) if fixedLandmarks is not None else None

@@ -10,12 +10,12 @@ import slicer
 import vtk
 from vtk.util.numpy_support import vtk_to_numpy
 
-from SHMoARegLib import SHMoARegLogic
+from SHMoARegLib import RegistrationOptions, RegistrationRunner
 from SHMoARegLib.scene import SceneChanges, subjectHierarchy
 
 FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
 # Small enough that a real engine run takes a few seconds on two CPU cores.
-FAST = {"device": "cpu", "refineSteps": 60}
+FAST = RegistrationOptions(device="cpu", refineSteps=60)
 
 
 def fakeEngine(mode: str, *options: str) -> list[str]:
@@ -23,8 +23,8 @@ def fakeEngine(mode: str, *options: str) -> list[str]:
     return [sys.executable, str(FAKE_ENGINE), "--mode", mode, *options]
 
 
-def logicFor(scene: slicer.vtkMRMLScene, temporaryDirectory: Path, engineCommand=None) -> SHMoARegLogic:
-    logic = SHMoARegLogic(scene, engineCommand)
+def logicFor(scene: slicer.vtkMRMLScene, temporaryDirectory: Path, engineCommand=None) -> RegistrationRunner:
+    logic = RegistrationRunner(scene, engineCommand)
     logic.temporaryDirectory = str(temporaryDirectory)
     return logic
 

@@ -12,7 +12,7 @@ import slicer
 
 import fake_engine
 from mrml_helpers import FAST, addPointList, fakeEngine, logicFor, sceneState
-from SHMoARegLib import RegistrationCancelled, RegistrationError
+from SHMoARegLib import RegistrationCancelled, RegistrationError, RegistrationOptions
 from SHMoARegLib.process import killProcessTree
 from shmoareg.protocol import ExitCode
 
@@ -30,7 +30,7 @@ def test_bad_input_raises_the_engines_message(scene, pair, tmp_path):
     before = sceneState(scene)
     logic = logicFor(scene, tmp_path)
     with pytest.raises(RegistrationError, match="constant") as raised:
-        logic.register(pair.fixed, pair.moving, **FAST)
+        logic.register(pair.fixed, pair.moving, options=FAST)
     assert raised.value.exitCode == ExitCode.BAD_INPUT
     assertSceneUntouched(scene, pair, before, tmp_path)
 
@@ -82,7 +82,7 @@ def test_outputs_failing_to_load_part_way_leave_no_partial_nodes(scene, pair, tm
     logic = logicFor(scene, tmp_path, fakeEngine("corrupt"))
     with pytest.raises(RegistrationError, match="cannot load the registration results"):
         logic.register(pair.fixed, pair.moving, pair.fixedSegmentation, pair.movingSegmentation, fixedList,
-                       movingList, uncertainty=True)
+                       movingList, options=RegistrationOptions(uncertainty=True))
     assertSceneUntouched(scene, pair, before, tmp_path)
     assert pair.movingSegmentation.GetTransformNodeID() is None
 
@@ -96,6 +96,8 @@ def test_invalid_nodes_are_refused_before_anything_runs(scene, pair, tmp_path):
         logic.register(pair.fixed, pair.moving, movingSegmentation=empty)
     with pytest.raises(TypeError):
         logic.register(pair.fixed, pair.moving, unknownOption=1)
+    with pytest.raises(TypeError, match="RegistrationOptions"):
+        logic.register(pair.fixed, pair.moving, options={"device": "cpu"})
     assert not logic.isRunning and list(tmp_path.iterdir()) == []
 
 
@@ -130,7 +132,7 @@ def test_cancel_from_the_progress_callback_stops_a_blocking_real_run(scene, pair
         logic.cancel()
 
     with pytest.raises(RegistrationCancelled):
-        logic.register(pair.fixed, pair.moving, progressCallback=cancelOnFirstProgress, **FAST)
+        logic.register(pair.fixed, pair.moving, options=FAST, progressCallback=cancelOnFirstProgress)
     assert len(pids) == 1 and not psutil.pid_exists(pids[0])
     assertSceneUntouched(scene, pair, before, tmp_path)
 

@@ -12,6 +12,7 @@ import vtk
 
 import fake_engine
 from mrml_helpers import addPointList, displayedColors, fakeEngine, ijkToRas, logicFor, sameGeometry
+from SHMoARegLib import RegistrationOptions
 from SHMoARegLib.colors import FOLDING_COLOR, INFERNO_NAME, SLICER_INFERNO_ID, showWithJacobianColors
 from SHMoARegLib.evaluation import (
     DICE_AFTER_COLUMN,
@@ -69,7 +70,8 @@ def checked(scene, pair, tmp_path, landmarkPoints):
     movingList = addPointList(scene, "M", movingPoints[::-1], LANDMARK_LABELS[::-1])
     logic = logicFor(scene, tmp_path, fakeEngine("routing", "--translation", *map(str, TRANSLATION_LPS)))
     return logic.register(pair.fixed, pair.moving, pair.fixedSegmentation, pair.movingSegmentation,
-                          fixedList, movingList, uncertainty=True, similarity="mind", smoothness=0.5)
+                          fixedList, movingList,
+                          options=RegistrationOptions(uncertainty=True, similarity="mind", smoothness=0.5))
 
 
 def test_jacobian_volume_is_on_the_fixed_grid_with_the_engines_values(checked, pair, scene):

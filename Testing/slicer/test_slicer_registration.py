@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ def registered(tmp_path_factory):
     movingList = addPointList(scene, "M", [movingPoint for _, movingPoint in pair.landmarks], LANDMARKS)
     result = logic.register(pair.fixed, pair.moving, pair.fixedSegmentation, pair.movingSegmentation,
                             fixedList, movingList, progressCallback=lambda fraction, message: progress.append(fraction),
-                            keepTemporaryFiles=True, **FAST)
+                            options=replace(FAST, keepTemporaryFiles=True))
     return scene, pair, result, movingBefore, progress, logic
 
 

@@ -12,7 +12,7 @@ import slicer
 
 import fake_engine
 from mrml_helpers import fakeEngine, logicFor, sameGeometry
-from SHMoARegLib import describeNetworkShare, routingKey
+from SHMoARegLib import RegistrationOptions, describeNetworkShare, routingKey
 from SHMoARegLib.colors import INFERNO_NAME, SLICER_INFERNO_ID, SLICER_VIRIDIS_ID, VIRIDIS_NAME
 from SHMoARegLib.maps import hexToRgb, readMapsInfo
 from SHMoARegLib.scene import folderChildren, subjectHierarchy
@@ -25,7 +25,7 @@ EXPERT_NAMES = [expert["name"] for expert in fake_engine.EXPERTS]
 def routed(scene, pair, tmp_path):
     logic = logicFor(scene, tmp_path, fakeEngine("routing"))
     return logic.register(pair.fixed, pair.moving, pair.fixedSegmentation, pair.movingSegmentation,
-                          importGateMaps=True)
+                          options=RegistrationOptions(importGateMaps=True))
 
 
 @pytest.fixture
