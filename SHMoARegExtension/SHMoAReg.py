@@ -6,7 +6,6 @@ separate PythonSlicer process and imports its results. No ``from __future__ impo
 here: the parameter node wrapper reads the annotations at run time (Slicer 5.8 ships Python 3.9).
 """
 
-import importlib
 import logging
 import os
 import time
@@ -28,7 +27,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 import SHMoARegLib
-from SHMoARegLib.dependencies import missingRequirements, pipInstallCommands
+from SHMoARegLib.dependencies import installMissing, missingRequirements
 from SHMoARegLib.process import pythonExecutable
 from SHMoARegLib.synthetic import addSyntheticPair
 
@@ -120,6 +119,7 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._qualityNodes = {}  # checkerboard/difference volumes of the shown result, made on first use
         self._qualityOverlay = None  # the result's volume shown over the fixed one by the quality buttons
         self._runDevice = "auto"
+        self._installing = False  # Register is disabled while the engine's packages install
         self._overlayChoices = {}  # key -> SHMoARegLib OverlayChoice of the shown result
         self._timer = qt.QTimer()
         self._timer.setInterval(STATUS_TIMER_MILLISECONDS)
@@ -206,6 +206,10 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.registerButton.enabled = True
             return
         self.ui.registerButton.text = "Register"
+        if self._installing:
+            self.ui.registerButton.enabled = False
+            self.ui.registerButton.toolTip = "Installing the packages the registration needs..."
+            return
         parameters = self._parameterNode
         ready = bool(parameters and parameters.fixedVolume and parameters.movingVolume
                      and parameters.fixedVolume != parameters.movingVolume)
@@ -294,7 +298,10 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return " ".join(lines)
 
     def ensureDependencies(self) -> bool:
-        """Ask before installing the engine's missing packages; never touches numpy, SimpleITK or VTK."""
+        """Ask before installing the engine's missing packages; never touches numpy, SimpleITK or VTK.
+
+        Register stays disabled while the packages install (pip's output keeps the event loop running).
+        """
         missing = missingRequirements()
         if not missing:
             return True
@@ -303,27 +310,28 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 f"SHMoAReg needs these Python packages: {names}.\n\nInstall them now? This can take several "
                 "minutes. Slicer's own numpy, SimpleITK and VTK are not changed."):
             return False
-        viaPip = [requirement for requirement in missing if not requirement.viaPyTorchUtils]
-        for requirement in missing:
-            if requirement.viaPyTorchUtils:
-                try:
-                    import PyTorchUtils
-                except ModuleNotFoundError:
-                    viaPip.insert(0, requirement)  # no SlicerPyTorch extension: the default wheel from pip
-                    continue
-                version = requirement.specifier[len(requirement.module):]
-                if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
-                                                                 torchVersionRequirement=version) is None:
-                    raise RuntimeError("PyTorch could not be installed; see the log for details.")
-        for command in pipInstallCommands(pythonExecutable(), viaPip):
-            self.log(" ".join(command[2:]))
-            slicer.util.logProcessOutput(slicer.util.launchConsoleProcess(command, useStartupEnvironment=False))
-        importlib.invalidate_caches()  # packages installed by another process since start-up
-        stillMissing = missingRequirements()
-        if stillMissing:
-            raise RuntimeError("still missing after installation: "
-                               + ", ".join(requirement.module for requirement in stillMissing))
+        self._installing = True
+        self.updateRegisterButton()
+        try:
+            installMissing(missing, pythonExecutable(), self.log, self._runInstallCommand, self._torchInstaller())
+        finally:
+            self._installing = False
+            self.updateRegisterButton()
         return True
+
+    @staticmethod
+    def _runInstallCommand(command: list) -> None:
+        slicer.util.logProcessOutput(slicer.util.launchConsoleProcess(command, useStartupEnvironment=False))
+
+    @staticmethod
+    def _torchInstaller():
+        """SlicerPyTorch's installer (it picks the CUDA build), or None without that extension."""
+        try:
+            import PyTorchUtils
+        except ModuleNotFoundError:
+            return None
+        return lambda version: PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            askConfirmation=False, torchVersionRequirement=version) is not None
 
     # Results
 

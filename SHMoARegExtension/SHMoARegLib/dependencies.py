@@ -8,6 +8,7 @@ without their dependencies so pip cannot upgrade Slicer's own numpy.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import re
 from dataclasses import dataclass
@@ -60,3 +61,30 @@ def pipInstallCommands(python: str, requirements: Sequence[Requirement]) -> list
         if group:
             commands.append([python, "-m", "pip", "install", *([] if withDependencies else ["--no-deps"]), *group])
     return commands
+
+
+def installMissing(missing: Sequence[Requirement], python: str, log: Callable[[str], None],
+                   runCommand: Callable[[list[str]], None], installTorch: Optional[Callable[[str], bool]] = None,
+                   isInstalled: Optional[Callable[[str], bool]] = None) -> None:
+    """Install the ``missing`` requirements, then check that they are there.
+
+    ``installTorch(versionSpecifier)`` installs torch through SlicerPyTorch and says whether it succeeded
+    (None when that extension is not installed: torch then comes from pip). ``runCommand`` runs one pip
+    command line (in Slicer: a console process whose output goes to the log). Raises RuntimeError when
+    something is still missing afterwards.
+    """
+    viaPip = []
+    for requirement in missing:
+        if requirement.viaPyTorchUtils and installTorch is not None:
+            if not installTorch(requirement.specifier[len(requirement.module):]):
+                raise RuntimeError("PyTorch could not be installed; see the log for details.")
+        else:
+            viaPip.append(requirement)
+    for command in pipInstallCommands(python, viaPip):
+        log(" ".join(command[2:]))
+        runCommand(command)
+    importlib.invalidate_caches()  # packages installed by another process since start-up
+    stillMissing = missingRequirements(missing, isInstalled)
+    if stillMissing:
+        raise RuntimeError("still missing after installation: "
+                           + ", ".join(requirement.module for requirement in stillMissing))

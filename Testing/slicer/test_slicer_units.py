@@ -14,6 +14,7 @@ from SHMoARegLib.dependencies import (
     ENGINE_REQUIREMENTS,
     PROTECTED_PACKAGES,
     Requirement,
+    installMissing,
     missingRequirements,
     pipInstallCommands,
 )
@@ -147,6 +148,34 @@ def test_missing_packages_are_found_without_importing_them():
     installed = {"torch"}
     missing = missingRequirements(isInstalled=lambda module: module in installed)
     assert [requirement.module for requirement in missing] == ["safetensors", "yaml", "psutil"]
+
+
+def test_missing_packages_install_through_slicer_pytorch_when_it_is_there_and_pip_otherwise():
+    """Issue 12, point 3: the installation moved from the widget into SHMoARegLib (the widget only asks)."""
+    for torchInstaller, expectedPip in ((None, [["install", "torch>=2.1,<3"], ["install", "--no-deps", "psutil>=5.9"]]),
+                                        (lambda version: True, [["install", "--no-deps", "psutil>=5.9"]])):
+        installed, commands, torchVersions = {"safetensors", "yaml"}, [], []
+
+        def run(command):
+            commands.append(command[3:])
+            installed.update({"torch", "psutil"} & {word.split(">")[0] for word in command})
+
+        def viaExtension(version, install=torchInstaller):
+            torchVersions.append(version)
+            installed.add("torch")
+            return install(version)
+
+        missing = missingRequirements(isInstalled=lambda module: module in installed)
+        installMissing(missing, "python", lambda line: None, run, viaExtension if torchInstaller else None,
+                       isInstalled=lambda module: module in installed)
+        assert commands == expectedPip
+        assert torchVersions == ([">=2.1,<3"] if torchInstaller else [])
+    with pytest.raises(RuntimeError, match="still missing after installation: psutil"):
+        installMissing([ENGINE_REQUIREMENTS[-1]], "python", lambda line: None, lambda command: None,
+                       isInstalled=lambda module: False)
+    with pytest.raises(RuntimeError, match="PyTorch could not be installed"):
+        installMissing([ENGINE_REQUIREMENTS[0]], "python", lambda line: None, lambda command: None,
+                       installTorch=lambda version: False)
 
 
 def _moduleLevelImports(module: str) -> set[str]:
