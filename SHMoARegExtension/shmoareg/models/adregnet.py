@@ -56,8 +56,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shmoareg.models.base import MapSpec, ModelOutput, RegistrationNetwork
-from shmoareg.models.layers import ConvBlock, upsample_to, zero_init_flow
-from shmoareg.spatial import compose, integrate_velocity, resize_field, warp
+from shmoareg.models.layers import ConvBlock, warp_and_fuse, zero_init_flow
+from shmoareg.spatial import compose, integrate_velocity
 
 POSITION_WAVELENGTHS = (4.0, 8.0, 16.0, 32.0)  # voxels of the attention level's grid
 
@@ -221,15 +221,7 @@ class ADRegNet(RegistrationNetwork):
         maps = {}
         for index in range(len(pyramid) - 1, -1, -1):
             level = index + 1
-            fixed_features, moving_features = pyramid[index]
-            shape = tuple(fixed_features.shape[2:])
-            if field is not None:
-                field = resize_field(field, shape)
-                moving_features = warp(moving_features, field)
-            parts = [fixed_features, moving_features]
-            if decoded is not None:
-                parts.append(upsample_to(decoded, shape))
-            decoded = self.fuse[index](torch.cat(parts, dim=1))
+            field, decoded = warp_and_fuse(self.fuse[index], *pyramid[index], field, decoded)
             if str(level) not in self.gates:
                 continue
             gate = self.gates[str(level)](decoded)

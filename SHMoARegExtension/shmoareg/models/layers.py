@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from shmoareg.spatial import resize_field, warp
 
 
 class ConvBlock(nn.Sequential):
@@ -36,3 +40,16 @@ def zero_init_flow(conv: nn.Conv3d, scale: float = 1e-5) -> nn.Conv3d:
 def pad_to_multiple(shape: tuple[int, int, int], multiple: int) -> tuple[int, int, int]:
     """Smallest shape at least ``shape`` whose sides are multiples of ``multiple``."""
     return tuple(-(-n // multiple) * multiple for n in shape)
+
+
+def warp_and_fuse(fuse: nn.Module, fixed: torch.Tensor, moving: torch.Tensor, field: Optional[torch.Tensor],
+                  decoded: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+    """One coarse-to-fine decoder level: the field so far brought to this level (None at the coarsest), and
+    ``fuse`` of the fixed features, the moving features warped by that field and the coarser decoded features
+    upsampled here."""
+    shape = tuple(fixed.shape[2:])
+    if field is not None:
+        field = resize_field(field, shape)
+        moving = warp(moving, field)
+    parts = [fixed, moving] if decoded is None else [fixed, moving, upsample_to(decoded, shape)]
+    return field, fuse(torch.cat(parts, dim=1))

@@ -18,9 +18,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shmoareg.models.base import AXES, MapSpec, ModelOutput, RegistrationNetwork, RoutingRecord
-from shmoareg.models.layers import ConvBlock, pad_to_multiple, upsample_to
+from shmoareg.models.layers import ConvBlock, pad_to_multiple, warp_and_fuse
 from shmoareg.models.mixture import MixtureOfAttentionHeads, SpatiallyHeterogeneousMoE
-from shmoareg.spatial import compose, integrate_velocity, resize_field, warp
+from shmoareg.spatial import compose, integrate_velocity, resize_field
 
 
 @dataclass(frozen=True)
@@ -172,15 +172,8 @@ class SHMoARegNet(RegistrationNetwork):
         field: Optional[torch.Tensor] = None
         decoded: Optional[torch.Tensor] = None
         for index in range(len(pyramid) - 1, -1, -1):
-            fixed_features, moving_features = pyramid[index][:batch], pyramid[index][batch:]
-            shape = tuple(fixed_features.shape[2:])
-            if field is not None:
-                field = resize_field(field, shape)
-                moving_features = warp(moving_features, field)
-            parts = [fixed_features, moving_features]
-            if decoded is not None:
-                parts.append(upsample_to(decoded, shape))
-            decoded = self.fuse[index](torch.cat(parts, dim=1))
+            field, decoded = warp_and_fuse(self.fuse[index], pyramid[index][:batch], pyramid[index][batch:], field,
+                                           decoded)
             residual, gates, balance = self.heads[index](decoded)
             if self.config.diffeomorphic:
                 residual = integrate_velocity(residual, self.config.integration_steps)
