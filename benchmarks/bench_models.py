@@ -1,10 +1,10 @@
 """Parameter count, forward time and peak memory of the networks at 160x192x224 (x, y, z).
 
-Run: ``.venv/bin/python benchmarks/bench_models.py [--device cpu|cuda] [--repeats 3]``.
-Each model is measured in a fresh process so peak memory is its own. Writes
-``benchmarks/results/models_<device>.json``; recorded numbers are in benchmarks/README.md.
-The ``unet`` baseline has the same widths per level as ``shmoareg``, so the difference is the
-cost of the mixture-of-experts layers (and SHMoAReg's Siamese encoder and per-level heads).
+Run: ``.venv/bin/python benchmarks/bench_models.py [--device cpu|cuda] [--repeats 3] [--models ...]
+[--shipped]``. Each model is measured in a fresh process so peak memory is its own. Writes
+``benchmarks/results/models_<device>[_shipped].json``; recorded numbers are in benchmarks/README.md.
+By default every registered network in its default config; ``--shipped`` measures the configs of the
+shipped weights (what ``register`` runs). ``moe_forward_overhead`` is ``shmoareg`` over ``unet``.
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ SHAPE_ZYX = (224, 192, 160)
 HERE = Path(__file__).resolve().parent
 
 
-def measure(name: str, device: str, repeats: int) -> dict:
+def measure(name: str, device: str, repeats: int, shipped: bool) -> dict:
     """Forward passes of one model in this process (called in a child process)."""
     import torch
 
+    from shmoareg.checkpoints import resolve_model
     from shmoareg.models import build_model
     from shmoareg.models.registry import model_config
 
-    model = build_model(name).to(device).eval()
+    model = (resolve_model(name)[0] if shipped else build_model(name)).to(device).eval()
     fixed = torch.rand(1, 1, *SHAPE_ZYX, device=device)
     moving = torch.rand(1, 1, *SHAPE_ZYX, device=device)
     times = []
@@ -55,19 +56,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", nargs="+", help="registered model names (default: all)")
+    parser.add_argument("--shipped", action="store_true", help="the shipped weights' configs, not the defaults")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.device, args.repeats)))
+        print(json.dumps(measure(args.child, args.device, args.repeats, args.shipped)))
         return
+    from shmoareg.models import MODEL_NAMES
+
     results = []
-    for name in ("shmoareg", "unet"):
+    for name in args.models or MODEL_NAMES:
         output = subprocess.run([sys.executable, __file__, "--child", name, "--device", args.device,
-                                 "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
+                                 "--repeats", str(args.repeats), *(["--shipped"] if args.shipped else [])],
+                                capture_output=True, text=True, check=True)
         results.append(json.loads(output.stdout.strip().splitlines()[-1]))
-    summary = {"input_shape_xyz": SHAPE_ZYX[::-1], "device": args.device, "models": results,
-               "moe_forward_overhead": round(results[0]["forward_seconds"] / results[1]["forward_seconds"], 2)}
-    out = HERE / "results" / f"models_{args.device}.json"
+    seconds = {result["model"]: result["forward_seconds"] for result in results}
+    summary = {"input_shape_xyz": SHAPE_ZYX[::-1], "device": args.device, "shipped_configs": args.shipped,
+               "models": results, "moe_forward_overhead": round(seconds["shmoareg"] / seconds["unet"], 2)
+               if {"shmoareg", "unet"} <= set(seconds) else None}
+    out = HERE / "results" / f"models_{args.device}{'_shipped' if args.shipped else ''}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

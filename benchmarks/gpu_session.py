@@ -58,7 +58,6 @@ DRY_RUN_SPACING_MM = 2.0
 DETAIL_SUFFIXES = {".json", ".jsonl", ".yaml", ".xml", ".log"}
 OUTPUTS = ("gpu_session.json", "gpu_session.log", "details.tar.gz", "checkpoints")
 CUDA_TESTS_TIMEOUT_SECONDS = 300
-MODELS = ("shmoareg", "unet")
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -285,13 +284,14 @@ def forward_figures(name: str, device: torch.device, shape_zyx: tuple[int, ...],
 
 
 def time_forward(session: Session) -> dict[str, Any]:
-    """Both networks' forward pass at bench_models.py's 160x192x224 (32^3 in the dry run)."""
+    """Every registered network's forward pass at bench_models.py's 160x192x224 (32^3 in the dry run)."""
     import bench_models
+    from shmoareg.models import MODEL_NAMES
 
     device = torch.device(session.device)
     shape = DRY_RUN_SHAPE_ZYX if session.dry_run else bench_models.SHAPE_ZYX
     repeats = 1 if session.dry_run else 3
-    models = [forward_figures(name, device, shape, repeats) for name in MODELS]
+    models = [forward_figures(name, device, shape, repeats) for name in MODEL_NAMES]
     if device.type == "cuda":
         torch.cuda.empty_cache()  # leave the card to the training process
     return {"shape_xyz": list(shape[::-1]), "device": session.device, "repeats": repeats, "models": models}
