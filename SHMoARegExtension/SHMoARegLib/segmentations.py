@@ -61,25 +61,41 @@ def matchLabels(segmentationNode: slicer.vtkMRMLSegmentationNode, reference: lis
 
 def writeLabelmap(segmentationNode: slicer.vtkMRMLSegmentationNode, infos: list[SegmentInfo],
                   referenceVolume: slicer.vtkMRMLVolumeNode, path: Path) -> None:
-    """Write the segments of ``infos`` as one label map on ``referenceVolume``'s grid."""
-    scene = segmentationNode.GetScene()
-    changes = SceneChanges(scene)
-    try:
-        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-        exported = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-            segmentationNode, [info.segmentId for info in infos], labelmap, referenceVolume,
-            slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
-        if not exported:
-            raise RuntimeError(f"cannot export segmentation {segmentationNode.GetName()!r} to a label map")
-        # The export numbers segments 1..N in the order given; map them to the wanted labels.
-        values = slicer.util.arrayFromVolume(labelmap)
-        lookup = np.zeros(len(infos) + 1, dtype=np.int32)
-        lookup[1:] = [info.label for info in infos]
-        values[:] = lookup[values].astype(values.dtype)
-        slicer.util.arrayFromVolumeModified(labelmap)
-        writeVolume(labelmap, path)
-    finally:
-        changes.rollback()
+    """Write the segments of ``infos`` as one label map on ``referenceVolume``'s grid.
+
+    The export runs on copies in a scratch scene, so the user's nodes are never touched (exporting from the
+    user's node could give it a display node, which the rollback of the run's scene changes then removed).
+    The transform between the segmentation and the reference volume is applied to the copy, as the export
+    would in the user's scene.
+    """
+    scratch = slicer.vtkMRMLScene()
+    segmentation = scratch.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    for info in infos:
+        if not segmentation.GetSegmentation().CopySegmentFromSegmentation(
+                segmentationNode.GetSegmentation(), info.segmentId):
+            raise RuntimeError(f"cannot copy segment {info.name!r} of {segmentationNode.GetName()!r}")
+    toReference = vtk.vtkGeneralTransform()
+    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(
+        segmentationNode.GetParentTransformNode(), referenceVolume.GetParentTransformNode(), toReference)
+    segmentation.ApplyTransform(toReference)
+    reference = scratch.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    reference.CopyOrientation(referenceVolume)
+    grid = vtk.vtkImageData()
+    grid.SetDimensions(referenceVolume.GetImageData().GetDimensions())
+    grid.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    reference.SetAndObserveImageData(grid)
+    labelmap = scratch.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            segmentation, [info.segmentId for info in infos], labelmap, reference,
+            slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY):
+        raise RuntimeError(f"cannot export segmentation {segmentationNode.GetName()!r} to a label map")
+    # The export numbers segments 1..N in the order given; map them to the wanted labels.
+    values = slicer.util.arrayFromVolume(labelmap)
+    lookup = np.zeros(len(infos) + 1, dtype=np.int32)
+    lookup[1:] = [info.label for info in infos]
+    values[:] = lookup[values].astype(values.dtype)
+    slicer.util.arrayFromVolumeModified(labelmap)
+    writeVolume(labelmap, path)
 
 
 def readSegmentation(scene: slicer.vtkMRMLScene, path: Path, name: str, infos: list[SegmentInfo],

@@ -14,6 +14,12 @@ import slicer  # noqa: E402
 
 from SHMoARegLib.synthetic import addSyntheticPair  # noqa: E402
 
+# The Slicer application registers the segmentation representations' conversion rules at start-up (copying a
+# segment needs them); a bare MRML scene does not.
+for _rule in (slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule(),
+              slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule()):
+    slicer.vtkSegmentationConverterFactory.GetInstance().RegisterConverterRule(_rule)
+
 
 @pytest.fixture
 def scene() -> slicer.vtkMRMLScene:

@@ -1,9 +1,14 @@
-"""Nodes for and from the engine (issue 12): storage nodes released (4c), the default fixed volume (4h)."""
+"""Nodes for and from the engine (issue 12): storage nodes released (4c), the default fixed volume (4h), the
+segmentation export on copies (4g)."""
 
 from __future__ import annotations
 
+import numpy as np
+import SimpleITK as sitk
+import slicer
 import vtk
 
+from SHMoARegLib.segmentations import segmentInfos, writeLabelmap
 from SHMoARegLib.volumes import defaultFixedVolume, defaultStorageNode, writeVolume
 
 
@@ -29,3 +34,41 @@ def test_the_default_fixed_volume_is_never_a_label_map(scene):
     assert defaultFixedVolume(scene) is None
     image = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "image")
     assert defaultFixedVolume(scene) is image
+
+
+def test_exporting_a_segmentation_for_the_engine_leaves_the_users_node_as_it_was(scene, pair, tmp_path):
+    """Issue 12, 4g: the export ran on the user's node (in the application it could gain a display node that a
+    rollback then removed); it runs on a copy in a scratch scene."""
+    segmentation = pair.movingSegmentation
+    display = segmentation.GetDisplayNode()  # a segmentation made by a script may have none
+    segmentation.RemoveAllDisplayNodeIDs()
+    scene.RemoveNode(display)
+    modified, nodes = segmentation.GetMTime(), scene.GetNumberOfNodes()
+    writeLabelmap(segmentation, segmentInfos(segmentation), pair.moving, tmp_path / "labels.nrrd")
+    assert segmentation.GetMTime() == modified and segmentation.GetNumberOfDisplayNodes() == 0
+    assert scene.GetNumberOfNodes() == nodes
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "labels.nrrd")))
+    assert set(np.unique(labels)) == {0, 1, 2}
+    assert labels.shape == slicer.util.arrayFromVolume(pair.moving).shape
+
+
+def test_the_exported_labels_follow_the_segmentations_transform(scene, pair, tmp_path):
+    """A segmentation under a translation is exported where it is displayed, as Slicer's export does."""
+    segmentation = pair.movingSegmentation
+    writeLabelmap(segmentation, segmentInfos(segmentation), pair.moving, tmp_path / "plain.nrrd")
+    shift = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = vtk.vtkMatrix4x4()
+    step = 2 * pair.moving.GetSpacing()[0]
+    matrix.SetElement(0, 3, step)
+    shift.SetMatrixTransformToParent(matrix)
+    segmentation.SetAndObserveTransformNodeID(shift.GetID())
+    writeLabelmap(segmentation, segmentInfos(segmentation), pair.moving, tmp_path / "shifted.nrrd")
+    plain, shifted = (sitk.ReadImage(str(tmp_path / name)) for name in ("plain.nrrd", "shifted.nrrd"))
+
+    def centroid(image: sitk.Image) -> np.ndarray:
+        statistics = sitk.LabelShapeStatisticsImageFilter()
+        statistics.Execute(image > 0)
+        return np.asarray(statistics.GetCentroid(1))  # LPS mm
+
+    moved = centroid(shifted) - centroid(plain)
+    assert np.allclose(moved, [-step, 0.0, 0.0], atol=0.5 * step)  # RAS +x is LPS -x
