@@ -23,7 +23,7 @@ from shmoareg.protocol import ExitCode
 from SHMoARegLib.process import EngineProcess, defaultEngineCommand, engineEnvironment
 from SHMoARegLib.results import RegistrationResult, RunInputs, importResults
 from SHMoARegLib.segmentations import matchLabels, segmentInfos, writeLabelmap
-from SHMoARegLib.volumes import writeTransform, writeVolume
+from SHMoARegLib.volumes import prealignment, writeTransform, writeVolume
 
 ProgressCallback = Callable[[float, str], None]
 OUTPUT_FOLDER = "output"
@@ -174,6 +174,9 @@ class RegistrationRunner:
                                  "components per voxel; choose a grey-level volume")
         if inputs.fixed is inputs.moving:
             raise ValueError("the fixed and moving volumes are the same node; choose two volumes")
+        for node in (inputs.moving, inputs.movingSegmentation):
+            if node is not None:
+                prealignment(node, inputs.fixed.GetParentTransformNode())  # a nonlinear placement is refused
         for role, node in (("fixed segmentation", inputs.fixedSegmentation),
                            ("moving segmentation", inputs.movingSegmentation)):
             if node is None:
@@ -191,12 +194,15 @@ class RegistrationRunner:
         """Write the inputs for the engine; returns its arguments."""
         fixedPath, movingPath = workDirectory / "fixed.nrrd", workDirectory / "moving.nrrd"
         writeVolume(inputs.fixed, fixedPath)
-        writeVolume(inputs.moving, movingPath)
+        # The moving volume as displayed in the fixed volume's frame: a pre-alignment the user made is kept.
+        movingFrame = prealignment(inputs.moving, inputs.fixed.GetParentTransformNode())
+        writeVolume(inputs.moving, movingPath, movingFrame)
         fixedSegmentationPath = movingSegmentationPath = None
         if inputs.movingSegmentation is not None:
             inputs.movingSegments = segmentInfos(inputs.movingSegmentation)
             movingSegmentationPath = workDirectory / "moving_seg.nrrd"
-            writeLabelmap(inputs.movingSegmentation, inputs.movingSegments, inputs.moving, movingSegmentationPath)
+            writeLabelmap(inputs.movingSegmentation, inputs.movingSegments, inputs.moving, movingSegmentationPath,
+                          movingFrame)
         if inputs.fixedSegmentation is not None:
             inputs.fixedSegments = matchLabels(inputs.fixedSegmentation, inputs.movingSegments)
             fixedSegmentationPath = workDirectory / "fixed_seg.nrrd"

@@ -20,7 +20,8 @@ from SHMoARegLib.routing import RoutingInfo, gateDescription, importGateMaps, re
 from SHMoARegLib.scene import SceneChanges, placeInFolder, uniqueFolderName
 from SHMoARegLib.segmentations import SegmentInfo, readSegmentation
 from SHMoARegLib.utilisation import utilisationChart, utilisationTable
-from SHMoARegLib.volumes import copyDisplay, readTransform, readVolume
+from SHMoARegLib.volumes import (RESULT_ATTRIBUTE, copyDisplay, isIdentity, prealignment, readTransform,
+                                 readVolume)
 from shmoareg.protocol import (COMPLETION_MARKER, JACOBIAN_FILE, TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE,
                                WARPED_SEGMENTATION_FILE)
 
@@ -121,6 +122,7 @@ def importResults(scene: slicer.vtkMRMLScene, outputDirectory: Path, inputs: Run
         fixedParent = inputs.fixed.GetTransformNodeID()
         transform = readTransform(scene, outputDirectory / TRANSFORM_FILE,
                                   scene.GenerateUniqueName(f"{pairName} transform"))
+        transform.SetAttribute(RESULT_ATTRIBUTE, "1")
         transform.SetNodeReferenceID(transform.GetMovingNodeReferenceRole(), inputs.moving.GetID())
         transform.SetNodeReferenceID(transform.GetFixedNodeReferenceRole(), inputs.fixed.GetID())
         warpedVolume = readVolume(scene, outputDirectory / WARPED_FILE,
@@ -183,13 +185,29 @@ def importResults(scene: slicer.vtkMRMLScene, outputDirectory: Path, inputs: Run
             # Outputs live in the fixed image's space, wherever the fixed image is placed.
             node.SetAndObserveTransformNodeID(fixedParent)
         summary["routing"] = asdict(routing) if routing is not None else None
+        # A moving node pre-aligned by the user (linear transforms relative to the fixed volume's frame) keeps
+        # that pre-alignment: a copy of it, under the new transform, places the node.
+        movingNodes = [node for node in (inputs.moving, inputs.movingSegmentation) if node is not None]
+        placements, byMatrix = {}, {}
+        for node in movingNodes:
+            matrix = prealignment(node, inputs.fixed.GetParentTransformNode())
+            key = tuple(matrix.GetElement(row, column) for row in range(4) for column in range(4))
+            if isIdentity(matrix):
+                byMatrix[key] = transform
+            elif key not in byMatrix:  # one copy for nodes placed alike (the volume and its segmentation)
+                kept = scene.AddNewNodeByClass(
+                    "vtkMRMLLinearTransformNode", scene.GenerateUniqueName(f"{node.GetName()} pre-alignment"))
+                kept.SetMatrixTransformToParent(matrix)
+                kept.SetAndObserveTransformNodeID(transform.GetID())
+                placeInFolder(scene, kept, folder)
+                byMatrix[key] = kept
+            placements[node.GetID()] = byMatrix[key]
     except BaseException:
         changes.rollback()
         raise
     # Last, when nothing can fail any more: show the moving images through the new transform.
-    for movingNode in (inputs.moving, inputs.movingSegmentation):
-        if movingNode is not None:
-            movingNode.SetAndObserveTransformNodeID(transform.GetID())
+    for node in movingNodes:
+        node.SetAndObserveTransformNodeID(placements[node.GetID()].GetID())
     return RegistrationResult(transform, warpedVolume, warpedSegmentation, mapNodes, table, summary,
                               folderItemId=folder, mapColorTableNodes=colors, gateNodes=gateNodes,
                               maps=maps.maps if maps is not None else [], routing=routing, utilisationChartNode=chart,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import slicer
@@ -60,8 +61,10 @@ def matchLabels(segmentationNode: slicer.vtkMRMLSegmentationNode, reference: lis
 
 
 def writeLabelmap(segmentationNode: slicer.vtkMRMLSegmentationNode, infos: list[SegmentInfo],
-                  referenceVolume: slicer.vtkMRMLVolumeNode, path: Path) -> None:
-    """Write the segments of ``infos`` as one label map on ``referenceVolume``'s grid.
+                  referenceVolume: slicer.vtkMRMLVolumeNode, path: Path,
+                  toFrame: Optional[vtk.vtkMatrix4x4] = None) -> None:
+    """Write the segments of ``infos`` as one label map on ``referenceVolume``'s grid (placed as
+    :func:`SHMoARegLib.volumes.writeVolume` places the reference volume with the same ``toFrame``).
 
     The export runs on copies in a scratch scene, so the user's nodes are never touched (exporting from the
     user's node could give it a display node, which the rollback of the run's scene changes then removed).
@@ -95,7 +98,7 @@ def writeLabelmap(segmentationNode: slicer.vtkMRMLSegmentationNode, infos: list[
     lookup[1:] = [info.label for info in infos]
     values[:] = lookup[values].astype(values.dtype)
     slicer.util.arrayFromVolumeModified(labelmap)
-    writeVolume(labelmap, path)
+    writeVolume(labelmap, path, toFrame)
 
 
 def readSegmentation(scene: slicer.vtkMRMLScene, path: Path, name: str, infos: list[SegmentInfo],

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import slicer
+import vtk
 
 
 def defaultStorageNode(node: slicer.vtkMRMLStorableNode) -> slicer.vtkMRMLStorageNode:
@@ -23,13 +24,60 @@ def defaultStorageNode(node: slicer.vtkMRMLStorableNode) -> slicer.vtkMRMLStorag
     return storage
 
 
-def writeVolume(node: slicer.vtkMRMLVolumeNode, path: Path) -> None:
-    """Write a volume (its own geometry, parent transforms ignored) to NRRD or NIfTI."""
+def writeVolume(node: slicer.vtkMRMLVolumeNode, path: Path,
+                toFrame: Optional[vtk.vtkMatrix4x4] = None) -> None:
+    """Write a volume to NRRD or NIfTI in its own geometry, or with ``toFrame`` (see :func:`frameMatrix`)
+    folded into its geometry: the voxels are not resampled, and the node is not touched."""
+    if toFrame is not None and not isIdentity(toFrame):
+        scratch = slicer.vtkMRMLScene()  # storage nodes are made for nodes in a scene; not the user's
+        placed = scratch.AddNewNodeByClass(node.GetClassName(), node.GetName())
+        own = vtk.vtkMatrix4x4()
+        node.GetIJKToRASMatrix(own)
+        combined = vtk.vtkMatrix4x4()
+        vtk.vtkMatrix4x4.Multiply4x4(toFrame, own, combined)
+        placed.SetIJKToRASMatrix(combined)
+        placed.SetAndObserveImageData(node.GetImageData())
+        node = placed
     storage = defaultStorageNode(node)
     storage.SetFileName(str(path))
     storage.SetUseCompression(0)
     if not storage.WriteData(node):
         raise RuntimeError(f"cannot write volume {node.GetName()!r} to {path}")
+
+
+def frameMatrix(node: slicer.vtkMRMLTransformableNode,
+                frame: Optional[slicer.vtkMRMLTransformNode]) -> vtk.vtkMatrix4x4:
+    """The matrix from ``node``'s coordinates to those under ``frame`` (None: the world) through their
+    transforms: how the node is displayed relative to that frame. ValueError when that is not linear."""
+    matrix = vtk.vtkMatrix4x4()
+    if node.GetParentTransformNode() is frame:
+        return matrix
+    between = vtk.vtkGeneralTransform()
+    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(node.GetParentTransformNode(), frame, between)
+    if not slicer.vtkMRMLTransformNode.IsGeneralTransformLinear(between):
+        raise ValueError(f"{node.GetName()!r} is placed by a nonlinear transform; harden it first (Transforms "
+                         "module) or remove it: only a linear pre-alignment is kept")
+    slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(node.GetParentTransformNode(), frame, matrix)
+    return matrix
+
+
+# Marks the transform nodes a registration made, so that registering a moving volume again replaces them.
+RESULT_ATTRIBUTE = "SHMoAReg.RegistrationResult"
+
+
+def prealignment(node: slicer.vtkMRMLTransformableNode,
+                 fixedFrame: Optional[slicer.vtkMRMLTransformNode]) -> vtk.vtkMatrix4x4:
+    """How the user placed ``node`` relative to the fixed volume's frame: its transforms up to that frame, or up to
+    an earlier registration's result (which a new registration replaces, while the placement below it stays)."""
+    frame = node.GetParentTransformNode()
+    while frame is not None and frame is not fixedFrame and frame.GetAttribute(RESULT_ATTRIBUTE) is None:
+        frame = frame.GetParentTransformNode()
+    return frameMatrix(node, frame if frame is not None and frame.GetAttribute(RESULT_ATTRIBUTE) else fixedFrame)
+
+
+def isIdentity(matrix: vtk.vtkMatrix4x4) -> bool:
+    """Whether a 4x4 matrix is the identity (to 1e-9)."""
+    return all(abs(matrix.GetElement(row, column) - (row == column)) < 1e-9 for row in range(4) for column in range(4))
 
 
 def readVolume(scene: slicer.vtkMRMLScene, path: Path, name: str,
