@@ -27,6 +27,7 @@ from shmoareg import __version__
 from shmoareg.errors import InputError
 from shmoareg.jsonio import dumps
 from shmoareg.models.registry import MODEL_NAMES, build_model, model_config
+from shmoareg.resources import RESOURCE_DIRS
 
 WEIGHTS_SUFFIX = ".safetensors"
 SIDECAR_SUFFIX = ".json"
@@ -212,9 +213,8 @@ def load_training_state(path: str | os.PathLike) -> Optional[dict[str, Any]]:
 
 def model_dirs() -> list[Path]:
     """Folders searched for shipped weights: ``$SHMOAREG_MODELS_DIR``, then ``Resources/models`` of the
-    repository and of the Slicer extension."""
-    package = Path(__file__).resolve().parent
-    dirs = [package.parent.parent / "Resources" / "models", package.parent / "Resources" / "models"]
+    repository and of the Slicer extension (:mod:`shmoareg.resources`)."""
+    dirs = [folder / "models" for folder in RESOURCE_DIRS]
     if os.environ.get(MODELS_DIR_ENV):
         dirs.insert(0, Path(os.environ[MODELS_DIR_ENV]))
     return dirs

@@ -13,14 +13,15 @@ from typing import Optional, Sequence
 
 import SimpleITK as sitk
 
-from shmoareg.protocol import DEFAULT_MODEL
 from shmoareg.jsonio import dumps
 from shmoareg.overview import write_overview
 from shmoareg.pipeline import RegistrationRequest, register
 from shmoareg.progress import Progress
+from shmoareg.protocol import DEFAULT_MODEL
+from shmoareg.resources import resource_dir
 from shmoareg.synthetic import synthetic_pair, to_sitk
 
-SAMPLE_DATA = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
+SAMPLE_DATA = resource_dir("SampleData")
 REAL_PAIR = {"fixed": SAMPLE_DATA / "mni152_2009a_t1_2mm.nii.gz", "moving": SAMPLE_DATA / "colin27_t1_2mm.nii.gz"}
 SYNTHETIC_SHAPE = (64, 72, 64)
 SYNTHETIC_SPACING = (1.5, 1.5, 1.5)
