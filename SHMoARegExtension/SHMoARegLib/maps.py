@@ -27,12 +27,8 @@ import slicer
 
 from SHMoARegLib.colors import categoryColorTable, infernoColorNode, viridisColorNode
 from SHMoARegLib.volumes import readVolume
-from shmoareg.protocol import MAPS_FILE
+from shmoareg.protocol import AXES, COLOUR_MAPS, MAP_KINDS, MAP_STATISTICS, MAPS_FILE
 
-KINDS = ("categorical", "scalar")
-AXES = ("x", "y", "z")
-STATISTICS = ("mean", "min", "max", "p5", "p25", "p50", "p75", "p95")
-COLOR_MAPS = ("viridis", "inferno")
 _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
@@ -111,8 +107,8 @@ def readMapsInfo(outputDirectory: Path) -> Optional[MapsInfo]:
 
 def _mapInfo(entry: dict, outputDirectory: Path) -> MapInfo:
     name, kind, level = str(entry["name"]), str(entry["kind"]), int(entry["level"])
-    if kind not in KINDS:
-        raise ValueError(f"map {name!r}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    if kind not in MAP_KINDS:
+        raise ValueError(f"map {name!r}: kind {kind!r} is not one of {', '.join(MAP_KINDS)}")
     if level < 1:
         raise ValueError(f"map {name!r}: level {level} is not 1 or more")
     axis = entry.get("axis")
@@ -133,9 +129,9 @@ def _mapInfo(entry: dict, outputDirectory: Path) -> MapInfo:
         if [category.value for category in categories] != list(range(1, len(categories) + 1)) or not categories:
             raise ValueError(f"map {name!r}: categories must be numbered 1, 2, ... in order")
     else:
-        statistics = {key: _number(entry["statistics"].get(key)) for key in STATISTICS}
+        statistics = {key: _number(entry["statistics"].get(key)) for key in MAP_STATISTICS}
         colorMap = str(entry.get("colour_map", "viridis"))
-        if colorMap not in COLOR_MAPS:
+        if colorMap not in COLOUR_MAPS:
             colorMap = "viridis"
     return MapInfo(name, kind, level, str(entry.get("description", "")), str(entry.get("units") or ""), axis,
                    tuple(float(value) for value in entry.get("spacing_mm") or ()), path, categories, statistics,

@@ -6,7 +6,7 @@ them all: name, file, kind, level (and that level's spacing), units, description
 - for a categorical map (value ``v`` = category ``v``, 1-based; 0 outside the fixed foreground), each
   category's name, colour (:data:`CATEGORY_COLOURS`, in order) and share of the fixed foreground's voxels;
 - for a scalar map, its colour map (:func:`colour_map_for`) and the mean, minimum, maximum and percentiles
-  (:data:`PERCENTILES`) of its values over the fixed foreground.
+  (:data:`MAP_PERCENTILES`) of its values over the fixed foreground.
 
 Level 1 is the network input's grid (the working grid, or that grid averaged down 2x when the network saw it
 so); level ``L`` is that grid averaged down ``2**(L-1)`` times, cell-centred (:meth:`Grid.coarsened`).
@@ -29,12 +29,11 @@ import torch.nn.functional as F
 from shmoareg.grid import Grid, from_array
 from shmoareg.imageio import write_image
 from shmoareg.models.base import MapSpec
-from shmoareg.protocol import MAPS_FOLDER
+from shmoareg.protocol import COLOUR_MAPS, MAP_PERCENTILES, MAPS_FOLDER
 
 # Tableau 10: category v gets entry (v - 1) mod 10.
 CATEGORY_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-PERCENTILES = (5, 25, 50, 75, 95)
 SCALAR_SIGNIFICANT_DIGITS = 4
 # A scalar map in one of these units is a magnitude (Inferno: dark is none); any other (a probability, a gate,
 # an entropy in nats) is shown with Viridis.
@@ -76,7 +75,8 @@ def level_grid(network: Grid, level: int, shape: tuple[int, ...]) -> Grid:
 
 def colour_map_for(units: str) -> str:
     """``inferno`` for a magnitude in a length unit (:data:`LENGTH_UNITS`), ``viridis`` for anything else."""
-    return "inferno" if units.strip().lower() in LENGTH_UNITS else "viridis"
+    viridis, inferno = COLOUR_MAPS
+    return inferno if units.strip().lower() in LENGTH_UNITS else viridis
 
 
 def category_colour(value: int) -> str:
@@ -163,10 +163,10 @@ def _scalar(values: np.ndarray, units: str, inside: np.ndarray) -> tuple[np.ndar
     chosen = values[inside].astype(np.float64)
     chosen = chosen[np.isfinite(chosen)]
     statistics: dict[str, Optional[float]] = {"mean": None, "min": None, "max": None,
-                                               **{f"p{p}": None for p in PERCENTILES}}
+                                               **{f"p{p}": None for p in MAP_PERCENTILES}}
     if chosen.size:
         statistics.update(mean=float(chosen.mean()), min=float(chosen.min()), max=float(chosen.max()))
-        statistics.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, np.percentile(chosen, PERCENTILES))})
+        statistics.update({f"p{p}": float(v) for p, v in zip(MAP_PERCENTILES, np.percentile(chosen, MAP_PERCENTILES))})
     return values, {"colour_map": colour_map_for(units), "statistics": statistics}
 
 

@@ -48,6 +48,14 @@ RESULTS_CSV_FILE = "results.csv"
 RESULTS_JSON_FILE = "results.json"
 REPORT_FILE = "report.html"
 
+# maps.json: each map is categorical (values 1..K name its categories, 0 none) or scalar; a map of one displacement
+# axis names it; a scalar map's statistics over the fixed foreground are these, and its colour map one of these.
+MAP_KINDS = ("categorical", "scalar")
+AXES = ("x", "y", "z")
+MAP_PERCENTILES = (5, 25, 50, 75, 95)
+MAP_STATISTICS = ("mean", "min", "max", *(f"p{p}" for p in MAP_PERCENTILES))
+COLOUR_MAPS = ("viridis", "inferno")
+
 # Choice lists of the command line ("auto": CUDA when torch sees a GPU; intensity "auto": CT or MR from the
 # image's values).
 DEVICES = ("auto", "cpu", "cuda")

@@ -12,11 +12,11 @@ import torch
 from phantoms import rotation_direction
 from shmoareg import pipeline
 from shmoareg.grid import Grid, network_grid
-from shmoareg.model_maps import (CATEGORY_COLOURS, PERCENTILES, colour_map_for, fixed_sampling_grid, level_grid,
-                                 write_model_maps)
+from shmoareg.model_maps import CATEGORY_COLOURS, colour_map_for, fixed_sampling_grid, level_grid, write_model_maps
 from shmoareg.models.base import AXES, MapSpec, ModelOutput, RegistrationNetwork, RoutingRecord
 from shmoareg.models.shmoareg_net import expert_map_name
 from shmoareg.pipeline import RegistrationRequest, register
+from shmoareg.protocol import MAP_PERCENTILES
 from shmoareg.routing_maps import write_routing_maps
 from shmoareg.synthetic import synthetic_pair, to_sitk
 
@@ -114,7 +114,7 @@ def test_a_scalar_map_is_placed_linearly_with_its_statistics(written):
         chosen = values[inside].astype(np.float64)
         assert statistics["mean"] == pytest.approx(chosen.mean())
         assert (statistics["min"], statistics["max"]) == pytest.approx((chosen.min(), chosen.max()))
-        for p, value in zip(PERCENTILES, np.percentile(chosen, PERCENTILES)):
+        for p, value in zip(MAP_PERCENTILES, np.percentile(chosen, MAP_PERCENTILES)):
             assert statistics[f"p{p}"] == pytest.approx(value)
 
 

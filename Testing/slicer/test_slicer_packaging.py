@@ -109,12 +109,9 @@ def test_the_slicer_module_takes_the_protocol_from_the_engine_and_nothing_else()
     assert imported <= {"__future__", "annotations", "enum"}
 
 
-def test_map_conventions_match_the_engine():
+def test_the_colour_map_rule_gives_only_the_protocols_colour_maps():
     model_maps = pytest.importorskip("shmoareg.model_maps")
-    base = pytest.importorskip("shmoareg.models.base")
-    assert maps.KINDS == base.MAP_KINDS and maps.AXES == base.AXES
-    assert set(maps.COLOR_MAPS) == {model_maps.colour_map_for(units) for units in ("", "mm")}
-    assert maps.STATISTICS == ("mean", "min", "max", *(f"p{p}" for p in model_maps.PERCENTILES))
+    assert {model_maps.colour_map_for(units) for units in ("", "nats", "mm", "voxels")} == set(maps.COLOUR_MAPS)
 
 
 def test_quality_options_match_the_engine_parser():

@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-AXES = ("x", "y", "z")
-MAP_KINDS = ("categorical", "scalar")
+from shmoareg.protocol import AXES, MAP_KINDS  # noqa: F401  (AXES: part of the models' interface)
+
 
 
 @dataclass
