@@ -23,6 +23,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from shmoareg.method import RegistrationMethod
+
 HERE = Path(__file__).resolve().parent
 MODELS_DIR = HERE.parent / "Resources" / "models"
 THREADS = 2
@@ -49,10 +51,11 @@ ELASTIX_STAGES = {
 }
 
 
-def _shmoareg(fixed: Path, moving: Path, output: Path, *extra: str, device: str = "cpu") -> list[str]:
-    """``shmoareg register`` on ``device`` with the given extra options, defaults otherwise."""
+def _shmoareg(fixed: Path, moving: Path, output: Path, method: RegistrationMethod,
+              device: str = "cpu") -> list[str]:
+    """``shmoareg register`` on ``device`` with ``method``, defaults otherwise."""
     return [sys.executable, "-m", "shmoareg", "register", "--fixed", str(fixed), "--moving", str(moving),
-            "--output-dir", str(output), "--device", device, "--progress", "none", *extra]
+            "--output-dir", str(output), "--device", device, "--progress", "none", *method.arguments()]
 
 
 def _this_script(method: str, fixed: Path, moving: Path, output: Path) -> list[str]:
@@ -85,15 +88,17 @@ def _elastix_parameter_text(parameters: dict[str, object]) -> str:
 OTHER_NETWORKS = sorted(path.stem for path in MODELS_DIR.glob("*.safetensors") if path.stem != "shmoareg")
 NO_REFINE_SUFFIX = "-no-refine"
 
+NETWORK_METHODS = {
+    "shmoareg": RegistrationMethod.network_then_refinement(),
+    "affine-only": RegistrationMethod.affine_alone(),
+    "shmoareg" + NO_REFINE_SUFFIX: RegistrationMethod.network_alone(),
+    "shmoareg-model-none": RegistrationMethod.refinement_alone(),
+    **{name: RegistrationMethod.network_then_refinement(name) for name in OTHER_NETWORKS},
+    **{name + NO_REFINE_SUFFIX: RegistrationMethod.network_alone(name) for name in OTHER_NETWORKS},
+}
 COMMANDS = {
-    "shmoareg": lambda f, m, o: _shmoareg(f, m, o),
-    "affine-only": lambda f, m, o: _shmoareg(f, m, o, "--model", "none", "--refine-steps", "0"),
-    "shmoareg" + NO_REFINE_SUFFIX: lambda f, m, o: _shmoareg(f, m, o, "--refine-steps", "0"),
-    "shmoareg-model-none": lambda f, m, o: _shmoareg(f, m, o, "--model", "none"),
-    "shmoareg-gpu": lambda f, m, o: _shmoareg(f, m, o, device="cuda"),
-    **{name: (lambda f, m, o, name=name: _shmoareg(f, m, o, "--model", name)) for name in OTHER_NETWORKS},
-    **{name + NO_REFINE_SUFFIX: (lambda f, m, o, name=name: _shmoareg(f, m, o, "--model", name, "--refine-steps", "0"))
-       for name in OTHER_NETWORKS},
+    **{label: (lambda f, m, o, method=method: _shmoareg(f, m, o, method)) for label, method in NETWORK_METHODS.items()},
+    "shmoareg-gpu": lambda f, m, o: _shmoareg(f, m, o, RegistrationMethod(), device="cuda"),
     "sitk-demons": lambda f, m, o: _this_script("sitk-demons", f, m, o),
     "elastix": _elastix,
     "ants-syn": lambda f, m, o: _this_script("ants-syn", f, m, o),

@@ -1,6 +1,7 @@
 """``register``: from two image files to a transform, warped images, Jacobian and a summary.
 
-:func:`register` is a sequence of named stages, each a function below: load (:func:`_load`), initialise
+:func:`register` is a sequence of named stages, each a function below, and runs a
+:class:`~shmoareg.method.RegistrationMethod` (network then refinement, refinement alone, network alone): load (:func:`_load`), initialise
 (:func:`_initialise`: normalise, foregrounds, affine, overlap), the working grid (:func:`_working_pair`),
 predict (:func:`_predict`, with a network), refine (:func:`_refine`), write (:func:`_write`, through a
 staging folder) and summarise (:func:`_summary`). Each stage hands the next a small record (``_Start``,
@@ -33,6 +34,7 @@ from shmoareg.grid import Grid, auto_spacing, foreground_box, from_array, networ
 from shmoareg.imageio import check_label_grid, read_image, read_label_map, write_image, write_transform
 from shmoareg.intensity import field_of_view, foreground_mask, normalise
 from shmoareg.landmarks import pair_landmarks, read_labeled_landmarks
+from shmoareg.method import RegistrationMethod
 from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics, mean_dice, target_registration_error
 from shmoareg.model_maps import write_model_maps
 from shmoareg.models.base import MapSpec, RoutingRecord
@@ -90,6 +92,11 @@ class RegistrationRequest:
     fixed_landmarks: Optional[Path] = None
     moving_landmarks: Optional[Path] = None
 
+    @property
+    def method(self) -> RegistrationMethod:
+        """The composition ``model`` and ``refine_steps`` describe (network, refinement, or both)."""
+        return RegistrationMethod.from_options(self.model, self.refine_steps)
+
 
 @dataclass
 class _Inputs:
@@ -118,10 +125,10 @@ class _Prediction:
     grid: Grid
 
 
-def _load_network(name_or_path: str, device: torch.device) -> Optional[_Network]:
-    if name_or_path == "none":
+def _load_network(method: RegistrationMethod, device: torch.device) -> Optional[_Network]:
+    if method.network is None:
         return None
-    model, metadata = resolve_model(name_or_path)
+    model, metadata = resolve_model(method.network)
     return _Network(model.to(device).eval(), metadata)
 
 
@@ -231,7 +238,7 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
     device = resolve_device(request.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    network = _load_network(request.model, device)
+    network = _load_network(request.method, device)
     with progress.stage("load", "reading images"):
         inputs = _load(request)
     with progress.stage("affine", "affine initialisation" if request.affine else "checking overlap"):
@@ -353,17 +360,19 @@ def _refine(request: RegistrationRequest, pair: _WorkingPair, prediction: Option
         similarity = choose_similarity(pair.fixed, pair.moving,
                                        torch.from_numpy(pair.foreground).to(pair.fixed.device)[None, None]
                                        * pair.moving_valid)
-    settings = OptimisationSettings(steps=_refine_steps(request, prediction is not None, similarity, device_type),
+    method = request.method
+    settings = OptimisationSettings(steps=_refine_steps(method, similarity, device_type),
                                     diffeomorphic=request.diffeomorphic, similarity=similarity,
                                     smoothness=request.smoothness)
     initial = prediction.displacement if prediction is not None else None
     status = None if prediction is None else PREDICTION_USED
-    if initial is not None and settings.steps > 0 and not improves_similarity(
+    if initial is not None and method.refine and not improves_similarity(
             pair.fixed, pair.moving, settings, initial, pair.fixed_valid, pair.moving_valid):
         # A prediction that matches the pair worse than none at all (an image and itself, or a pair unlike
-        # the training data) would only be undone: refine from the affine with --model none's schedule.
+        # the training data) would only be undone: the method becomes refinement alone, from the affine.
         initial, status = None, PREDICTION_REJECTED
-        settings = replace(settings, steps=_refine_steps(request, False, similarity, device_type))
+        settings = replace(settings, steps=_refine_steps(RegistrationMethod.refinement_alone(method.steps),
+                                                         similarity, device_type))
     if initial is not None:  # the coarse deformation is already there: start at the network's resolution
         settings = replace(settings, levels=levels_from(settings.levels, _factor(prediction.grid, pair.grid)))
     displacement = optimise_displacement(
@@ -461,11 +470,13 @@ def _summary(request: RegistrationRequest, inputs: _Inputs, start: _Start, pair:
     }
 
 
-def _refine_steps(request: RegistrationRequest, with_network: bool, similarity: str, device_type: str) -> int:
-    """The user's step count, or the default for the method, the similarity and the device."""
-    if request.refine_steps is not None:
-        return request.refine_steps
-    if not with_network:
+def _refine_steps(method: RegistrationMethod, similarity: str, device_type: str) -> int:
+    """The method's refinement steps, or the default for the method, the similarity and the device."""
+    if not method.refine:
+        return 0
+    if method.steps is not None:
+        return method.steps
+    if method.network is None:
         return DEFAULT_REFINE_STEPS[device_type]
     return (NETWORK_REFINE_STEPS if similarity == "lncc" else CROSS_CONTRAST_REFINE_STEPS)[device_type]
 
