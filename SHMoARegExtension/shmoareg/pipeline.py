@@ -1,10 +1,10 @@
 """``register``: from two image files to a transform, warped images, Jacobian and a summary.
 
-:func:`register` is a sequence of named stages, each a function below, and runs a
-:class:`~shmoareg.method.RegistrationMethod` (network then refinement, refinement alone, network alone): load (:func:`_load`), initialise
-(:func:`_initialise`: normalise, foregrounds, affine, overlap), the working grid (:func:`_working_pair`),
-predict (:func:`_predict`, with a network), refine (:func:`_refine`), write (:func:`_write`, through a
-staging folder) and summarise (:func:`_summary`). Each stage hands the next a small record (``_Start``,
+:func:`register` runs a :class:`~shmoareg.method.RegistrationMethod` (network then refinement, refinement
+alone, network alone) as a sequence of named stages, each a function below: load (:func:`_load`),
+initialise (:func:`_initialise`: normalise, foregrounds, affine, overlap), the working grid
+(:func:`_working_pair`), predict (:func:`_predict`, with a network), refine (:func:`_refine`), write
+(:func:`_write`, through a staging folder) and summarise (:func:`_summary`). Each stage hands the next a small record (``_Start``,
 ``_WorkingPair``, ``_Prediction``, ``_Result``, ``_Written``).
 """
 
