@@ -228,7 +228,7 @@ def engine_details(output: Path) -> dict:
         return {}
     content = json.loads(summary.read_text())
     return {"engine": {key: content.get(key) for key in ("method", "network_grid", "seconds", "threads",
-                                                          "network_share")}}
+                                                          "network_share", "network_prediction")}}
 
 
 def machine() -> dict:
@@ -241,6 +241,12 @@ def machine() -> dict:
 def _number(value: float | None, digits: int) -> str:
     """A table cell: rounded number, or a dash."""
     return "-" if value is None or np.isnan(value) else f"{value:.{digits}f}"
+
+
+def _share(engine: dict) -> str:
+    """The network share, marked when the refinement rejected the network's prediction (README)."""
+    rejected = " (prediction rejected)" if engine.get("network_prediction") == "rejected" else ""
+    return _number(engine.get("network_share"), 2) + rejected
 
 
 def table(results: dict) -> str:
@@ -261,7 +267,7 @@ def table(results: dict) -> str:
                 f"| {_number(result['mean_hd95_mm'], 2)} | {_number(result['sdlogj'], 3)} "
                 f"| {_number(100 * result['fraction_nonpositive'], 3)} | {seconds} "
                 f"| {_number(result['peak_memory_mb'], 0)} "
-                f"| {_number(result.get('engine', {}).get('network_share'), 2)} "
+                f"| {_share(result.get('engine', {}))} "
                 f"| {_number(result.get('load_average'), 2)} |")
     return "\n".join(rows)
 
