@@ -24,9 +24,9 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from shmoareg.method import RegistrationMethod
+from shmoareg.protocol import DEFAULT_MODEL
+from shmoareg.resources import shipped_models
 
-HERE = Path(__file__).resolve().parent
-MODELS_DIR = HERE.parent / "Resources" / "models"
 THREADS = 2
 DEMONS_ITERATIONS = 50
 DEMONS_SMOOTHING = 1.5
@@ -83,9 +83,9 @@ def _elastix_parameter_text(parameters: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# The other networks compared, with and without refinement: those with shipped weights (their file names
-# are their registry names; this file stays free of torch, whose import would slow the timed children).
-OTHER_NETWORKS = sorted(path.stem for path in MODELS_DIR.glob("*.safetensors") if path.stem != "shmoareg")
+# The other networks compared, with and without refinement: those with shipped weights (this file stays free
+# of torch, whose import would slow the timed children).
+OTHER_NETWORKS = [name for name in shipped_models() if name != DEFAULT_MODEL]
 NO_REFINE_SUFFIX = "-no-refine"
 
 NETWORK_METHODS = {

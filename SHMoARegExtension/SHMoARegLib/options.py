@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Optional
 
 from shmoareg.protocol import DEFAULT_MODEL, DEFAULT_SMOOTHNESS, DEVICES, SIMILARITIES  # noqa: F401  (re-exported)
+from shmoareg.resources import shipped_models
 
-# Model names the engine accepts for ``--model`` ("none": optimise on the pair alone), the engine's
-# default first. The engine's registry needs torch, which this module never imports; Testing/slicer checks
-# this list against the registry. A checkpoint path is accepted too.
-MODELS = (DEFAULT_MODEL, "adregnet", "rman", "sacbnet", "unet", "none")
+# Model names for ``--model``: the networks whose weights ship, the engine's default first, and "none" (optimise on
+# the pair alone). Testing/slicer checks them against the engine's registry. A checkpoint path is accepted too.
+MODELS = (*shipped_models(), "none")
 # Positions of the panel's "smoother <-> more detailed" slider; position p means smoothness 2**-p.
 DETAIL_RANGE = (-2, 2)
 

@@ -27,9 +27,9 @@ from shmoareg import __version__
 from shmoareg.errors import InputError
 from shmoareg.jsonio import dumps
 from shmoareg.models.registry import MODEL_NAMES, build_model, model_config
+from shmoareg.protocol import WEIGHTS_SUFFIX
 from shmoareg.resources import RESOURCE_DIRS
 
-WEIGHTS_SUFFIX = ".safetensors"
 SIDECAR_SUFFIX = ".json"
 STATE_SUFFIX = ".state.pt"
 FORMAT = "shmoareg-checkpoint"

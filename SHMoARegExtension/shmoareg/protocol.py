@@ -39,6 +39,9 @@ OUTPUT_NAMES = (TRANSFORM_FILE, DISPLACEMENT_FILE, WARPED_FILE, WARPED_SEGMENTAT
                 UNCERTAINTY_FILE, ROUTING_FILE, MAPS_FILE, COMPLETION_MARKER)
 OUTPUT_FOLDERS = (ROUTING_FOLDER, MAPS_FOLDER)
 FILES_KEY = "files"
+# A network's weights and their sidecar (shipped in Resources/models as <name><suffix>, or a checkpoint).
+WEIGHTS_SUFFIX = ".safetensors"
+
 # What ``batch`` adds: in each pair's folder an overview PNG of the run, its thumbnail and the pair's page of the
 # report; in its own output folder the tables and the report.
 OVERVIEW_FILE = "overview.png"

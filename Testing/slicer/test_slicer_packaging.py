@@ -101,12 +101,13 @@ def test_the_slicer_module_takes_the_protocol_from_the_engine_and_nothing_else()
         assert not PROTOCOL_LITERALS.search(text), f"{path.name} repeats a protocol value"
         engine_imports = {node.module for node in ast.walk(ast.parse(text))
                           if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("shmoareg")}
-        assert engine_imports <= {"shmoareg.protocol"}, f"{path.name} imports {engine_imports}"
-    protocol = ast.parse((MODULE_DIRECTORY / "shmoareg" / "protocol.py").read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(protocol) if isinstance(node, (ast.Import, ast.ImportFrom))
-                for alias in getattr(node, "names", [])} | {node.module.split(".")[0] for node in ast.walk(protocol)
-                                                           if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported <= {"__future__", "annotations", "enum"}
+        assert engine_imports <= {"shmoareg.protocol", "shmoareg.resources"}, f"{path.name} imports {engine_imports}"
+    for name, allowed in (("protocol", {"__future__", "enum"}), ("resources", {"__future__", "pathlib", "shmoareg"})):
+        tree = ast.parse((MODULE_DIRECTORY / "shmoareg" / f"{name}.py").read_text())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names} | {node.module.split(".")[0] for node in ast.walk(tree)
+                                                if isinstance(node, ast.ImportFrom) and node.module}
+        assert imported <= allowed, f"{name}.py imports {imported - allowed}"
 
 
 def test_the_colour_map_rule_gives_only_the_protocols_colour_maps():
