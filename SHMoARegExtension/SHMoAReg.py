@@ -92,9 +92,9 @@ class SHMoARegParameterNode:
     fixedLandmarks: Optional[vtkMRMLMarkupsFiducialNode]
     movingLandmarks: Optional[vtkMRMLMarkupsFiducialNode]
     model: Annotated[str, Choice(list(SHMoARegLib.MODELS)), Default(SHMoARegLib.DEFAULT_MODEL)]
-    device: Annotated[str, Choice(list(SHMoARegLib.DEVICES)), Default("auto")]
+    device: Annotated[str, Choice(list(SHMoARegLib.DEVICES)), Default(SHMoARegLib.DEFAULT_DEVICE)]
     refineSteps: Annotated[int, WithinRange(-1, 5000), Default(-1)]  # -1: the engine's default
-    similarity: Annotated[str, Choice(list(SHMoARegLib.SIMILARITIES)), Default(SHMoARegLib.SIMILARITIES[0])]
+    similarity: Annotated[str, Choice(list(SHMoARegLib.SIMILARITIES)), Default(SHMoARegLib.DEFAULT_SIMILARITY)]
     detail: Annotated[int, WithinRange(*SHMoARegLib.DETAIL_RANGE), Default(0)]  # smoothness 2**-detail
     uncertainty: Annotated[bool, Default(False)]
     affine: Annotated[bool, Default(True)]
@@ -118,7 +118,7 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._result = None
         self._qualityNodes = {}  # checkerboard/difference volumes of the shown result, made on first use
         self._qualityOverlay = None  # the result's volume shown over the fixed one by the quality buttons
-        self._runDevice = "auto"
+        self._runDevice = SHMoARegLib.DEFAULT_DEVICE
         self._installing = False  # Register is disabled while the engine's packages install
         self._overlayChoices = {}  # key -> SHMoARegLib OverlayChoice of the shown result
         self._timer = qt.QTimer()
@@ -289,7 +289,7 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         summary = result.summary
         seconds = summary.get("seconds", {}).get("total")
         lines = [f"Done{f' in {seconds:.1f} s' if seconds is not None else ''} on {summary.get('device', '?')}."]
-        if self._runDevice == "auto" and summary.get("device") == "cpu":
+        if self._runDevice == SHMoARegLib.DEFAULT_DEVICE and summary.get("device") == "cpu":
             lines.append("No CUDA GPU was found, so the CPU was used (slower, same result).")
         lines += SHMoARegLib.describeMetrics(summary)
         networkShare = SHMoARegLib.describeNetworkShare(summary)

@@ -3,7 +3,9 @@
 from SHMoARegLib.evaluation import TG132_RULE, describeMetrics
 from SHMoARegLib.logic import RegistrationCancelled, RegistrationError, RegistrationRunner
 from SHMoARegLib.options import (
+    DEFAULT_DEVICE,
     DEFAULT_MODEL,
+    DEFAULT_SIMILARITY,
     DETAIL_RANGE,
     DEVICES,
     MODELS,
@@ -16,7 +18,7 @@ from SHMoARegLib.results import RegistrationResult, describeNetworkShare
 from SHMoARegLib.routing import AXES, parseRoutingKey, routingKey
 from SHMoARegLib.volumes import defaultFixedVolume
 
-__all__ = ["AXES", "DEFAULT_MODEL", "DETAIL_RANGE", "DEVICES", "MODELS", "SIMILARITIES", "TG132_RULE",
-           "RegistrationCancelled", "RegistrationError", "RegistrationOptions", "RegistrationResult", "RegistrationRunner",
-           "checkerboardVolume", "defaultFixedVolume", "describeMetrics", "describeNetworkShare", "differenceVolume", "parseRoutingKey",
-           "routingKey", "smoothnessFromDetail"]
+__all__ = ["AXES", "DEFAULT_DEVICE", "DEFAULT_MODEL", "DEFAULT_SIMILARITY", "DETAIL_RANGE", "DEVICES", "MODELS",
+           "SIMILARITIES", "TG132_RULE", "RegistrationCancelled", "RegistrationError", "RegistrationOptions",
+           "RegistrationResult", "RegistrationRunner", "checkerboardVolume", "defaultFixedVolume", "describeMetrics",
+           "describeNetworkShare", "differenceVolume", "parseRoutingKey", "routingKey", "smoothnessFromDetail"]

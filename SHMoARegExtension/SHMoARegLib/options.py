@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from shmoareg.protocol import DEFAULT_MODEL, DEFAULT_SMOOTHNESS, DEVICES, SIMILARITIES  # noqa: F401  (re-exported)
+from shmoareg.protocol import (DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_SIMILARITY,  # noqa: F401  (re-exported)
+                               DEFAULT_SMOOTHNESS, DEVICES, SIMILARITIES)
 from shmoareg.resources import shipped_models
 
 # Model names for ``--model``: the networks whose weights ship, the engine's default first, and "none" (optimise on
@@ -30,12 +31,12 @@ class RegistrationOptions:
     """
 
     model: str = DEFAULT_MODEL
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     refineSteps: Optional[int] = None
     affine: bool = True
     importGateMaps: bool = False
     keepTemporaryFiles: bool = False
-    similarity: str = SIMILARITIES[0]
+    similarity: str = DEFAULT_SIMILARITY
     smoothness: float = DEFAULT_SMOOTHNESS
     uncertainty: bool = False
 
