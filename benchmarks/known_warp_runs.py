@@ -15,8 +15,8 @@ import torch
 
 from shmoareg.known_warps import KnownWarpCase, end_point_error, error_map
 from shmoareg.metrics import dice_per_label, mean_dice
-from shmoareg.protocol import TRANSFORM_FILE, UNCERTAINTY_FILE
 from shmoareg.pipeline import RegistrationRequest, register
+from shmoareg.protocol import TRANSFORM_FILE, UNCERTAINTY_FILE
 
 import sources
 

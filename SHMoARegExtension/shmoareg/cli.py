@@ -64,8 +64,9 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
                         help="optimise a velocity field integrated by scaling and squaring (default on)")
     parser.add_argument("--similarity", default=DEFAULT_SIMILARITY, choices=SIMILARITIES,
                         help="similarity of the pair optimisation: lncc (local NCC, one contrast), mind (MIND-SSC) "
-                             "or ngf (normalised gradient fields), both across contrasts (CT/MR, T1/T2), or auto (default: "
-                             "lncc, or mind when the pair's intensities are not linearly related; see README)")
+                             "or ngf (normalised gradient fields), both across contrasts (CT/MR, T1/T2), or auto "
+                             "(default: lncc, or mind when the pair's intensities are not linearly related; "
+                             "see README)")
     parser.add_argument("--smoothness", type=float, default=DEFAULT_SMOOTHNESS, metavar="W",
                         help=f"weight of the deformation's smoothness (default {DEFAULT_SMOOTHNESS}); larger is "
                              "smoother and more regular, smaller follows more detail")

@@ -4,8 +4,8 @@
 alone, network alone) as a sequence of named stages, each a function below: load (:func:`_load`),
 initialise (:func:`_initialise`: normalise, foregrounds, affine, overlap), the working grid
 (:func:`_working_pair`), predict (:func:`_predict`, with a network), refine (:func:`_refine`), write
-(:func:`_write`, through a staging folder) and summarise (:func:`_summary`). Each stage hands the next a small record (``_Start``,
-``_WorkingPair``, ``_Prediction``, ``_Result``, ``_Written``).
+(:func:`_write`, through a staging folder) and summarise (:func:`_summary`). Each stage hands the next a
+small record (``_Start``, ``_WorkingPair``, ``_Prediction``, ``_Result``, ``_Written``).
 """
 
 from __future__ import annotations
@@ -24,9 +24,6 @@ import torch.nn.functional as F
 from shmoareg import __version__
 from shmoareg.affine import check_overlap, describe, initialise_affine
 from shmoareg.checkpoints import resolve_model
-from shmoareg.protocol import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS,
-                               DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
-                               NETWORK_REFINE_STEPS, ROUTING_MAP_MODES, SIMILARITIES)
 from shmoareg.devices import peak_memory_mb, resolve_device
 from shmoareg.errors import InputError, NoSpace
 from shmoareg.fields import displacement_image, displacement_transform, jacobian_image, total_displacement
@@ -41,10 +38,13 @@ from shmoareg.models.base import MapSpec, RoutingRecord
 from shmoareg.network_share import network_share
 from shmoareg.optimise import (OptimisationSettings, improves_similarity, levels_from, optimise_displacement,
                                structured)
-from shmoareg.protocol import (COMPLETION_MARKER, DISPLACEMENT_FILE, FILES_KEY, JACOBIAN_FILE, MAPS_FILE,
-                               ROUTING_FILE, TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE)
 from shmoareg.outputs import OutputFolder, StagedOutputs
 from shmoareg.progress import Progress
+from shmoareg.protocol import (COMPLETION_MARKER, CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL,
+                               DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS,
+                               DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS, DISPLACEMENT_FILE, FILES_KEY, JACOBIAN_FILE,
+                               MAPS_FILE, NETWORK_REFINE_STEPS, ROUTING_FILE, ROUTING_MAP_MODES, SIMILARITIES,
+                               TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE)
 from shmoareg.routing_maps import write_routing_maps
 from shmoareg.similarity import choose_similarity
 from shmoareg.spatial import resize_field

@@ -8,6 +8,7 @@ the tests all read these names from here.
 from __future__ import annotations
 
 import enum
+from typing import Iterable
 
 
 class ExitCode(enum.IntEnum):
@@ -68,6 +69,11 @@ DEFAULT_INTENSITY = "auto"
 
 # The shipped network, refined on the pair, registers unless the user picks another model.
 DEFAULT_MODEL = "shmoareg"
+
+
+def default_first(names: Iterable[str]) -> tuple[str, ...]:
+    """Model names in the order every list of them shows: the default first, then by name."""
+    return tuple(sorted(names, key=lambda name: (name != DEFAULT_MODEL, name)))
 
 # Optimisation steps on the pair per device without a network (`--model none`), from the coarsest
 # level (1/8) up. On the benchmark brains 50 CPU steps gave the Dice of 100 in half the time.

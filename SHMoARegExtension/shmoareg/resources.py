@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shmoareg.protocol import DEFAULT_MODEL, WEIGHTS_SUFFIX
+from shmoareg.protocol import WEIGHTS_SUFFIX, default_first
 
 PACKAGE = Path(__file__).resolve().parent
 RESOURCE_DIRS = (PACKAGE.parent.parent / "Resources", PACKAGE.parent / "Resources")
@@ -23,5 +23,4 @@ def resource_dir(name: str) -> Path:
 def shipped_models() -> tuple[str, ...]:
     """The networks whose weights ship (``Resources/models/<name>.safetensors``), the default first: what the
     Slicer module and the benchmark offer without importing torch (a test checks them against the registry)."""
-    names = sorted(path.name[:-len(WEIGHTS_SUFFIX)] for path in resource_dir("models").glob("*" + WEIGHTS_SUFFIX))
-    return tuple(sorted(names, key=lambda name: name != DEFAULT_MODEL))
+    return default_first(path.name[:-len(WEIGHTS_SUFFIX)] for path in resource_dir("models").glob("*" + WEIGHTS_SUFFIX))

@@ -17,15 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shmoareg.protocol import ROUTING_MAP_MODES
 from shmoareg.grid import Grid, from_array
 from shmoareg.imageio import write_image
 from shmoareg.model_maps import fixed_sampling_grid, level_grid
 from shmoareg.models.base import AXES, RoutingRecord
 from shmoareg.models.shmoareg_net import expert_map_name
-from shmoareg.protocol import ROUTING_FOLDER
-
-__all__ = ["expert_utilisation", "fixed_sampling_grid", "gate_map_file", "write_routing_maps"]
+from shmoareg.protocol import ROUTING_FOLDER, ROUTING_MAP_MODES
 
 
 def gate_map_file(level: int, axis: str, expert: int) -> str:

@@ -25,10 +25,9 @@ from phantoms import phantom_image, phantom_labels
 from shmoareg import cli
 from shmoareg.cohort import runner
 from shmoareg.cohort.results import COLUMNS
-from shmoareg.protocol import ExitCode
-from shmoareg.protocol import (COMPLETION_MARKER, OVERVIEW_FILE, PAIR_PAGE_FILE, REPORT_FILE, RESULTS_CSV_FILE,
-                               RESULTS_JSON_FILE, THUMBNAIL_FILE, TRANSFORM_FILE)
 from shmoareg.outputs import STAGING_PREFIX
+from shmoareg.protocol import (COMPLETION_MARKER, OVERVIEW_FILE, PAIR_PAGE_FILE, REPORT_FILE, RESULTS_CSV_FILE,
+                               RESULTS_JSON_FILE, THUMBNAIL_FILE, TRANSFORM_FILE, ExitCode)
 from torch_threads import one_torch_thread  # noqa: F401 - autouse: one torch thread
 
 OPTIONS = ["--model", "none", "--refine-steps", "5", "--no-affine", "--device", "cpu"]

@@ -18,8 +18,8 @@ import torch
 
 from conftest import run_cli
 from shmoareg.checkpoints import save_checkpoint
-from shmoareg.protocol import ExitCode
 from shmoareg.models import build_model
+from shmoareg.protocol import ExitCode
 from shmoareg.synthetic import synthetic_pair, to_sitk
 
 pytestmark = [pytest.mark.cuda,

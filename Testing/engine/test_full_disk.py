@@ -13,8 +13,8 @@ from phantoms import phantom_image
 from shmoareg import outputs
 from shmoareg.cli import main
 from shmoareg.errors import NoSpace
-from shmoareg.protocol import ExitCode
 from shmoareg.outputs import StagedOutputs
+from shmoareg.protocol import ExitCode
 
 Usage = namedtuple("Usage", "total used free")
 

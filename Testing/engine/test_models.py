@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shmoareg.models import build_model
 from shmoareg.errors import InputError
+from shmoareg.models import build_model
 from shmoareg.models.mixture import (FactorisedExpert, MixtureOfAttentionHeads, SpatiallyHeterogeneousMoE,
                                      load_balancing_loss)
 from shmoareg.spatial import jacobian_determinant

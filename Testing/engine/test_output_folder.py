@@ -10,8 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from shmoareg.cli import main
-from shmoareg.protocol import COMPLETION_MARKER, FILES_KEY
 from shmoareg.outputs import STAGING_PREFIX
+from shmoareg.protocol import COMPLETION_MARKER, FILES_KEY
 
 
 

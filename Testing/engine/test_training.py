@@ -16,8 +16,8 @@ from shmoareg.checkpoints import load_checkpoint
 from shmoareg.errors import InputError
 from shmoareg.models import build_model
 from shmoareg.synthetic import synthetic_pair, to_sitk
-from shmoareg.training.config import TrainingConfig, load_config
 from shmoareg.training import logs
+from shmoareg.training.config import TrainingConfig, load_config
 from shmoareg.training.data import TrainingData
 from shmoareg.training.logs import MetricsLog
 from shmoareg.training.objective import Objective

@@ -11,8 +11,8 @@ from shmoareg import pipeline, uncertainty
 from shmoareg.demo import SAMPLE_DATA
 from shmoareg.known_warps import brain_case
 from shmoareg.optimise import OptimisationSettings
-from shmoareg.protocol import UNCERTAINTY_FILE
 from shmoareg.pipeline import RegistrationRequest, register
+from shmoareg.protocol import UNCERTAINTY_FILE
 from shmoareg.uncertainty import spread
 from torch_threads import one_torch_thread  # noqa: F401 (fixture)
 

@@ -102,7 +102,9 @@ def test_the_slicer_module_takes_the_protocol_from_the_engine_and_nothing_else()
         engine_imports = {node.module for node in ast.walk(ast.parse(text))
                           if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("shmoareg")}
         assert engine_imports <= {"shmoareg.protocol", "shmoareg.resources"}, f"{path.name} imports {engine_imports}"
-    for name, allowed in (("protocol", {"__future__", "enum"}), ("resources", {"__future__", "pathlib", "shmoareg"})):
+    standard_library_only = {"protocol": {"__future__", "enum", "typing"},
+                             "resources": {"__future__", "pathlib", "shmoareg"}}
+    for name, allowed in standard_library_only.items():
         tree = ast.parse((MODULE_DIRECTORY / "shmoareg" / f"{name}.py").read_text())
         imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                     for alias in node.names} | {node.module.split(".")[0] for node in ast.walk(tree)

@@ -24,12 +24,11 @@ from shmoareg.cohort.results import counts, rows, statistics, write_csv, write_j
 from shmoareg.cohort.runner import DONE, FAILED, SKIPPED, PairJob, PairResult, run_pairs
 from shmoareg.cohort.table import PairRow
 from shmoareg.errors import Cancelled
-from shmoareg.protocol import ExitCode
 from shmoareg.failures import describe_failure
-from shmoareg.protocol import OVERVIEW_FILE, REPORT_FILE, RESULTS_CSV_FILE, RESULTS_JSON_FILE, THUMBNAIL_FILE
 from shmoareg.outputs import OutputFolder, StagedOutputs
 from shmoareg.pipeline import RegistrationRequest
 from shmoareg.progress import Progress
+from shmoareg.protocol import OVERVIEW_FILE, REPORT_FILE, RESULTS_CSV_FILE, RESULTS_JSON_FILE, THUMBNAIL_FILE, ExitCode
 from shmoareg.training.distributed import launch_rank
 
 REPORT_WEIGHT = 0.05  # share of the progress bar for the tables and the report (the pairs have the rest)

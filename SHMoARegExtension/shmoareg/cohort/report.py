@@ -19,9 +19,9 @@ from urllib.parse import quote
 from shmoareg.cohort.plots import strip_plot
 from shmoareg.cohort.results import METRICS, Metric, counts
 from shmoareg.cohort.runner import DONE, FAILED, SKIPPED, PairResult
+from shmoareg.outputs import StagedOutputs
 from shmoareg.protocol import (COMPLETION_MARKER, OVERVIEW_FILE, PAIR_PAGE_FILE, REPORT_FILE, RESULTS_CSV_FILE,
                                RESULTS_JSON_FILE, THUMBNAIL_FILE)
-from shmoareg.outputs import StagedOutputs
 
 THUMBNAIL_WIDTH = 180
 STYLE = """
@@ -103,7 +103,8 @@ def write_report(staged: StagedOutputs, output_dir: Path, table: Sequence[dict[s
     staged.path(REPORT_FILE).write_text(_page("SHMoAReg batch report", "".join([
         "<h1>SHMoAReg batch report</h1>",
         _overview_line(table, header),
-        "<h2>Pairs</h2><p>Click a column heading to sort by it, again to reverse. A thumbnail opens the pair's page.</p>",
+        "<h2>Pairs</h2><p>Click a column heading to sort by it, again to reverse. "
+        "A thumbnail opens the pair's page.</p>",
         _pairs_table(table, shown, output_dir),
         "<h2>Summary statistics</h2>",
         _statistics_table(shown, statistics, table),

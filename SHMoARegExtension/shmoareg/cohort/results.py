@@ -89,5 +89,6 @@ def write_csv(path: Path, table: Sequence[dict[str, Any]]) -> None:
 
 def write_json(path: Path, table: Sequence[dict[str, Any]], header: dict[str, Any]) -> None:
     """``results.json`` (strict JSON): ``header``, the counts per status, the statistics and the rows."""
-    content = {**header, "count": len(table), **counts(row["status"] for row in table), "statistics": statistics(table), "pairs": list(table)}
+    content = {**header, "count": len(table), **counts(row["status"] for row in table),
+               "statistics": statistics(table), "pairs": list(table)}
     path.write_text(dumps(content, indent=2) + "\n")

@@ -26,11 +26,10 @@ import torch
 from shmoareg.checkpoints import resolve_model
 from shmoareg.devices import reset_host_peak_memory, resolve_device
 from shmoareg.errors import Cancelled
-from shmoareg.protocol import ExitCode
 from shmoareg.failures import describe_failure
-from shmoareg.protocol import COMPLETION_MARKER
 from shmoareg.pipeline import RegistrationRequest, register
 from shmoareg.progress import Progress
+from shmoareg.protocol import COMPLETION_MARKER, ExitCode
 from shmoareg.training.distributed import cpu_share, distributed, shard
 
 COLLECT_TIMEOUT = timedelta(days=7)

@@ -12,15 +12,14 @@ import pkgutil
 from pathlib import Path
 from typing import Any, Optional
 
-from shmoareg.protocol import DEFAULT_MODEL
 from shmoareg.errors import InputError
 from shmoareg.models.base import RegistrationNetwork
+from shmoareg.protocol import default_first
 from shmoareg.typed_config import build_dataclass, plain
 
 for _module in pkgutil.iter_modules([str(Path(__file__).parent)]):
     importlib.import_module(f"shmoareg.models.{_module.name}")
-# The default first, then the others in name order.
-MODEL_NAMES = tuple(sorted(RegistrationNetwork.registry, key=lambda name: (name != DEFAULT_MODEL, name)))
+MODEL_NAMES = default_first(RegistrationNetwork.registry)
 
 
 def model_class(name: str) -> type[RegistrationNetwork]:

@@ -21,9 +21,9 @@ import numpy as np
 from shmoareg.cohort.runner import PairJob, PairResult, run_pairs
 from shmoareg.errors import InputError
 from shmoareg.jsonio import dumps
-from shmoareg.protocol import RESULTS_CSV_FILE, RESULTS_JSON_FILE
 from shmoareg.pipeline import RegistrationRequest
 from shmoareg.progress import Progress
+from shmoareg.protocol import RESULTS_CSV_FILE, RESULTS_JSON_FILE
 from shmoareg.training.datasets import PAIR_SPLITS, Pair, read_dataset
 
 COLUMNS = ("pair", "fixed", "moving", "mean_dice_before", "mean_dice", "mean_hd95_mm", "sdlogj",
