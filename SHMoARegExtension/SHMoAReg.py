@@ -7,7 +7,6 @@ here: the parameter node wrapper reads the annotations at run time (Slicer 5.8 s
 """
 
 import logging
-import os
 import time
 import unittest
 from typing import Annotated, Optional
@@ -32,14 +31,6 @@ from SHMoARegLib.process import pythonExecutable
 from SHMoARegLib.synthetic import addSyntheticPair
 
 STATUS_TIMER_MILLISECONDS = 200
-
-
-def moduleResourcePath(relativePath: str) -> str:
-    """A resource file: next to the module when installed, at the repository top level in a checkout."""
-    moduleDirectory = os.path.dirname(os.path.abspath(__file__))
-    candidates = [os.path.join(base, "Resources", relativePath)
-                  for base in (moduleDirectory, os.path.dirname(moduleDirectory))]
-    return next((path for path in candidates if os.path.exists(path)), candidates[0])
 
 
 #
@@ -71,9 +62,6 @@ Checkerboard and difference views are one click away. All outputs of a run are i
 SHMoAReg follows "Spatially Heterogeneous Mixture of Attention experts for registration"
 (arXiv 2509.20073). Built with PyTorch, SimpleITK and 3D Slicer.
 """
-        iconPath = moduleResourcePath(f"Icons/{self.moduleName}.png")
-        if os.path.exists(iconPath):
-            self.parent.icon = qt.QIcon(iconPath)
 
 
 #
@@ -126,9 +114,6 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # Its cooperative super().__init__() also initialises VTKObservationMixin (calling that again
         # afterwards would drop the observers setup() may already have added).
         ScriptedLoadableModuleWidget.__init__(self, parent)
-
-    def resourcePath(self, filename: str) -> str:
-        return moduleResourcePath(filename)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)

@@ -4,7 +4,7 @@ Run: ``.venv/bin/python benchmarks/compare.py`` (options: ``--methods``, ``--pai
 Writes ``benchmarks/results/compare.json``, and the pair table and the issue-5 target table
 between their markers in ``benchmarks/RESULTS.md``; work files go to ``benchmarks/out/``.
 
-Pairs, at 2 mm (``Resources/SampleData``) and at 1 mm (the same two brains at full resolution,
+Pairs, at 2 mm (the package's ``shmoareg/sample_data``) and at 1 mm (the same two brains at full resolution,
 fetched once by ``sources.py`` from the nilearn wheel and Debian's mricron-data):
 
 * ``mni-colin-*`` and ``colin-mni-1mm``: MNI152 2009a and Colin27, inter-subject, both ways.
@@ -45,6 +45,7 @@ from shmoareg.fields import jacobian_image, sampled_field
 from shmoareg.grid import Grid
 from shmoareg.known_warps import TISSUE_CLASSES, brain_mask, tissue_labels
 from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics, mean_dice
+from shmoareg.resources import SAMPLE_DATA_DIR
 from shmoareg.spatial import warp, warp_labels
 from shmoareg.synthetic import random_smooth_field
 
@@ -52,7 +53,6 @@ import methods
 import sources
 
 HERE = Path(__file__).resolve().parent
-SAMPLES = HERE.parent / "Resources" / "SampleData"
 WORK = HERE / "out" / "compare"
 SOURCES_CACHE = HERE / "out" / "sources"
 RESULTS_JSON = HERE / "results" / "compare.json"
@@ -145,7 +145,7 @@ def pairs_at(resolution: str, mni: sitk.Image, colin: sitk.Image) -> list[Pair]:
 def make_pairs() -> tuple[list[Pair], Optional[str]]:
     """Every benchmark pair, and why the 1 mm pairs are missing if they are."""
     read = lambda path: sitk.ReadImage(str(path))  # noqa: E731
-    pairs = pairs_at("2mm", read(SAMPLES / "mni152_2009a_t1_2mm.nii.gz"), read(SAMPLES / "colin27_t1_2mm.nii.gz"))
+    pairs = pairs_at("2mm", read(SAMPLE_DATA_DIR / "mni152_2009a_t1_2mm.nii.gz"), read(SAMPLE_DATA_DIR / "colin27_t1_2mm.nii.gz"))
     missing = None
     try:
         brains = sources.public_brains(SOURCES_CACHE)

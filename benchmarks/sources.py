@@ -3,7 +3,7 @@
 * MNI ICBM152 2009a T1 (brain only, 197x233x189 at 1 mm) from the nilearn wheel;
 * Colin27 T1 (skull-stripped ``ch2bet``, 181x217x181 at 1 mm) from Debian's ``mricron-data``.
 
-Both are the full-resolution versions of the 2 mm pair bundled in ``Resources/SampleData``
+Both are the full-resolution versions of the 2 mm pair bundled in the package (``shmoareg/sample_data``)
 (attribution in LICENSE). ``pip download`` and ``apt-get download`` fetch the packages into the
 cache; nothing is installed.
 """

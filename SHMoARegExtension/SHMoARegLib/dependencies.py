@@ -28,7 +28,7 @@ class Requirement:
     viaPyTorchUtils: bool = False
 
 
-# What ``shmoareg register`` imports besides Slicer's packages (Testing/slicer checks this),
+# What ``shmoareg register`` imports besides Slicer's packages (Testing/Python checks this),
 # plus psutil, which SHMoARegLib uses to stop the engine's whole process tree.
 ENGINE_REQUIREMENTS = (
     # torch's own dependencies (sympy, networkx, ...) do not include numpy.

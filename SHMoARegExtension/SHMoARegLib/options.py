@@ -12,7 +12,7 @@ from shmoareg.protocol import (DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_SIMILARITY
 from shmoareg.resources import shipped_models
 
 # Model names for ``--model``: the networks whose weights ship, the engine's default first, and "none" (optimise on
-# the pair alone). Testing/slicer checks them against the engine's registry. A checkpoint path is accepted too.
+# the pair alone). Testing/Python checks them against the engine's registry. A checkpoint path is accepted too.
 MODELS = (*shipped_models(), "none")
 # Positions of the panel's "smoother <-> more detailed" slider; position p means smoothness 2**-p.
 DETAIL_RANGE = (-2, 2)

@@ -28,7 +28,7 @@ from shmoareg.errors import InputError
 from shmoareg.jsonio import dumps
 from shmoareg.models.registry import MODEL_NAMES, build_model, model_config
 from shmoareg.protocol import WEIGHTS_SUFFIX
-from shmoareg.resources import RESOURCE_DIRS
+from shmoareg.resources import WEIGHTS_DIR
 
 SIDECAR_SUFFIX = ".json"
 STATE_SUFFIX = ".state.pt"
@@ -212,9 +212,9 @@ def load_training_state(path: str | os.PathLike) -> Optional[dict[str, Any]]:
 
 
 def model_dirs() -> list[Path]:
-    """Folders searched for shipped weights: ``$SHMOAREG_MODELS_DIR``, then ``Resources/models`` of the
-    repository and of the Slicer extension (:mod:`shmoareg.resources`)."""
-    dirs = [folder / "models" for folder in RESOURCE_DIRS]
+    """Folders searched for shipped weights: ``$SHMOAREG_MODELS_DIR``, then the package's own ``weights/``
+    (:mod:`shmoareg.resources`)."""
+    dirs = [WEIGHTS_DIR]
     if os.environ.get(MODELS_DIR_ENV):
         dirs.insert(0, Path(os.environ[MODELS_DIR_ENV]))
     return dirs

@@ -1,7 +1,7 @@
 """``python -m shmoareg.demo``: register a sample pair, write the outputs and a PNG overview.
 
 The default sample is real: the MNI ICBM152 2009a template (fixed) and the Colin27 brain
-(moving), skull-stripped T1 at 2 mm, bundled in ``Resources/SampleData``. ``--sample synthetic``
+(moving), skull-stripped T1 at 2 mm, bundled in the package (``shmoareg/sample_data``). ``--sample synthetic``
 makes a seeded SynthMorph-style pair with label maps instead (Dice is then reported).
 """
 
@@ -18,11 +18,10 @@ from shmoareg.overview import write_overview
 from shmoareg.pipeline import RegistrationRequest, register
 from shmoareg.progress import Progress
 from shmoareg.protocol import DEFAULT_MODEL
-from shmoareg.resources import resource_dir
+from shmoareg.resources import SAMPLE_DATA_DIR
 from shmoareg.synthetic import synthetic_pair, to_sitk
 
-SAMPLE_DATA = resource_dir("SampleData")
-REAL_PAIR = {"fixed": SAMPLE_DATA / "mni152_2009a_t1_2mm.nii.gz", "moving": SAMPLE_DATA / "colin27_t1_2mm.nii.gz"}
+REAL_PAIR = {"fixed": SAMPLE_DATA_DIR / "mni152_2009a_t1_2mm.nii.gz", "moving": SAMPLE_DATA_DIR / "colin27_t1_2mm.nii.gz"}
 SYNTHETIC_SHAPE = (64, 72, 64)
 SYNTHETIC_SPACING = (1.5, 1.5, 1.5)
 

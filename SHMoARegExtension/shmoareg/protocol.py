@@ -40,7 +40,7 @@ OUTPUT_NAMES = (TRANSFORM_FILE, DISPLACEMENT_FILE, WARPED_FILE, WARPED_SEGMENTAT
                 UNCERTAINTY_FILE, ROUTING_FILE, MAPS_FILE, COMPLETION_MARKER)
 OUTPUT_FOLDERS = (ROUTING_FOLDER, MAPS_FOLDER)
 FILES_KEY = "files"
-# A network's weights and their sidecar (shipped in Resources/models as <name><suffix>, or a checkpoint).
+# A network's weights and their sidecar (shipped in shmoareg/weights as <name><suffix>, or a checkpoint).
 WEIGHTS_SUFFIX = ".safetensors"
 
 # What ``batch`` adds: in each pair's folder an overview PNG of the run, its thumbnail and the pair's page of the

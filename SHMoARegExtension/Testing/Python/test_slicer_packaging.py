@@ -12,11 +12,12 @@ import pytest
 
 from SHMoARegLib import maps, options
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-MODULE_DIRECTORY = REPOSITORY / "SHMoARegExtension"
-RESOURCES = REPOSITORY / "Resources"
+MODULE_DIRECTORY = Path(__file__).resolve().parents[2]
+REPOSITORY = MODULE_DIRECTORY.parent
 MODULE_FILE = MODULE_DIRECTORY / "SHMoAReg.py"
-UI_FILE = RESOURCES / "UI" / "SHMoAReg.ui"
+UI_FILE = MODULE_DIRECTORY / "Resources" / "UI" / "SHMoAReg.ui"
+# What the module folder ships besides Python: the template's Resources/ and the engine's package data.
+RESOURCE_FOLDERS = ("Resources", "shmoareg/weights", "shmoareg/sample_data")
 
 
 def cmakeList(variable: str) -> list[str]:
@@ -29,8 +30,10 @@ def cmakeList(variable: str) -> list[str]:
 
 
 def filesUnder(folder: Path, pattern: str) -> set[str]:
-    return {path.relative_to(folder).as_posix() for path in folder.rglob(pattern)
-            if path.is_file() and "__pycache__" not in path.parts}
+    """Files of the module folder (relative to it) matching ``pattern`` below ``folder``; tests are not shipped."""
+    return {path.relative_to(MODULE_DIRECTORY).as_posix() for path in folder.rglob(pattern)
+            if path.is_file() and "__pycache__" not in path.parts
+            and path.relative_to(MODULE_DIRECTORY).parts[0] != "Testing"}
 
 
 def test_cmake_lists_every_python_file():
@@ -42,7 +45,25 @@ def test_cmake_lists_every_python_file():
 def test_cmake_lists_every_resource_file():
     listed = cmakeList("MODULE_PYTHON_RESOURCES")
     assert len(listed) == len(set(listed)), "a resource is listed twice"
-    assert set(listed) == filesUnder(RESOURCES, "*")
+    assert set(listed) == set().union(*(filesUnder(MODULE_DIRECTORY / folder, "*") for folder in RESOURCE_FOLDERS))
+
+
+def test_the_module_follows_the_slicer_template_layout():
+    """Icon and UI where ScriptedLoadableModule looks (``<module folder>/Resources``), so no path fallbacks."""
+    assert (MODULE_DIRECTORY / "Resources" / "Icons" / "SHMoAReg.png").is_file() and UI_FILE.is_file()
+    assert not (REPOSITORY / "Resources" / "Icons").exists() and not (REPOSITORY / "Resources" / "UI").exists()
+    assert "def resourcePath" not in MODULE_FILE.read_text()
+
+
+def test_pip_package_data_covers_the_shipped_engine_files():
+    """pyproject.toml's package-data globs take every weights and sample file CMake installs."""
+    tomllib = pytest.importorskip("tomllib")
+    globs = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["shmoareg"]
+    engine = MODULE_DIRECTORY / "shmoareg"
+    for folder in RESOURCE_FOLDERS[1:]:
+        for relative in filesUnder(MODULE_DIRECTORY / folder, "*"):
+            assert any(Path(relative).relative_to("shmoareg").match(pattern) for pattern in globs), relative
+    assert all(list(engine.glob(pattern)) for pattern in globs), "a package-data glob matches nothing"
 
 
 def test_module_compiles_for_slicers_python(tmp_path):

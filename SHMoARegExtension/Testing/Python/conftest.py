@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "SHMoARegExtension"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the module folder
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import slicer  # noqa: E402
