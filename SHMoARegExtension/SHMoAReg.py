@@ -16,7 +16,7 @@ import qt
 import slicer
 import vtk
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
-from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper, parameterPack
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -69,9 +69,38 @@ SHMoAReg follows "Spatially Heterogeneous Mixture of Attention experts for regis
 #
 
 
+# The defaults of every setting, defined once by the logic's typed options.
+DEFAULT_OPTIONS = SHMoARegLib.RegistrationOptions()
+
+
+@parameterPack
+class SHMoARegOptions:
+    """The run's settings in the forms the panel's controls hold (``refineSteps`` ENGINE_CHOOSES_STEPS: the
+    engine's default; ``detail``: the smoothness slider's position). ``registrationOptions()`` gives the logic's
+    typed options."""
+
+    model: Annotated[str, Choice(list(SHMoARegLib.MODELS)), Default(DEFAULT_OPTIONS.model)]
+    device: Annotated[str, Choice(list(SHMoARegLib.DEVICES)), Default(DEFAULT_OPTIONS.device)]
+    refineSteps: Annotated[int, WithinRange(SHMoARegLib.ENGINE_CHOOSES_STEPS, 5000),
+                           Default(SHMoARegLib.ENGINE_CHOOSES_STEPS)]
+    similarity: Annotated[str, Choice(list(SHMoARegLib.SIMILARITIES)), Default(DEFAULT_OPTIONS.similarity)]
+    detail: Annotated[int, WithinRange(*SHMoARegLib.DETAIL_RANGE), Default(0)]  # smoothness 2**-detail
+    uncertainty: Annotated[bool, Default(DEFAULT_OPTIONS.uncertainty)]
+    affine: Annotated[bool, Default(DEFAULT_OPTIONS.affine)]
+    importGateMaps: Annotated[bool, Default(DEFAULT_OPTIONS.importGateMaps)]
+    keepTemporaryFiles: Annotated[bool, Default(DEFAULT_OPTIONS.keepTemporaryFiles)]
+
+    def registrationOptions(self):
+        """The logic's ``SHMoARegLib.RegistrationOptions`` of these settings."""
+        return SHMoARegLib.optionsFromPanel(
+            refineSteps=self.refineSteps, detail=self.detail, model=self.model, device=self.device,
+            similarity=self.similarity, uncertainty=self.uncertainty, affine=self.affine,
+            importGateMaps=self.importGateMaps, keepTemporaryFiles=self.keepTemporaryFiles)
+
+
 @parameterNodeWrapper
 class SHMoARegParameterNode:
-    """The panel's choices, saved with the scene."""
+    """The panel's inputs and settings, saved with the scene."""
 
     fixedVolume: vtkMRMLScalarVolumeNode
     movingVolume: vtkMRMLScalarVolumeNode
@@ -79,15 +108,7 @@ class SHMoARegParameterNode:
     movingSegmentation: Optional[vtkMRMLSegmentationNode]
     fixedLandmarks: Optional[vtkMRMLMarkupsFiducialNode]
     movingLandmarks: Optional[vtkMRMLMarkupsFiducialNode]
-    model: Annotated[str, Choice(list(SHMoARegLib.MODELS)), Default(SHMoARegLib.DEFAULT_MODEL)]
-    device: Annotated[str, Choice(list(SHMoARegLib.DEVICES)), Default(SHMoARegLib.DEFAULT_DEVICE)]
-    refineSteps: Annotated[int, WithinRange(-1, 5000), Default(-1)]  # -1: the engine's default
-    similarity: Annotated[str, Choice(list(SHMoARegLib.SIMILARITIES)), Default(SHMoARegLib.DEFAULT_SIMILARITY)]
-    detail: Annotated[int, WithinRange(*SHMoARegLib.DETAIL_RANGE), Default(0)]  # smoothness 2**-detail
-    uncertainty: Annotated[bool, Default(False)]
-    affine: Annotated[bool, Default(True)]
-    importGateMaps: Annotated[bool, Default(False)]
-    keepTemporaryFiles: Annotated[bool, Default(False)]
+    options: SHMoARegOptions
 
 
 #
@@ -216,23 +237,14 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusTextEdit.clear()
             self.ui.progressBar.value = 0
             self.log(f"Registering {parameters.movingVolume.GetName()} to {parameters.fixedVolume.GetName()}...")
-            self._runDevice = parameters.device
+            options = parameters.options.registrationOptions()
+            self._runDevice = options.device
             self.logic.register(
                 parameters.fixedVolume, parameters.movingVolume, parameters.fixedSegmentation,
                 parameters.movingSegmentation, parameters.fixedLandmarks, parameters.movingLandmarks,
-                options=self._registrationOptions(), waitForCompletion=False, progressCallback=self.onProgress)
+                options=options, waitForCompletion=False, progressCallback=self.onProgress)
             self._timer.start()
             self.updateRegisterButton()
-
-    def _registrationOptions(self) -> SHMoARegLib.RegistrationOptions:
-        """The run's typed options, from the parameter node."""
-        parameters = self._parameterNode
-        return SHMoARegLib.RegistrationOptions(
-            model=parameters.model, device=parameters.device,
-            refineSteps=parameters.refineSteps if parameters.refineSteps >= 0 else None,
-            affine=parameters.affine, importGateMaps=parameters.importGateMaps,
-            keepTemporaryFiles=parameters.keepTemporaryFiles, similarity=parameters.similarity,
-            smoothness=SHMoARegLib.smoothnessFromDetail(parameters.detail), uncertainty=parameters.uncertainty)
 
     def onTimer(self) -> None:
         """Drain the engine's progress on the GUI thread; import the results when it has finished."""

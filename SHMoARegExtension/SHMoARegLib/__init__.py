@@ -8,17 +8,18 @@ from SHMoARegLib.options import (
     DEFAULT_SIMILARITY,
     DETAIL_RANGE,
     DEVICES,
+    ENGINE_CHOOSES_STEPS,
     MODELS,
     SIMILARITIES,
     RegistrationOptions,
-    smoothnessFromDetail,
+    optionsFromPanel,
 )
 from SHMoARegLib.qa import checkerboardVolume, differenceVolume
 from SHMoARegLib.results import RegistrationResult, describeNetworkShare
 from SHMoARegLib.routing import AXES, parseRoutingKey, routingKey
 from SHMoARegLib.volumes import defaultFixedVolume
 
-__all__ = ["AXES", "DEFAULT_DEVICE", "DEFAULT_MODEL", "DEFAULT_SIMILARITY", "DETAIL_RANGE", "DEVICES", "MODELS",
-           "SIMILARITIES", "TG132_RULE", "RegistrationCancelled", "RegistrationError", "RegistrationOptions",
+__all__ = ["AXES", "DEFAULT_DEVICE", "DEFAULT_MODEL", "DEFAULT_SIMILARITY", "DETAIL_RANGE", "DEVICES",
+           "ENGINE_CHOOSES_STEPS", "MODELS", "SIMILARITIES", "TG132_RULE", "RegistrationCancelled", "RegistrationError", "RegistrationOptions",
            "RegistrationResult", "RegistrationRunner", "checkerboardVolume", "defaultFixedVolume", "describeMetrics",
-           "describeNetworkShare", "differenceVolume", "parseRoutingKey", "routingKey", "smoothnessFromDetail"]
+           "describeNetworkShare", "differenceVolume", "optionsFromPanel", "parseRoutingKey", "routingKey"]

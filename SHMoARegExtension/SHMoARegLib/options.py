@@ -16,11 +16,14 @@ from shmoareg.resources import shipped_models
 MODELS = (*shipped_models(), "none")
 # Positions of the panel's "smoother <-> more detailed" slider; position p means smoothness 2**-p.
 DETAIL_RANGE = (-2, 2)
+# The panel's refinement-steps value that lets the engine choose (RegistrationOptions.refineSteps None).
+ENGINE_CHOOSES_STEPS = -1
 
 
 @dataclass
 class RegistrationOptions:
-    """What ``SHMoARegLogic.register(**options)`` accepts besides the input nodes.
+    """The settings of one run, ``RegistrationRunner.register(fixed, moving, ..., options=...)``'s typed options
+    (the input nodes are its other arguments; the panel's parameter node holds them as a parameter pack).
 
     ``refineSteps`` None lets the engine choose (more on a GPU); ``importGateMaps`` False makes
     the engine write and the module load only the arg-max routing maps (gate maps are one volume
@@ -60,6 +63,17 @@ def smoothnessFromDetail(position: int) -> float:
     if not DETAIL_RANGE[0] <= position <= DETAIL_RANGE[1]:
         raise ValueError(f"detail position must be between {DETAIL_RANGE[0]} and {DETAIL_RANGE[1]}, not {position}")
     return DEFAULT_SMOOTHNESS * 2.0 ** -position
+
+
+def optionsFromPanel(refineSteps: int, detail: int, **choices) -> RegistrationOptions:
+    """The typed options of the panel's settings, which it keeps in the forms its controls hold: ``refineSteps``
+    :data:`ENGINE_CHOOSES_STEPS` lets the engine choose, ``detail`` is the smoothness slider's position; the other
+    settings are :class:`RegistrationOptions` fields as they are."""
+    if refineSteps < 0 and refineSteps != ENGINE_CHOOSES_STEPS:
+        raise ValueError(f"refineSteps must be 0 or more, or {ENGINE_CHOOSES_STEPS} for the engine's default, "
+                         f"not {refineSteps}")
+    return RegistrationOptions(refineSteps=None if refineSteps == ENGINE_CHOOSES_STEPS else refineSteps,
+                               smoothness=smoothnessFromDetail(detail), **choices)
 
 
 def engineArguments(options: RegistrationOptions, fixed: Path, moving: Path, outputDirectory: Path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import py_compile
 import re
 import xml.etree.ElementTree as ElementTree
@@ -82,11 +83,36 @@ def test_library_never_imports_qt():
                 assert not {"qt", "ctk", "slicer.ScriptedLoadableModule"} & set(names), path
 
 
-def _parameterNames() -> set[str]:
+def _members(className: str) -> dict[str, ast.expr]:
+    """Annotated members of a class of the module file, with their annotations."""
     tree = ast.parse(MODULE_FILE.read_text())
-    wrapper = next(node for node in ast.walk(tree)
-                   if isinstance(node, ast.ClassDef) and node.name == "SHMoARegParameterNode")
-    return {statement.target.id for statement in wrapper.body if isinstance(statement, ast.AnnAssign)}
+    cls = next(node for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and node.name == className)
+    return {statement.target.id: statement.annotation for statement in cls.body if isinstance(statement, ast.AnnAssign)}
+
+
+def _parameterNames() -> set[str]:
+    """The parameter node's names as the GUI binds them: a parameter pack's members as ``pack.member``."""
+    names = set()
+    for name, annotation in _members("SHMoARegParameterNode").items():
+        if isinstance(annotation, ast.Name) and annotation.id == "SHMoARegOptions":
+            names |= {f"{name}.{member}" for member in _members("SHMoARegOptions")}
+        else:
+            names.add(name)
+    return names
+
+
+def test_the_options_pack_holds_every_registration_option_in_the_panels_form():
+    """Issue 12: the parameter node holds the typed options as a parameter pack; each RegistrationOptions field is
+    one of its members (smoothness as the slider's detail position), and the conversion passes every member."""
+    members = set(_members("SHMoARegOptions"))
+    fields = {field.name for field in dataclasses.fields(options.RegistrationOptions)}
+    assert members == (fields - {"smoothness"}) | {"detail"}
+    conversion = re.search(r"def registrationOptions\(self\):.*?optionsFromPanel\((.*?)\)\n", MODULE_FILE.read_text(),
+                           re.DOTALL)
+    assert conversion and set(re.findall(r"(\w+)=self\.(\w+)", conversion.group(1))) == {(m, m) for m in members}
+    spinBox = _uiWidgets()["refineStepsSpinBox"]
+    minimum = next(prop for prop in spinBox.findall("property") if prop.get("name") == "minimum")
+    assert int(minimum.find("number").text) == options.ENGINE_CHOOSES_STEPS
 
 
 def _uiWidgets() -> dict[str, ElementTree.Element]:

@@ -18,7 +18,8 @@ from SHMoARegLib.dependencies import (
     missingRequirements,
     pipInstallCommands,
 )
-from SHMoARegLib.options import DETAIL_RANGE, engineArguments, smoothnessFromDetail
+from SHMoARegLib.options import (DETAIL_RANGE, ENGINE_CHOOSES_STEPS, engineArguments, optionsFromPanel,
+                                 smoothnessFromDetail)
 from SHMoARegLib.process import (
     ENGINE_PARENT_DIRECTORY,
     EngineProcess,
@@ -65,6 +66,20 @@ def test_detail_slider_maps_to_smoothness_on_a_log_scale():
     assert [smoothnessFromDetail(position) for position in range(-2, 3)] == [4.0, 2.0, 1.0, 0.5, 0.25]
     with pytest.raises(ValueError, match="between -2 and 2"):
         smoothnessFromDetail(3)
+
+
+def test_the_panels_settings_become_typed_options():
+    """The options pack keeps the spin box's "engine's default" and the slider's position; the logic gets
+    refineSteps None and the smoothness weight."""
+    default = optionsFromPanel(refineSteps=ENGINE_CHOOSES_STEPS, detail=0)
+    assert default == RegistrationOptions() and default.refineSteps is None
+    chosen = optionsFromPanel(refineSteps=0, detail=2, model="unet", device="cpu", uncertainty=True, affine=False)
+    assert chosen == RegistrationOptions(model="unet", device="cpu", refineSteps=0, smoothness=0.25,
+                                         uncertainty=True, affine=False)
+    with pytest.raises(ValueError, match="refineSteps must be 0 or more, or -1"):
+        optionsFromPanel(refineSteps=-2, detail=0)
+    with pytest.raises(ValueError, match="similarity must be one of"):
+        optionsFromPanel(refineSteps=10, detail=0, similarity="mse")
 
 
 def test_engine_arguments_follow_the_command_line():
