@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := demo-output
 
-.PHONY: demo test venv clean benchmark train browser
+.PHONY: demo test venv clean benchmark train browser brain-shapes
 
 venv: $(STAMP)
 
@@ -23,11 +23,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The brain-shaped training label map of train_brainshapes_cpu.yaml: fsaverage5's surfaces (from nilearn's wheel, fetched
+# from PyPI once into benchmarks/out/sources) filled into tissue classes. Not a subject that benchmarks/compare.py scores.
+BRAIN_SHAPES := runs/data/fsaverage5_labels.nii.gz
+brain-shapes: $(BRAIN_SHAPES)
+$(BRAIN_SHAPES): benchmarks/brain_shapes.py | $(STAMP)
+	$(BIN)/python benchmarks/brain_shapes.py --output $@
+
 # Continue training the shipped recipe from its last checkpoint (runs/ of the config), at low priority on
 # one thread so the machine stays usable; `make train TRAIN_CONFIG=Resources/configs/train_unet_cpu.yaml`
 # for the U-Net baseline. Stop it with Ctrl-C: the last checkpoint (every 250 steps) is kept.
 TRAIN_CONFIG ?= Resources/configs/train_default_cpu.yaml
-train: $(STAMP)
+train: $(STAMP) $(BRAIN_SHAPES)
 	OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 nice -n 19 $(BIN)/python -m shmoareg train --config $(TRAIN_CONFIG) --resume
 
 # Debian's headless Chromium for the batch report's browser test (Testing/engine/test_batch.py skips it without

@@ -34,13 +34,22 @@ def _run(command: list[str], folder: Path) -> None:
         raise SourceUnavailable(f"{' '.join(command[:3])} failed: {detail.strip().splitlines()[-1:]}") from error
 
 
-def _mni152(cache: Path) -> Path:
-    target = cache / "mni152_2009a_t1_1mm.nii.gz"
-    if not target.exists():
+def nilearn_wheel(cache: Path) -> Path:
+    """nilearn's wheel (it carries the MNI152 template and the fsaverage5 surfaces), fetched into ``cache`` once."""
+    cache.mkdir(parents=True, exist_ok=True)
+    wheel = next(cache.glob("nilearn-*.whl"), None)
+    if wheel is None:
         _run([sys.executable, "-m", "pip", "download", NILEARN_REQUIREMENT, "--no-deps", "--only-binary", ":all:",
               "--dest", str(cache)], cache)
         wheel = next(cache.glob("nilearn-*.whl"))
-        with zipfile.ZipFile(wheel) as archive, archive.open(NILEARN_MEMBER) as source, open(target, "wb") as out:
+    return wheel
+
+
+def _mni152(cache: Path) -> Path:
+    target = cache / "mni152_2009a_t1_1mm.nii.gz"
+    if not target.exists():
+        with zipfile.ZipFile(nilearn_wheel(cache)) as archive, archive.open(NILEARN_MEMBER) as source, \
+                open(target, "wb") as out:
             shutil.copyfileobj(source, out)
     return target
 

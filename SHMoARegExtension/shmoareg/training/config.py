@@ -56,7 +56,9 @@ class SyntheticSpec:
     maxima: each pair or image draws its own value between 0 and the maximum. ``augmentation``: flips of
     the label map, the random affine residual of the pair, gamma per image. ``pool``: None draws a new
     label map for every training sample; N reuses N label maps per rank (kept in memory), each time with
-    a new deformation, flips and contrasts.
+    a new deformation, flips and contrasts. ``label_maps``: label-map files (e.g. a brain's tissue classes)
+    from which a share ``label_map_share`` of the label maps is cut (:mod:`shmoareg.training.label_shapes`),
+    each at a spacing drawn in ``label_map_spacing`` (mm per training voxel); the rest are random.
     """
 
     num_labels: int = 16
@@ -70,6 +72,9 @@ class SyntheticSpec:
     augmentation: AugmentationSpec = field(default_factory=lambda: AugmentationSpec(
         flip=False, rotation_degrees=0.0, scaling=0.0, translation=0.0, gamma=0.25))
     pool: Optional[int] = None
+    label_maps: tuple[str, ...] = ()
+    label_map_share: float = 0.0
+    label_map_spacing: tuple[float, float] = (2.0, 3.5)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from shmoareg.intensity import normalise
 from shmoareg.training.augment import augment_pair
 from shmoareg.training.config import DataSpec
 from shmoareg.training.datasets import DatasetIndex, Pair, read_dataset
+from shmoareg.training.label_shapes import LabelShapes
 from shmoareg.training.synthesis import draw_label_map, synthesise_pair
 
 TRAIN, VALIDATION, AUGMENT = 0, 1, 2
@@ -82,15 +83,18 @@ class SyntheticSource:
     def __init__(self, spec: DataSpec, seed: int) -> None:
         self.spec, self.seed = spec, seed
         self._labels: dict[tuple[int, int], torch.Tensor] = {}
+        self._shapes = LabelShapes(list(spec.synthetic.label_maps)) if spec.synthetic.label_maps else None
+
+    def _draw(self, seed: int) -> torch.Tensor:
+        return draw_label_map(self.spec.synthetic, self.spec.shape, seed, self._shapes)
 
     def _label_map(self, stream: int, rank: int, index: int) -> torch.Tensor:
         pool = self.spec.synthetic.pool
         if stream != TRAIN or pool is None:
-            return draw_label_map(self.spec.synthetic, self.spec.shape, derive_seed(self.seed, stream, rank, index))
+            return self._draw(derive_seed(self.seed, stream, rank, index))
         key = (rank, index % pool)
         if key not in self._labels:
-            self._labels[key] = draw_label_map(self.spec.synthetic, self.spec.shape,
-                                               derive_seed(self.seed, stream, rank, key[1]))
+            self._labels[key] = self._draw(derive_seed(self.seed, stream, rank, key[1]))
         return self._labels[key]
 
     def sample(self, stream: int, rank: int, index: int) -> Sample:
@@ -99,8 +103,11 @@ class SyntheticSource:
         return Sample(pair.fixed_image, pair.moving_image, pair.fixed_labels, pair.moving_labels)
 
     def describe(self) -> dict[str, Any]:
-        return {"source": "synthetic", "generator": "shmoareg.training.synthesis.synthesise_pair",
-                "shape": list(self.spec.shape), **asdict(self.spec.synthetic)}
+        description = {"source": "synthetic", "generator": "shmoareg.training.synthesis.synthesise_pair",
+                       "shape": list(self.spec.shape), **asdict(self.spec.synthetic)}
+        if self._shapes is not None:
+            description["label_maps"] = self._shapes.describe()
+        return description
 
 
 class DatasetSource:

@@ -12,19 +12,28 @@ visibly worse.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from shmoareg.spatial import compose, identity_grid, warp_labels
 from shmoareg.synthetic import SyntheticPair, random_label_map, random_smooth_field, render_intensities
 from shmoareg.training.augment import random_affine_grid
 from shmoareg.training.config import SyntheticSpec
+from shmoareg.training.label_shapes import LabelShapes
 
 Tensor = torch.Tensor
 _FIELD_COARSENING = 2
 
 
-def draw_label_map(spec: SyntheticSpec, shape: tuple[int, int, int], seed: int) -> Tensor:
-    """A random label map ``(1, 1, Z, Y, X)`` (uint8, to keep a pool small)."""
+def draw_label_map(spec: SyntheticSpec, shape: tuple[int, int, int], seed: int,
+                   shapes: Optional[LabelShapes] = None) -> Tensor:
+    """A label map ``(1, 1, Z, Y, X)`` (uint8, to keep a pool small): cut from ``shapes`` for a share
+    ``spec.label_map_share`` of the seeds, else random blobs."""
+    if shapes is not None:
+        generator = torch.Generator().manual_seed(int(seed))
+        if float(torch.rand(1, generator=generator)) < spec.label_map_share:
+            return shapes.draw(shape, spec.label_map_spacing, generator)
     return random_label_map(shape, spec.num_labels, seed=seed, feature_size=spec.feature_size).to(torch.uint8)
 
 
