@@ -174,7 +174,7 @@ def test_config_errors_name_the_file_and_key(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["train_default_cpu.yaml", "train_unet_cpu.yaml", "train_synthetic_gpu.yaml",
-                                  "train_brainshapes_cpu.yaml"])
+                                  "train_brainshapes_cpu.yaml", "train_unet_brainshapes_cpu.yaml"])
 def test_example_configs_load_and_build_their_model(name):
     config = load_config(REPOSITORY / "Resources" / "configs" / name)
     model = build_model(config.model.name, config.model.config)
