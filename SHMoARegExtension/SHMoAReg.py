@@ -470,10 +470,20 @@ class SHMoARegTest(ScriptedLoadableModuleTest):
     def runTest(self):
         # Called directly by "Reload and Test" (not by a unittest runner), so a skip is reported here.
         self.setUp()
+        self.test_OptionsPackGivesTheDefaultOptions()
         try:
             self.test_RegisterSyntheticPair()
         except unittest.SkipTest as skipped:
             self.delayDisplay(f"Test skipped: {skipped}")
+
+    def test_OptionsPackGivesTheDefaultOptions(self):
+        """A fresh parameter node's settings are the logic's defaults, and a changed setting reaches the options."""
+        parameters = SHMoARegLogic().getParameterNode()
+        self.assertEqual(parameters.options.registrationOptions(), SHMoARegLib.RegistrationOptions())
+        parameters.options.refineSteps = 0
+        parameters.options.detail = 1
+        self.assertEqual(parameters.options.registrationOptions(),
+                         SHMoARegLib.RegistrationOptions(refineSteps=0, smoothness=0.5))
 
     def test_RegisterSyntheticPair(self):
         missing = missingRequirements()
