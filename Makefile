@@ -30,10 +30,10 @@ brain-shapes: $(BRAIN_SHAPES)
 $(BRAIN_SHAPES): benchmarks/brain_shapes.py | $(STAMP)
 	$(BIN)/python benchmarks/brain_shapes.py --output $@
 
-# Continue training the shipped recipe from its last checkpoint (runs/ of the config), at low priority on
-# one thread so the machine stays usable; `make train TRAIN_CONFIG=Resources/configs/train_unet_cpu.yaml`
+# Continue training the shipped shmoareg recipe from its last checkpoint (runs/ of the config), at low priority
+# on one thread so the machine stays usable; `make train TRAIN_CONFIG=Resources/configs/train_unet_cpu.yaml`
 # for the U-Net baseline. Stop it with Ctrl-C: the last checkpoint (every 250 steps) is kept.
-TRAIN_CONFIG ?= Resources/configs/train_default_cpu.yaml
+TRAIN_CONFIG ?= Resources/configs/train_brainshapes_cpu.yaml
 train: $(STAMP) $(BRAIN_SHAPES)
 	OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 nice -n 19 $(BIN)/python -m shmoareg train --config $(TRAIN_CONFIG) --resume
 

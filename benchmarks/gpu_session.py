@@ -9,7 +9,7 @@ bfloat16), ``train`` (the shipped recipe, resumed, stopped with SIGINT before th
 
 DIR receives few files, as a lent machine sends back at most 8: ``gpu_session.json`` (rewritten after
 every phase), ``gpu_session.log``, ``checkpoints/latest.*`` (the continued run, to copy back into
-runs/default_cpu/checkpoints) and ``details.tar.gz`` (pytest report, register summaries, training logs,
+runs/brainshapes_cpu/checkpoints) and ``details.tar.gz`` (pytest report, register summaries, training logs,
 configs and the best checkpoint). The bulky work (images, fields) happens in a temporary folder.
 
 ``gpu_session.py --travel-size`` prints what a device call carrying CARRY would send (used by
@@ -44,10 +44,13 @@ SITE = Path(tempfile.gettempdir()) / "shmoareg-gpu-site"
 # Modules the engine and its tests import, and the distributions that provide them.
 REQUIRED = {"SimpleITK": "SimpleITK", "yaml": "PyYAML", "psutil": "psutil", "safetensors": "safetensors",
             "numpy": "numpy", "pytest": "pytest"}
-TRAIN_CONFIG = REPO / "Resources" / "configs" / "train_default_cpu.yaml"
-RESUME_FROM = REPO / "runs" / "default_cpu" / "checkpoints"
+# The shipped recipe, its CPU run's checkpoints and the brain-shaped label map it trains on (runs/ is git-ignored,
+# so both travel with the device call).
+TRAIN_CONFIG = REPO / "Resources" / "configs" / "train_brainshapes_cpu.yaml"
+RESUME_FROM = REPO / "runs" / "brainshapes_cpu" / "checkpoints"
+BRAIN_SHAPES = "runs/data/fsaverage5_labels.nii.gz"  # the recipe's label_maps; `make brain-shapes` makes it
 LATEST_FILES = ("latest.safetensors", "latest.json", "latest.state.pt")
-CARRY = [".whl", *(str((RESUME_FROM / name).relative_to(REPO)) for name in LATEST_FILES)]
+CARRY = [".whl", BRAIN_SHAPES, *(str((RESUME_FROM / name).relative_to(REPO)) for name in LATEST_FILES)]
 TRAVEL_LIMIT_MIB = 64
 STOP_RESERVE_SECONDS = 45   # SIGINT grace (30 s) plus collecting the outputs
 MIN_TRAIN_SECONDS = 60
@@ -309,6 +312,7 @@ def dry_run_config(folder: Path) -> Path:
             section = section.setdefault(key, {})
         section[keys[-1]] = value
     values.pop("init_from", None)  # the shipped weights are past step 3
+    values["data"]["synthetic"].pop("label_maps", None)  # a fresh clone has no runs/data: random label maps only
     path = folder / "train_dry_run.yaml"
     path.write_text(yaml.safe_dump(values, sort_keys=False))
     return path
@@ -323,7 +327,7 @@ def checkpoint_intact(weights: Path) -> bool:
 
 
 def copy_resume_checkpoint(session: Session, checkpoints: Path) -> Optional[int]:
-    """Copy runs/default_cpu/checkpoints/latest.* to ``checkpoints``; returns its step (None when absent)."""
+    """Copy runs/brainshapes_cpu/checkpoints/latest.* to ``checkpoints``; returns its step (None when absent)."""
     if not all((RESUME_FROM / name).is_file() for name in LATEST_FILES):
         session.note(f"no complete {RESUME_FROM / 'latest.*'} (weights, sidecar, state): training starts from the "
                      "config's init_from")

@@ -82,3 +82,15 @@ def test_skipped_phases_do_not_run(tmp_path):
     refused = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--skip", "setup"], env=environment,
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "invalid choice: 'setup'" in refused.stderr
+
+
+def test_the_session_carries_the_label_map_its_recipe_trains_on():
+    """The device machine cannot fetch data, so the recipe's brain-shaped label map travels in the carry list."""
+    yaml = pytest.importorskip("yaml")
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_session
+
+    recipe = yaml.safe_load(gpu_session.TRAIN_CONFIG.read_text())
+    assert recipe["data"]["synthetic"]["label_maps"] == [gpu_session.BRAIN_SHAPES]
+    assert gpu_session.BRAIN_SHAPES in gpu_session.CARRY
+    assert recipe["output_dir"] == str(gpu_session.RESUME_FROM.parent.relative_to(gpu_session.REPO))
