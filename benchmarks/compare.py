@@ -45,7 +45,7 @@ from shmoareg.fields import jacobian_image, sampled_field
 from shmoareg.grid import Grid
 from shmoareg.known_warps import TISSUE_CLASSES, brain_mask, tissue_labels
 from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics, mean_dice
-from shmoareg.resources import SAMPLE_DATA_DIR
+from shmoareg.resources import SAMPLE_PAIR
 from shmoareg.spatial import warp, warp_labels
 from shmoareg.synthetic import random_smooth_field
 
@@ -145,7 +145,7 @@ def pairs_at(resolution: str, mni: sitk.Image, colin: sitk.Image) -> list[Pair]:
 def make_pairs() -> tuple[list[Pair], Optional[str]]:
     """Every benchmark pair, and why the 1 mm pairs are missing if they are."""
     read = lambda path: sitk.ReadImage(str(path))  # noqa: E731
-    pairs = pairs_at("2mm", read(SAMPLE_DATA_DIR / "mni152_2009a_t1_2mm.nii.gz"), read(SAMPLE_DATA_DIR / "colin27_t1_2mm.nii.gz"))
+    pairs = pairs_at("2mm", read(SAMPLE_PAIR["fixed"]), read(SAMPLE_PAIR["moving"]))
     missing = None
     try:
         brains = sources.public_brains(SOURCES_CACHE)
@@ -193,6 +193,11 @@ def score(pair: Pair, transform: sitk.Transform) -> dict:
             "mean_hd95_mm": float(np.nanmean(list(hd95.values()))), **jacobian_statistics(jacobian, mask)}
 
 
+def run_folder(pair: Pair, method: str) -> Path:
+    """Where ``method``'s run on ``pair`` leaves its files."""
+    return WORK / "runs" / pair.name / method
+
+
 def evaluate(method: str, pair: Pair, repeats: int = 1) -> dict:
     """Run one method on one pair ``repeats`` times and score the last run; seconds is the median run.
 
@@ -204,7 +209,7 @@ def evaluate(method: str, pair: Pair, repeats: int = 1) -> dict:
     if method == "identity":
         identity = sitk.Transform(3, sitk.sitkIdentity)
         return {"status": "ok", "seconds": 0.0, "peak_memory_mb": None, **score(pair, identity)}
-    output = WORK / "runs" / pair.name / method
+    output = run_folder(pair, method)
     runs = []
     for _ in range(repeats):
         shutil.rmtree(output, ignore_errors=True)

@@ -20,6 +20,6 @@ from SHMoARegLib.routing import AXES, parseRoutingKey, routingKey
 from SHMoARegLib.volumes import defaultFixedVolume
 
 __all__ = ["AXES", "DEFAULT_DEVICE", "DEFAULT_MODEL", "DEFAULT_SIMILARITY", "DETAIL_RANGE", "DEVICES",
-           "ENGINE_CHOOSES_STEPS", "MODELS", "SIMILARITIES", "TG132_RULE", "RegistrationCancelled", "RegistrationError", "RegistrationOptions",
-           "RegistrationResult", "RegistrationRunner", "checkerboardVolume", "defaultFixedVolume", "describeMetrics",
+           "ENGINE_CHOOSES_STEPS", "MODELS", "SIMILARITIES", "TG132_RULE", "RegistrationCancelled", "RegistrationError",
+           "RegistrationOptions", "RegistrationResult", "RegistrationRunner", "checkerboardVolume", "defaultFixedVolume", "describeMetrics",
            "describeNetworkShare", "differenceVolume", "optionsFromPanel", "parseRoutingKey", "routingKey"]

@@ -18,10 +18,9 @@ from shmoareg.overview import write_overview
 from shmoareg.pipeline import RegistrationRequest, register
 from shmoareg.progress import Progress
 from shmoareg.protocol import DEFAULT_MODEL
-from shmoareg.resources import SAMPLE_DATA_DIR
+from shmoareg.resources import SAMPLE_PAIR
 from shmoareg.synthetic import synthetic_pair, to_sitk
 
-REAL_PAIR = {"fixed": SAMPLE_DATA_DIR / "mni152_2009a_t1_2mm.nii.gz", "moving": SAMPLE_DATA_DIR / "colin27_t1_2mm.nii.gz"}
 SYNTHETIC_SHAPE = (64, 72, 64)
 SYNTHETIC_SPACING = (1.5, 1.5, 1.5)
 
@@ -46,7 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model name or checkpoint path ('none': no network)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    inputs = REAL_PAIR if args.sample == "real" else write_synthetic_sample(args.output_dir / "inputs")
+    inputs = SAMPLE_PAIR if args.sample == "real" else write_synthetic_sample(args.output_dir / "inputs")
     result_dir = args.output_dir / "registration"
     summary = register(RegistrationRequest(inputs["fixed"], inputs["moving"], result_dir,
                                            fixed_segmentation=inputs.get("fixed_seg"),

@@ -15,6 +15,8 @@ PACKAGE = Path(__file__).resolve().parent
 WEIGHTS_DIR = PACKAGE / "weights"
 # The demo's sample pair (MNI152 and Colin27 T1 at 2 mm; attribution in LICENSE).
 SAMPLE_DATA_DIR = PACKAGE / "sample_data"
+SAMPLE_PAIR = {"fixed": SAMPLE_DATA_DIR / "mni152_2009a_t1_2mm.nii.gz",
+               "moving": SAMPLE_DATA_DIR / "colin27_t1_2mm.nii.gz"}
 
 
 def shipped_models() -> tuple[str, ...]:

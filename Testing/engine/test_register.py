@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import torch
 
 from phantoms import phantom_image, phantom_labels, rotation_direction
-from shmoareg.resources import SAMPLE_DATA_DIR
+from shmoareg.resources import SAMPLE_PAIR
 from shmoareg.landmarks import write_landmarks_csv
 from shmoareg.metrics import dice_per_label, mean_dice
 from shmoareg.optimise import structured
@@ -147,7 +147,7 @@ def test_an_image_registered_to_itself_stays_where_it_is(tmp_path):
     """Issue 13: the zero background of a skull-stripped brain moved by up to 47 mm, pulled by the similarity's
     overlap weighting (the similarity now counts only where the fixed image has structure); Mattes MI's bias
     made the affine's determinant 0.994; and the network predicted up to 4.7 mm on the identical pair."""
-    brain = str(SAMPLE_DATA_DIR / "mni152_2009a_t1_2mm.nii.gz")
+    brain = str(SAMPLE_PAIR["fixed"])
     summary = register(RegistrationRequest(brain, brain, tmp_path / "out", device="cpu"))
     assert summary["affine"]["determinant"] == pytest.approx(1.0, abs=1e-9)
     assert np.allclose(summary["affine"]["translation_mm"], 0.0, atol=1e-9)

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from shmoareg.resources import SAMPLE_DATA_DIR
+from shmoareg.resources import SAMPLE_PAIR
 from shmoareg.known_warps import brain_case, end_point_error, gm_bright, label_case, tissue_labels
 from shmoareg.losses import image_gradient, ngf_per_voxel
 from shmoareg.pipeline import RegistrationRequest, register
@@ -20,7 +20,7 @@ IDENTITY = sitk.Transform(3, sitk.sitkIdentity)
 
 @pytest.fixture(scope="module")
 def t1() -> sitk.Image:
-    return sitk.ReadImage(str(SAMPLE_DATA_DIR / "mni152_2009a_t1_2mm.nii.gz"))
+    return sitk.ReadImage(str(SAMPLE_PAIR["fixed"]))
 
 
 # --- the auto rule ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import SimpleITK as sitk
 import torch
 
 from shmoareg import pipeline, uncertainty
-from shmoareg.resources import SAMPLE_DATA_DIR
+from shmoareg.resources import SAMPLE_PAIR
 from shmoareg.known_warps import brain_case
 from shmoareg.optimise import OptimisationSettings
 from shmoareg.pipeline import RegistrationRequest, register
@@ -45,7 +45,7 @@ def test_members_refine_with_the_smoothness_scaled(monkeypatch):
 
 def test_the_map_is_in_millimetres_on_the_fixed_grid(tmp_path, monkeypatch):
     """A spread of 1.5 voxels of a 3 mm working grid must be written as 4.5 mm on the fixed image's grid."""
-    t1 = sitk.ReadImage(str(SAMPLE_DATA_DIR / "mni152_2009a_t1_2mm.nii.gz"))
+    t1 = sitk.ReadImage(str(SAMPLE_PAIR["fixed"]))
     paths = brain_case(t1, "t1", seed=8).write(tmp_path)
     monkeypatch.setattr(pipeline, "ensemble_spread",
                         lambda fixed, *args, **kwargs: torch.full_like(fixed, 1.5))
@@ -62,7 +62,7 @@ def test_the_map_is_in_millimetres_on_the_fixed_grid(tmp_path, monkeypatch):
 
 
 def test_no_map_unless_asked_for(tmp_path):
-    t1 = sitk.ReadImage(str(SAMPLE_DATA_DIR / "mni152_2009a_t1_2mm.nii.gz"))
+    t1 = sitk.ReadImage(str(SAMPLE_PAIR["fixed"]))
     paths = brain_case(t1, "t1", seed=8).write(tmp_path)
     summary = register(RegistrationRequest(paths["fixed"], paths["moving"], tmp_path / "out", model="none",
                                            refine_steps=0, device="cpu"))

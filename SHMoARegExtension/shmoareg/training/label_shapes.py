@@ -27,6 +27,7 @@ CENTRE_JITTER = 0.1
 
 @dataclass
 class _LabelVolume:
+    sha256: str  # of the file as it was read
     labels: torch.Tensor  # (1, 1, Z, Y, X) float, for grid_sample
     spacing: np.ndarray  # mm, x y z
     centre: np.ndarray  # voxel index of the labels' bounding-box centre, x y z
@@ -53,13 +54,14 @@ class LabelShapes:
             raise InputError(f"training label map {path} has label {values.max()}; use at most 255 labels")
         occupied = np.argwhere(values > 0)  # z, y, x
         low, high = occupied.min(0)[::-1], occupied.max(0)[::-1]
-        return _LabelVolume(torch.from_numpy(values.astype(np.float32))[None, None],
+        return _LabelVolume(hashlib.sha256(path.read_bytes()).hexdigest(),
+                            torch.from_numpy(values.astype(np.float32))[None, None],
                             np.asarray(image.GetSpacing(), dtype=np.float64), (low + high) / 2.0,
                             (high - low + 1).astype(np.float64))
 
     def describe(self) -> list[dict]:
-        """Each file's path and sha256 (training provenance)."""
-        return [{"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()} for path in self.paths]
+        """Each file's path and the sha256 of what was read from it (training provenance)."""
+        return [{"path": str(path), "sha256": volume.sha256} for path, volume in zip(self.paths, self._volumes)]
 
     def draw(self, shape: tuple[int, int, int], spacing_range: tuple[float, float],
              generator: torch.Generator) -> torch.Tensor:
