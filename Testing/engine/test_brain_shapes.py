@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -30,3 +31,13 @@ def test_filling_a_cube_marks_the_voxel_centres_inside_it():
     expected = np.zeros_like(mask)
     expected[3:10, 3:10, 3:10] = True
     assert np.array_equal(mask, expected)
+
+
+def test_the_makefile_the_script_and_the_recipes_name_one_label_map_file():
+    yaml = pytest.importorskip("yaml")
+    repository = Path(__file__).resolve().parents[2]
+    makefile = re.search(r"^BRAIN_SHAPES := (\S+)$", (repository / "Makefile").read_text(), re.MULTILINE).group(1)
+    assert brain_shapes.DEFAULT_OUTPUT == repository / makefile
+    for recipe in ("train_brainshapes_cpu.yaml", "train_unet_brainshapes_cpu.yaml"):
+        config = yaml.safe_load((repository / "Resources" / "configs" / recipe).read_text())
+        assert config["data"]["synthetic"]["label_maps"] == [makefile]
