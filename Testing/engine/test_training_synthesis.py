@@ -52,6 +52,18 @@ def test_each_image_gets_its_own_contrast_unless_asked_for_the_same(labels):
     assert correlation(different) < 0.9
 
 
+def test_a_fine_deformation_adds_local_motion_within_its_bound_and_keeps_the_labels_exact(labels):
+    still = AugmentationSpec(flip=False, rotation_degrees=0.0, scaling=0.0, translation=0.0, gamma=0.0)
+    smooth_only = dataclasses.replace(SPEC, augmentation=still)
+    with_fine = dataclasses.replace(smooth_only, fine_displacement=1.5, fine_control_spacing=3.0)
+    smooth, fine = (synthesise_pair(labels, spec, seed=7) for spec in (smooth_only, with_fine))
+    assert torch.equal(fine.fixed_labels, warp_labels(fine.moving_labels, fine.displacement))
+    added = fine.displacement - smooth.displacement  # the fine field, read where the smooth one points
+    assert 0.1 < float(added.norm(dim=1).max()) <= 1.5 + 1e-4
+    roughness = lambda u: float((u[..., 1:] - u[..., :-1]).abs().mean() / u.abs().mean())  # noqa: E731
+    assert roughness(added) > 2 * roughness(smooth.displacement)
+
+
 def test_a_pure_translation_residual_is_a_constant_displacement_within_its_bound():
     spec = dataclasses.replace(SPEC, augmentation=AugmentationSpec(flip=False, rotation_degrees=0.0, scaling=0.0,
                                                                    translation=2.0, gamma=0.0))

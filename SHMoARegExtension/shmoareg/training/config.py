@@ -59,12 +59,16 @@ class SyntheticSpec:
     a new deformation, flips and contrasts. ``label_maps``: label-map files (e.g. a brain's tissue classes)
     from which a share ``label_map_share`` of the label maps is cut (:mod:`shmoareg.training.label_shapes`),
     each at a spacing drawn in ``label_map_spacing`` (mm per training voxel); the rest are random.
+    ``fine_displacement`` (voxels, a maximum as above; 0: none) adds a second, local deformation on a
+    control grid every ``fine_control_spacing`` voxels, as between subjects' folds, beyond the smooth one.
     """
 
     num_labels: int = 16
     max_displacement: float = 4.0
     feature_size: float = 8.0
     control_spacing: float = 8.0
+    fine_displacement: float = 0.0
+    fine_control_spacing: float = 3.0
     same_contrast: bool = True
     noise_std: float = 0.05
     blur_sigma: float = 1.0

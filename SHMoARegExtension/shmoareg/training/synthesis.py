@@ -2,8 +2,9 @@
 
 A pair is made from a random label map (the expensive part, about 0.45 s at 64^3, so a pool of them
 can be reused), randomly flipped (``augmentation.flip``), then moved by a fresh random smooth
-diffeomorphic field (built on a grid 2x coarser) composed with a small random affine residual
-(``augmentation`` rotation, scaling, translation). Each image gets its own random contrast (a uniform mean per label: T1-, T2- and CT-like orders alike) unless
+diffeomorphic field (built on a grid 2x coarser), optionally composed with a finer local one
+(``fine_displacement``), and with a small random affine residual (``augmentation`` rotation, scaling,
+translation). Each image gets its own random contrast (a uniform mean per label: T1-, T2- and CT-like orders alike) unless
 ``same_contrast``, and its own noise, blur (partial volume) and bias field, each drawn between zero and
 the spec's maximum, and gamma (``augmentation.gamma``). Labels are warped per label (trilinear
 indicators, arg-max): in short runs, nearest-warped labels and fields built 4x coarser both trained
@@ -71,6 +72,11 @@ def synthesise_pair(base_labels: Tensor, spec: SyntheticSpec, seed: int) -> Synt
     field_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     field = random_smooth_field(shape, _uniform(generator, spec.max_displacement), seed=field_seed,
                                 control_spacing=spec.control_spacing, coarse_factor=_FIELD_COARSENING)
+    if spec.fine_displacement > 0:  # drawn only when asked: recipes without it keep their pairs
+        fine_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        fine = random_smooth_field(shape, _uniform(generator, spec.fine_displacement), seed=fine_seed,
+                                   control_spacing=spec.fine_control_spacing)
+        field = compose(fine, field)
     affine = spec.augmentation
     if affine.rotation_degrees > 0 or affine.scaling > 0 or affine.translation > 0:
         field = compose(affine_displacement(shape, spec, generator), field)
