@@ -286,9 +286,14 @@ def _verdict(holds: Optional[bool]) -> str:
     return "not measured" if holds is None else ("**holds**" if holds else "**does not hold**")
 
 
+def target_pairs(pairs: list[Pair]) -> list[Pair]:
+    """The pairs the targets are judged on: inter-subject at ``TARGET_RESOLUTION``."""
+    return [pair for pair in pairs if pair.kind == "inter-subject" and pair.resolution == TARGET_RESOLUTION]
+
+
 def targets(results: dict, pairs: list[Pair]) -> str:
     """Markdown table of the issue-5 and issue-9 targets on the 1 mm inter-subject pairs, with the margins."""
-    names = [pair.name for pair in pairs if pair.kind == "inter-subject" and pair.resolution == TARGET_RESOLUTION]
+    names = [pair.name for pair in target_pairs(pairs)]
     ours = {name: _ok(results, name, "shmoareg") for name in names}
     rows = ["| target | verdict | by how much (per pair: ours against theirs) |", "| --- | --- | --- |"]
 

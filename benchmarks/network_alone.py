@@ -1,0 +1,80 @@
+"""The network alone on the benchmark's 1 mm inter-subject pairs, scored as ``compare.py`` scores, without a run.
+
+``compare.py``'s ``shmoareg-no-refine`` row, for weights that are not shipped (yet): each ``--model`` (a model
+name or a checkpoint path) predicts on ``register``'s working pair (the same stages, affine included), and
+its field on the fixed grid is scored with ``compare.score``. Two inference-side probes on the same
+prediction: ``--passes N`` applies the network again to its own result N times (each pass predicts what
+is left and is composed with the field so far), ``--scales`` multiplies the network's field. This gates a
+checkpoint that won on the validation pairs; nothing is tuned or trained on these pairs.
+
+Run: ``.venv/bin/python benchmarks/network_alone.py [--model M ...] [--passes N] [--scales S ...]``
+(prints one line per model, pair and probe; writes nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional
+
+import SimpleITK as sitk
+import torch
+
+from shmoareg.fields import displacement_transform, total_displacement
+from shmoareg.grid import Grid
+from shmoareg.pipeline import RegistrationRequest, _initialise, _load, _load_network, _predict, _working_pair
+from shmoareg.progress import Progress
+from shmoareg.protocol import DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS
+from shmoareg.spatial import compose, warp
+
+import compare
+
+CPU = torch.device("cpu")
+
+
+def network_fields(pair: compare.Pair, model: str, passes: int) -> tuple[list[torch.Tensor], Optional[sitk.Transform], Grid]:
+    """The network's field on ``register``'s working grid after each of ``passes`` passes, the affine and
+    the grid."""
+    request = RegistrationRequest(fixed=pair.fixed, moving=pair.moving, output_dir=Path("unused"), model=model)
+    network = _load_network(request.method, CPU)
+    inputs = _load(request)
+    start = _initialise(request, inputs, Progress("none"))
+    working = _working_pair(request, inputs, start, CPU)
+    fields, total = [], None
+    for _ in range(passes):
+        moving = working.moving if total is None else warp(working.moving, total)
+        step = _predict(network.model, working.fixed, moving, working.grid, DEFAULT_NETWORK_MAX_VOXELS["cpu"])
+        total = step.displacement if total is None else compose(total, step.displacement)
+        fields.append(total)
+    return fields, start.affine, working.grid
+
+
+def mean_dice(pair: compare.Pair, field: torch.Tensor, affine: Optional[sitk.Transform], grid: Grid) -> float:
+    """``compare.score``'s mean Dice of the affine followed by ``field`` (voxels on ``grid``)."""
+    fixed = Grid.of(sitk.ReadImage(str(pair.fixed)))
+    transform = displacement_transform(total_displacement(field, grid, fixed, affine), fixed)
+    return compare.score(pair, transform)["mean_dice"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", nargs="+", default=[DEFAULT_MODEL], help="model names or checkpoint paths")
+    parser.add_argument("--passes", type=int, default=1, help="apply the network this many times (composed)")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="factors on the first pass's field")
+    args = parser.parse_args()
+    pairs, missing = compare.make_pairs()
+    if missing:
+        raise SystemExit(f"the 1 mm pairs are missing: {missing}")
+    torch.set_num_threads(1)
+    for model in args.model:
+        for pair in compare.target_pairs(pairs):
+            fields, affine, grid = network_fields(pair, model, max(args.passes, 1))
+            for scale in args.scales:
+                dice = mean_dice(pair, scale * fields[0], affine, grid)
+                print(f"{model} {pair.name} pass 1 scale {scale:g}: Dice {dice:.4f}", flush=True)
+            for number, field in enumerate(fields[1:], start=2):
+                print(f"{model} {pair.name} pass {number}: Dice {mean_dice(pair, field, affine, grid):.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
