@@ -24,7 +24,6 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from shmoareg.grid import Grid, from_array
 from shmoareg.imageio import write_image
@@ -49,22 +48,36 @@ CONVENTIONS = ("every map on the fixed image's grid; level 1 is the network inpu
                "shares and statistics over the fixed foreground (Otsu)")
 
 
-def fixed_sampling_grid(network: Grid, fixed: Grid) -> torch.Tensor:
-    """``grid_sample`` coordinates (align_corners=False) of every fixed voxel in the grid ``network``.
+def place_on_fixed(values: torch.Tensor, network: Grid, fixed: Grid, mode: str) -> torch.Tensor:
+    """Maps ``values`` ``(C, z, y, x)`` on ``network`` sampled at every voxel of ``fixed``: ``(C, Z, Y, X)``.
 
-    Both grids are regular, so the map from the fixed grid's normalised coordinates to the other grid's is
-    affine and ``affine_grid`` builds the coordinates. For a level of a network, pass its own grid
-    (:func:`level_grid`).
+    ``mode`` is ``linear`` (trilinear) or ``nearest``; beyond ``network``'s outer voxel centres its border
+    values extend. The grids share their axes (a network grid is built in the fixed image's frame), so each
+    fixed index maps to a network index axis by axis and the sampling is done one axis at a time (as
+    ``grid_sample`` with border padding would, but without a coordinate per fixed voxel and axis).
     """
-    fixed_size, network_size = np.asarray(fixed.size, dtype=np.float64), np.asarray(network.size, dtype=np.float64)
+    if mode not in ("linear", "nearest"):
+        raise ValueError(f"unknown placement mode {mode!r}; use linear or nearest")
     to_network_index = np.linalg.inv(network.direction_matrix * np.asarray(network.spacing))
-    # fixed normalised u -> fixed index i = (S_f u + S_f - 1) / 2 -> network index c -> network normalised v.
     index_matrix = to_network_index @ (fixed.direction_matrix * np.asarray(fixed.spacing))
+    if not np.allclose(index_matrix, np.diag(np.diag(index_matrix)), atol=1e-6):
+        raise ValueError("the network grid's axes are not the fixed image's: the maps cannot be placed axis by axis")
     index_offset = to_network_index @ (np.asarray(fixed.origin) - np.asarray(network.origin))
-    matrix = np.diag(2.0 / network_size) @ index_matrix @ np.diag(fixed_size / 2.0)
-    offset = (2.0 / network_size) * (index_matrix @ ((fixed_size - 1.0) / 2.0) + index_offset + 0.5) - 1.0
-    theta = torch.from_numpy(np.hstack([matrix, offset[:, None]]).astype(np.float32))[None]
-    return F.affine_grid(theta, [1, 1, *fixed.shape], align_corners=False)
+    placed = values
+    for axis in range(3):  # x, y, z: tensor dimension 3 - axis
+        index = np.arange(fixed.size[axis]) * index_matrix[axis, axis] + index_offset[axis]
+        index = torch.from_numpy(np.clip(index, 0.0, network.size[axis] - 1.0)).to(values.device)
+        dimension = 3 - axis
+        if mode == "nearest":
+            placed = placed.index_select(dimension, torch.round(index).long())
+            continue
+        lower = index.floor().long()
+        upper = torch.clamp(lower + 1, max=network.size[axis] - 1)
+        shape = [1] * placed.dim()
+        shape[dimension] = -1
+        weight = (index - lower).to(placed.dtype).view(shape)
+        placed = placed.index_select(dimension, lower) * (1 - weight) + placed.index_select(dimension, upper) * weight
+    return placed
 
 
 def level_grid(network: Grid, level: int, shape: tuple[int, ...]) -> Grid:
@@ -115,11 +128,8 @@ def write_model_maps(maps: dict[str, torch.Tensor], specs: list[MapSpec], networ
         pending: list[Future] = []
         for (level, shape, kind), group in groups.items():
             grid = level_grid(network, level, shape)
-            stacked = torch.cat([maps[spec.name][:1] for spec in group], dim=1).float()  # (1, C, z, y, x)
-            coordinates = fixed_sampling_grid(grid, fixed).to(stacked.device)
-            placed = F.grid_sample(stacked, coordinates, mode="nearest" if kind == "categorical" else "bilinear",
-                                   padding_mode="border", align_corners=False)[0].cpu().numpy()
-            del coordinates
+            stacked = torch.cat([maps[spec.name][0] for spec in group]).float()  # (C, z, y, x)
+            placed = place_on_fixed(stacked, grid, fixed, "nearest" if kind == "categorical" else "linear").cpu().numpy()
             for spec, values in zip(group, placed):
                 units = spec.units
                 if kind == "categorical":

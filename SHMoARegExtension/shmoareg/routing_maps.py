@@ -15,11 +15,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from shmoareg.grid import Grid, from_array
 from shmoareg.imageio import write_image
-from shmoareg.model_maps import fixed_sampling_grid, level_grid
+from shmoareg.model_maps import level_grid, place_on_fixed
 from shmoareg.models.base import AXES, RoutingRecord
 from shmoareg.models.shmoareg_net import expert_map_name
 from shmoareg.protocol import ROUTING_FOLDER, ROUTING_MAP_MODES
@@ -77,11 +76,9 @@ def _write_gates(level: int, gates: torch.Tensor, network: Grid, fixed: Grid, in
                  output_path: Callable[[str], Any], writer: ThreadPoolExecutor, pending: list[Future]) -> None:
     """Resample one level's gates ``(B, 3, E, z, y, x)`` linearly to the fixed grid and queue their files on
     ``writer`` (appending the futures to ``pending``)."""
-    coordinates = fixed_sampling_grid(level_grid(network, level, tuple(gates.shape[3:])), fixed).to(gates.device)
+    grid = level_grid(network, level, tuple(gates.shape[3:]))
     for axis, name in enumerate(AXES):
-        channels = gates[0, axis].float()[None]  # (1, E, z, y, x)
-        probabilities = F.grid_sample(channels, coordinates, mode="bilinear", padding_mode="border",
-                                      align_corners=False)[0].cpu().numpy()
+        probabilities = place_on_fixed(gates[0, axis].float(), grid, fixed, "linear").cpu().numpy()  # (E, Z, Y, X)
         for expert, gate in enumerate(probabilities):
             rounded = np.where(inside, np.round(gate, 2), 0.0).astype(np.float32)
             pending.append(writer.submit(write_image, from_array(rounded, fixed),

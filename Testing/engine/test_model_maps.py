@@ -12,7 +12,8 @@ import torch
 from phantoms import rotation_direction
 from shmoareg import pipeline
 from shmoareg.grid import Grid, network_grid
-from shmoareg.model_maps import CATEGORY_COLOURS, colour_map_for, fixed_sampling_grid, level_grid, write_model_maps
+from shmoareg.model_maps import (CATEGORY_COLOURS, colour_map_for, level_grid, place_on_fixed,
+                                 write_model_maps)
 from shmoareg.models.base import AXES, MapSpec, ModelOutput, RegistrationNetwork, RoutingRecord
 from shmoareg.models.shmoareg_net import expert_map_name
 from shmoareg.pipeline import RegistrationRequest, register
@@ -143,13 +144,42 @@ def test_colour_maps_follow_the_units():
         "viridis", "viridis", "inferno", "inferno", "viridis"]
 
 
-def test_fixed_sampling_grid_matches_each_fixed_voxels_physical_point():
-    fixed = Grid((9, 7, 5), (1.2, 1.4, 2.0), (5.0, -3.0, 8.0), DIRECTION)
-    network = network_grid(fixed.reference_image(), 1.5)
-    coordinates = fixed_sampling_grid(network, fixed)[0].double().numpy()  # (Z, Y, X, 3) normalised x, y, z
-    index = (coordinates + 1.0) * np.asarray(network.size) / 2.0 - 0.5  # continuous network index
-    physical = index * np.asarray(network.spacing) @ network.direction_matrix.T + np.asarray(network.origin)
-    assert np.allclose(physical, fixed.physical_points(), atol=1e-4)
+def _network_index(network: Grid, fixed: Grid) -> np.ndarray:
+    """Each fixed voxel's continuous network index (x, y, z), clipped to the network's voxel centres."""
+    index = (fixed.physical_points() - np.asarray(network.origin)) @ network.direction_matrix / np.asarray(
+        network.spacing)
+    return np.clip(index, 0.0, np.asarray(network.size) - 1.0)
+
+
+PLACEMENT_FIXED = Grid((13, 11, 9), (1.2, 1.4, 2.0), (5.0, -3.0, 8.0), DIRECTION)
+
+
+def test_a_ramp_placed_linearly_gives_each_fixed_voxels_coordinate_clamped_to_the_network():
+    network = level_grid(network_grid(PLACEMENT_FIXED.reference_image(), 1.5), 2, (3, 4, 5))
+    index = np.stack(np.meshgrid(*(np.arange(n, dtype=np.float64) for n in network.shape), indexing="ij"))
+    ramps = torch.from_numpy(index[::-1] * 0.5 + np.array([1.0, -2.0, 3.0])[:, None, None, None])  # x, y, z ramps
+    placed = place_on_fixed(ramps, network, PLACEMENT_FIXED, "linear").numpy()
+    expected = _network_index(network, PLACEMENT_FIXED) * 0.5 + np.array([1.0, -2.0, 3.0])
+    assert placed.shape == (3, *PLACEMENT_FIXED.shape)
+    assert np.allclose(np.moveaxis(placed, 0, -1), expected, atol=1e-6)
+
+
+def test_nearest_placement_takes_the_closest_network_voxel():
+    network = network_grid(PLACEMENT_FIXED.reference_image(), 1.5)
+    z, y, x = network.shape
+    numbered = torch.arange(x * y * z, dtype=torch.float64).view(1, z, y, x)
+    placed = place_on_fixed(numbered, network, PLACEMENT_FIXED, "nearest").numpy()[0]
+    index = _network_index(network, PLACEMENT_FIXED)  # (Z, Y, X, 3): x, y, z
+    nearest = np.rint(index).astype(int)
+    clear = (np.abs(index - np.floor(index) - 0.5) > 1e-6).all(axis=-1)  # not halfway between two voxels
+    assert clear.mean() > 0.3
+    assert np.array_equal(placed[clear], ((nearest[..., 2] * y + nearest[..., 1]) * x + nearest[..., 0])[clear])
+
+
+def test_maps_on_a_grid_turned_against_the_fixed_image_are_refused():
+    turned = Grid((8, 8, 8), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), rotation_direction((0.0, 0.0, 0.4)))
+    with pytest.raises(ValueError, match="axes"):
+        place_on_fixed(torch.zeros(1, 8, 8, 8), turned, PLACEMENT_FIXED, "linear")
 
 
 def test_expert_maps_and_gate_maps_align_with_the_fixed_image_in_physical_space(tmp_path):
