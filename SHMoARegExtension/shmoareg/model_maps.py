@@ -52,9 +52,9 @@ def place_on_fixed(values: torch.Tensor, network: Grid, fixed: Grid, mode: str) 
     """Maps ``values`` ``(C, z, y, x)`` on ``network`` sampled at every voxel of ``fixed``: ``(C, Z, Y, X)``.
 
     ``mode`` is ``linear`` (trilinear) or ``nearest``; beyond ``network``'s outer voxel centres its border
-    values extend. The grids share their axes (a network grid is built in the fixed image's frame), so each
-    fixed index maps to a network index axis by axis and the sampling is done one axis at a time (as
-    ``grid_sample`` with border padding would, but without a coordinate per fixed voxel and axis).
+    values extend, as ``grid_sample`` with border padding would sample. The grids share their axes (a network
+    grid is built in the fixed image's frame), so the sampling is separable, axis by axis: a gather for
+    ``nearest``, a small interpolation matrix for ``linear``, without a coordinate per fixed voxel and axis.
     """
     if mode not in ("linear", "nearest"):
         raise ValueError(f"unknown placement mode {mode!r}; use linear or nearest")
@@ -63,21 +63,27 @@ def place_on_fixed(values: torch.Tensor, network: Grid, fixed: Grid, mode: str) 
     if not np.allclose(index_matrix, np.diag(np.diag(index_matrix)), atol=1e-6):
         raise ValueError("the network grid's axes are not the fixed image's: the maps cannot be placed axis by axis")
     index_offset = to_network_index @ (np.asarray(fixed.origin) - np.asarray(network.origin))
-    placed = values
-    for axis in range(3):  # x, y, z: tensor dimension 3 - axis
-        index = np.arange(fixed.size[axis]) * index_matrix[axis, axis] + index_offset[axis]
-        index = torch.from_numpy(np.clip(index, 0.0, network.size[axis] - 1.0)).to(values.device)
-        dimension = 3 - axis
-        if mode == "nearest":
-            placed = placed.index_select(dimension, torch.round(index).long())
-            continue
-        lower = index.floor().long()
-        upper = torch.clamp(lower + 1, max=network.size[axis] - 1)
-        shape = [1] * placed.dim()
-        shape[dimension] = -1
-        weight = (index - lower).to(placed.dtype).view(shape)
-        placed = placed.index_select(dimension, lower) * (1 - weight) + placed.index_select(dimension, upper) * weight
-    return placed
+    x, y, z = (np.clip(np.arange(fixed.size[axis]) * index_matrix[axis, axis] + index_offset[axis], 0.0,
+                       network.size[axis] - 1.0) for axis in range(3))
+    if mode == "nearest":
+        nearest = [torch.from_numpy(np.rint(index).astype(np.int64)).to(values.device) for index in (z, y, x)]
+        return values.index_select(3, nearest[2]).index_select(2, nearest[1]).index_select(1, nearest[0])
+    x, y, z = (_linear_weights(index, network.size[axis]).to(values) for axis, index in enumerate((x, y, z)))
+    placed = torch.matmul(y, values @ x.T)  # (C, z, Y, X)
+    channels, _, rows, columns = placed.shape
+    return torch.matmul(z, placed.reshape(channels, placed.shape[1], rows * columns)).reshape(
+        channels, z.shape[0], rows, columns)
+
+
+def _linear_weights(index: np.ndarray, size: int) -> torch.Tensor:
+    """``(len(index), size)`` weights sampling a line of ``size`` voxels linearly at ``index`` (in [0, size - 1])."""
+    lower = np.floor(index).astype(int)
+    fraction = index - lower
+    weights = np.zeros((len(index), size))
+    rows = np.arange(len(index))
+    weights[rows, lower] = 1.0 - fraction
+    weights[rows, np.minimum(lower + 1, size - 1)] += fraction
+    return torch.from_numpy(weights)
 
 
 def level_grid(network: Grid, level: int, shape: tuple[int, ...]) -> Grid:
