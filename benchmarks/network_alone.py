@@ -2,12 +2,13 @@
 
 ``compare.py``'s ``shmoareg-no-refine`` row, for weights that are not shipped (yet): each ``--model`` (a model
 name or a checkpoint path) predicts on ``register``'s working pair (the same stages, affine included), and
-its field on the fixed grid is scored with ``compare.score``. Two inference-side probes on the same
-prediction: ``--passes N`` applies the network again to its own result N times (each pass predicts what
-is left and is composed with the field so far), ``--scales`` multiplies the network's field. This gates a
-checkpoint that won on the validation pairs; nothing is tuned or trained on these pairs.
+its field on the fixed grid is scored with ``compare.score`` (``--flips``: ``register``'s ``--network-flips``).
+Two inference-side probes on the same prediction: ``--passes N`` applies the network again to its own result
+N times (each pass predicts what is left and is composed with the field so far), ``--scales`` multiplies the
+network's field. This gates a checkpoint that won on the validation pairs; nothing is tuned or trained on
+these pairs.
 
-Run: ``.venv/bin/python benchmarks/network_alone.py [--model M ...] [--passes N] [--scales S ...]``
+Run: ``.venv/bin/python benchmarks/network_alone.py [--model M ...] [--flips N] [--passes N] [--scales S ...]``
 (prints one line per model, pair and probe; writes nothing).
 """
 
@@ -24,7 +25,7 @@ from shmoareg.fields import displacement_transform, total_displacement
 from shmoareg.grid import Grid
 from shmoareg.pipeline import RegistrationRequest, _initialise, _load, _load_network, _predict, _working_pair
 from shmoareg.progress import Progress
-from shmoareg.protocol import DEFAULT_MODEL, DEFAULT_NETWORK_MAX_VOXELS
+from shmoareg.protocol import DEFAULT_MODEL, DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_MAX_VOXELS
 from shmoareg.spatial import compose, warp
 
 import compare
@@ -32,9 +33,10 @@ import compare
 CPU = torch.device("cpu")
 
 
-def network_fields(pair: compare.Pair, model: str, passes: int) -> tuple[list[torch.Tensor], Optional[sitk.Transform], Grid]:
-    """The network's field on ``register``'s working grid after each of ``passes`` passes, the affine and
-    the grid."""
+def network_fields(pair: compare.Pair, model: str, passes: int,
+                   flips: int) -> tuple[list[torch.Tensor], Optional[sitk.Transform], Grid]:
+    """The network's field (mirror ensemble over ``flips`` axes) on ``register``'s working grid after each of
+    ``passes`` passes, the affine and the grid."""
     request = RegistrationRequest(fixed=pair.fixed, moving=pair.moving, output_dir=Path("unused"), model=model)
     network = _load_network(request.method, CPU)
     inputs = _load(request)
@@ -43,7 +45,8 @@ def network_fields(pair: compare.Pair, model: str, passes: int) -> tuple[list[to
     fields, total = [], None
     for _ in range(passes):
         moving = working.moving if total is None else warp(working.moving, total)
-        step = _predict(network.model, working.fixed, moving, working.grid, DEFAULT_NETWORK_MAX_VOXELS["cpu"])
+        step = _predict(network.model, working.fixed, moving, working.grid, DEFAULT_NETWORK_MAX_VOXELS["cpu"],
+                        flips)
         total = step.displacement if total is None else compose(total, step.displacement)
         fields.append(total)
     return fields, start.affine, working.grid
@@ -60,6 +63,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", nargs="+", default=[DEFAULT_MODEL], help="model names or checkpoint paths")
     parser.add_argument("--passes", type=int, default=1, help="apply the network this many times (composed)")
+    parser.add_argument("--flips", type=int, default=DEFAULT_NETWORK_FLIPS,
+                        help=f"mirror ensemble over the first N axes, as register's --network-flips (default "
+                             f"{DEFAULT_NETWORK_FLIPS})")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="factors on the first pass's field")
     args = parser.parse_args()
     pairs, missing = compare.make_pairs()
@@ -68,10 +74,11 @@ def main() -> None:
     torch.set_num_threads(1)
     for model in args.model:
         for pair in compare.target_pairs(pairs):
-            fields, affine, grid = network_fields(pair, model, max(args.passes, 1))
+            fields, affine, grid = network_fields(pair, model, max(args.passes, 1), args.flips)
             for scale in args.scales:
                 dice = mean_dice(pair, scale * fields[0], affine, grid)
-                print(f"{model} {pair.name} pass 1 scale {scale:g}: Dice {dice:.4f}", flush=True)
+                print(f"{model} {pair.name} {args.flips} flips, pass 1 scale {scale:g}: Dice {dice:.4f}",
+                      flush=True)
             for number, field in enumerate(fields[1:], start=2):
                 print(f"{model} {pair.name} pass {number}: Dice {mean_dice(pair, field, affine, grid):.4f}", flush=True)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from shmoareg.checkpoints import resolve_model
+from shmoareg.flip_ensemble import flip_averaged
 from shmoareg.training.data import Sample
 
 
@@ -33,14 +34,17 @@ def load_pairs(config: Path | None, stored: Path | None, save: Path | None) -> l
 
 
 @torch.no_grad()
-def mean_dice(model: torch.nn.Module, pairs: list[Sample]) -> tuple[float, float]:
-    """Mean Dice over nonzero labels after the model's warp, and before (hard labels, nearest warp)."""
+def mean_dice(model: torch.nn.Module, pairs: list[Sample], flips: int = 0) -> tuple[float, float]:
+    """Mean Dice over nonzero labels after the model's warp (averaged over ``flips`` mirrored pairs), and before
+    (hard labels, nearest warp)."""
     from shmoareg.metrics import dice_per_label, mean_dice as average
     from shmoareg.spatial import warp_labels
 
     before, after = [], []
     for pair in pairs:
         field = model(pair.fixed, pair.moving).displacement
+        if flips:
+            field = flip_averaged(lambda f, m: model(f, m).displacement, pair.fixed, pair.moving, flips, field)
         warped = warp_labels(pair.moving_labels, field, method="nearest")
         reference = pair.fixed_labels[0, 0].numpy()
         before.append(average(dice_per_label(reference, pair.moving_labels[0, 0].numpy())))
@@ -54,6 +58,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=Path, help="pairs stored by --save-pairs (instead of --config)")
     parser.add_argument("--save-pairs", type=Path, help="store the config's validation pairs here")
     parser.add_argument("--model", nargs="+", required=True, help="model names or checkpoint paths")
+    parser.add_argument("--flips", type=int, default=0, help="mirror ensemble over the first N axes (x, y, z)")
     args = parser.parse_args()
     if (args.config is None) == (args.pairs is None):
         parser.error("give either --config or --pairs")
@@ -61,8 +66,9 @@ def main() -> None:
     pairs = load_pairs(args.config, args.pairs, args.save_pairs)
     for name in args.model:
         model, metadata = resolve_model(name)
-        after, before = mean_dice(model.eval(), pairs)
-        print(f"{name}: step {metadata.get('step')}, mean Dice {after:.4f} (before {before:.4f}) on {len(pairs)} pairs")
+        after, before = mean_dice(model.eval(), pairs, args.flips)
+        print(f"{name}: step {metadata.get('step')}, {args.flips} flips, mean Dice {after:.4f} (before {before:.4f}) "
+              f"on {len(pairs)} pairs")
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ from shmoareg.failures import describe_failure
 from shmoareg.progress import MODES as PROGRESS_MODES
 from shmoareg.progress import Progress
 from shmoareg.protocol import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_DEVICE, DEFAULT_INTENSITY, DEFAULT_MODEL,
-                               DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS,
-                               DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS, DEVICES, INTENSITY_MODES, NETWORK_REFINE_STEPS,
-                               ROUTING_MAP_MODES, SIMILARITIES, ExitCode)
+                               DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS,
+                               DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS, DEVICES, INTENSITY_MODES,
+                               MAX_NETWORK_FLIPS, NETWORK_REFINE_STEPS, ROUTING_MAP_MODES, SIMILARITIES, ExitCode)
 from shmoareg.training.commands import add_evaluate_parser, add_train_parser
 
 
@@ -80,6 +80,10 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--network-max-voxels", type=int, help="largest network input; above it the network "
                         f"sees the grid averaged down 2x (default: {DEFAULT_NETWORK_MAX_VOXELS['cpu']} on CPU, "
                         f"{DEFAULT_NETWORK_MAX_VOXELS['cuda']} on GPU)")
+    parser.add_argument("--network-flips", type=int, default=DEFAULT_NETWORK_FLIPS,
+                        choices=range(MAX_NETWORK_FLIPS + 1), metavar=f"0-{MAX_NETWORK_FLIPS}",
+                        help="average the network's field with its predictions on the pair mirrored along the "
+                             f"first N axes (x, y, z), one network pass each (default {DEFAULT_NETWORK_FLIPS})")
     parser.add_argument("--crop", action=argparse.BooleanOptionalAction, default=True,
                         help="work only on the fixed image's foreground (Otsu) plus 10 mm; outside it the "
                              "field continues its border values (default on)")
@@ -100,7 +104,8 @@ def method_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`~shmoareg.pipeline.RegistrationRequest` fields that :func:`add_method_options` sets."""
     return dict(model=args.model, device=args.device, refine_steps=args.refine_steps, affine=args.affine,
                 grid_spacing=args.grid_spacing, max_grid_voxels=args.max_grid_voxels, crop=args.crop,
-                network_max_voxels=args.network_max_voxels, intensity=args.intensity,
+                network_max_voxels=args.network_max_voxels, network_flips=args.network_flips,
+                intensity=args.intensity,
                 window=tuple(args.window) if args.window else None, diffeomorphic=args.diffeomorphic,
                 routing_maps=args.routing_maps, similarity=args.similarity, smoothness=args.smoothness,
                 uncertainty=args.uncertainty)

@@ -135,7 +135,8 @@ def write_model_maps(maps: dict[str, torch.Tensor], specs: list[MapSpec], networ
         for (level, shape, kind), group in groups.items():
             grid = level_grid(network, level, shape)
             stacked = torch.cat([maps[spec.name][0] for spec in group]).float()  # (C, z, y, x)
-            placed = place_on_fixed(stacked, grid, fixed, "nearest" if kind == "categorical" else "linear").cpu().numpy()
+            mode = "nearest" if kind == "categorical" else "linear"
+            placed = place_on_fixed(stacked, grid, fixed, mode).cpu().numpy()
             for spec, values in zip(group, placed):
                 units = spec.units
                 if kind == "categorical":

@@ -26,6 +26,7 @@ from shmoareg.affine import check_overlap, describe, initialise_affine
 from shmoareg.checkpoints import resolve_model
 from shmoareg.devices import peak_memory_mb, resolve_device
 from shmoareg.errors import InputError, NoSpace
+from shmoareg.flip_ensemble import flip_averaged
 from shmoareg.fields import displacement_image, displacement_transform, jacobian_image, total_displacement
 from shmoareg.grid import Grid, auto_spacing, foreground_box, from_array, network_grid, resample, to_tensor
 from shmoareg.imageio import check_label_grid, read_image, read_label_map, write_image, write_transform
@@ -41,10 +42,11 @@ from shmoareg.optimise import (OptimisationSettings, improves_similarity, levels
 from shmoareg.outputs import OutputFolder, StagedOutputs
 from shmoareg.progress import Progress
 from shmoareg.protocol import (COMPLETION_MARKER, CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL,
-                               DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS,
-                               DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS, DISPLACEMENT_FILE, FILES_KEY, JACOBIAN_FILE,
-                               MAPS_FILE, NETWORK_REFINE_STEPS, ROUTING_FILE, ROUTING_MAP_MODES, SIMILARITIES,
-                               TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE)
+                               DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS,
+                               DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS, DISPLACEMENT_FILE,
+                               FILES_KEY, JACOBIAN_FILE, MAPS_FILE, MAX_NETWORK_FLIPS, NETWORK_REFINE_STEPS,
+                               ROUTING_FILE, ROUTING_MAP_MODES, SIMILARITIES, TRANSFORM_FILE, UNCERTAINTY_FILE,
+                               WARPED_FILE, WARPED_SEGMENTATION_FILE)
 from shmoareg.routing_maps import write_routing_maps
 from shmoareg.similarity import choose_similarity
 from shmoareg.spatial import resize_field
@@ -82,6 +84,7 @@ class RegistrationRequest:
     max_grid_voxels: int = 2_000_000
     crop: bool = True
     network_max_voxels: Optional[int] = None
+    network_flips: int = DEFAULT_NETWORK_FLIPS
     intensity: str = "auto"
     window: Optional[tuple[float, float]] = None
     diffeomorphic: bool = True
@@ -141,6 +144,8 @@ def _validate(request: RegistrationRequest) -> None:
                                  ("--network-max-voxels", request.network_max_voxels, 1)):
         if value is not None and value < least:
             raise InputError(f"{option} must be a positive number of voxels, at least {least}, not {value}")
+    if not 0 <= request.network_flips <= MAX_NETWORK_FLIPS:
+        raise InputError(f"--network-flips must be between 0 and {MAX_NETWORK_FLIPS}, not {request.network_flips}")
     if request.routing_maps not in ROUTING_MAP_MODES:
         raise InputError(f"--routing-maps must be one of {', '.join(ROUTING_MAP_MODES)}, not {request.routing_maps!r}")
     if request.similarity not in SIMILARITIES:
@@ -249,7 +254,7 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
     if network is not None:
         with progress.stage("predict", f"{network.model.name} network prediction"):
             max_voxels = request.network_max_voxels or DEFAULT_NETWORK_MAX_VOXELS[device.type]
-            prediction = _predict(network.model, pair.fixed, pair.moving, pair.grid, max_voxels)
+            prediction = _predict(network.model, pair.fixed, pair.moving, pair.grid, max_voxels, request.network_flips)
     with progress.stage("register", "optimising the deformation on the pair"):
         result = _refine(request, pair, prediction, device.type, progress)
     if request.uncertainty:
@@ -451,7 +456,8 @@ def _summary(request: RegistrationRequest, inputs: _Inputs, start: _Start, pair:
         "method": {"model": request.model, "refine_steps": settings.steps, "similarity": settings.similarity,
                    "similarity_requested": request.similarity, "smoothness": settings.smoothness,
                    "settings": asdict(settings), "intensity": request.intensity, "window": request.window,
-                   "uncertainty": UNCERTAINTY_METHOD if request.uncertainty else None},
+                   "uncertainty": UNCERTAINTY_METHOD if request.uncertainty else None,
+                   "network_flips": request.network_flips if network is not None else None},
         "model": _model_summary(network),
         "expert_utilisation": written.routing_summary["utilisation"] if written.routing_summary else None,
         "network_share": written.share,
@@ -483,18 +489,20 @@ def _refine_steps(method: RegistrationMethod, similarity: str, device_type: str)
 
 @torch.no_grad()
 def _predict(model: torch.nn.Module, fixed: torch.Tensor, moving: torch.Tensor, grid: Grid,
-             max_voxels: int) -> _Prediction:
+             max_voxels: int, flips: int = 0) -> _Prediction:
     """The network's displacement on ``grid``, its routing and maps, and the grid it saw (their level 1).
 
     Above ``max_voxels`` the network sees the images averaged down 2x (the model pads any size to its
-    levels and crops back) and its field is upsampled to ``grid``.
+    levels and crops back) and its field is upsampled to ``grid``. With ``flips``, the field is the mirror
+    ensemble's (:func:`~shmoareg.flip_ensemble.flip_averaged`); the routing and maps are the unmirrored pass's.
     """
     factor = 2 if int(np.prod(grid.size)) > max_voxels else 1
-    output = model(*(F.avg_pool3d(image, factor) if factor > 1 else image for image in (fixed, moving)))
-    input_grid = grid.coarsened(factor, tuple(output.displacement.shape[2:][::-1]))
+    fixed, moving = (F.avg_pool3d(image, factor) if factor > 1 else image for image in (fixed, moving))
+    output = model(fixed, moving)
+    displacement = flip_averaged(lambda f, m: model(f, m).displacement, fixed, moving, flips, output.displacement)
+    input_grid = grid.coarsened(factor, tuple(displacement.shape[2:][::-1]))
     specs = model.map_specs() if hasattr(model, "map_specs") else []
-    return _Prediction(resize_field(output.displacement, grid.shape), output.routing, dict(output.maps), specs,
-                       input_grid)
+    return _Prediction(resize_field(displacement, grid.shape), output.routing, dict(output.maps), specs, input_grid)
 
 
 def _factor(coarse: Grid, fine: Grid) -> int:

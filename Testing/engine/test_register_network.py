@@ -10,8 +10,10 @@ import SimpleITK as sitk
 import torch
 
 from shmoareg.checkpoints import save_checkpoint
+from shmoareg.errors import InputError
 from shmoareg.models import build_model
 from shmoareg.pipeline import RegistrationRequest, register
+from shmoareg.protocol import DEFAULT_NETWORK_FLIPS
 from shmoareg.synthetic import synthetic_pair, to_sitk
 
 TINY = {"channels": [4, 8, 8, 8], "attention_levels": [3, 4], "head_dim": 8,
@@ -115,3 +117,21 @@ def test_a_grid_over_the_network_budget_is_predicted_at_half_resolution(case):
     assert expert_map.GetSize() == fixed.GetSize()
     transform = sitk.ReadTransform(str(folder / "half-resolution" / "transform.h5"))
     assert sitk.DisplacementFieldTransform(transform).GetDisplacementField().GetSize() == fixed.GetSize()
+
+
+def test_the_mirror_ensemble_changes_the_field_but_not_the_maps(case):
+    folder, weights = case
+    plain = run(folder, weights, "no-flips", refine_steps=0, network_flips=0)
+    mirrored = run(folder, weights, "flips", refine_steps=0)
+    assert plain["method"]["network_flips"] == 0 and mirrored["method"]["network_flips"] == DEFAULT_NETWORK_FLIPS > 0
+    read = lambda name, file: sitk.GetArrayFromImage(sitk.ReadImage(str(folder / name / file)))  # noqa: E731
+    assert np.abs(read("no-flips", "displacement.nii") - read("flips", "displacement.nii")).max() > 1e-3
+    expert_map = "maps/level1_x_expert.nii.gz"
+    assert np.array_equal(read("no-flips", expert_map), read("flips", expert_map))
+
+
+def test_more_mirrors_than_axes_are_refused_before_anything_is_written(case):
+    folder, weights = case
+    with pytest.raises(InputError, match="--network-flips must be between 0 and 3"):
+        run(folder, weights, "four-flips", network_flips=4)
+    assert not (folder / "four-flips").exists()

@@ -1,0 +1,60 @@
+"""The mirror ensemble of a network's prediction (shmoareg.flip_ensemble): known answers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shmoareg.flip_ensemble import flip_averaged, mirrored_back
+from shmoareg.spatial import warp
+
+SHAPE = (1, 1, 6, 7, 8)
+
+
+def constant(fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """A 'network' that ignores its images: (1, 2, 3) voxels everywhere."""
+    return torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1, 1).expand(1, 3, *fixed.shape[2:]).clone()
+
+
+def gradients(fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """A mirror-equivariant 'network': the central differences of ``moving`` along x, y and z."""
+    kernel = torch.tensor([-0.5, 0.0, 0.5])
+    parts = [F.conv3d(moving, kernel.view(1, 1, *[3 if d == dim else 1 for d in range(3)]),
+                      padding=[1 if d == dim else 0 for d in range(3)]) for dim in (2, 1, 0)]  # x, y, z
+    return torch.cat(parts, dim=1)
+
+
+def test_a_field_mirrored_and_mirrored_back_is_unchanged():
+    field = torch.randn(1, 3, *SHAPE[2:])
+    for axis in range(3):
+        assert torch.equal(mirrored_back(mirrored_back(field, axis), axis), field)
+
+
+def test_mirrored_back_moves_the_mirrored_images_points_where_the_unmirrored_field_does():
+    moving = torch.randn(SHAPE)
+    field = torch.randn(1, 3, *SHAPE[2:]) * 0.3
+    for axis in range(3):
+        dimension = 4 - axis
+        mirrored_field = mirrored_back(field, axis)  # the same motion, seen in the mirrored images
+        assert torch.allclose(warp(moving.flip(dimension), mirrored_field).flip(dimension), warp(moving, field),
+                              atol=1e-5)
+
+
+@pytest.mark.parametrize("flips, expected", [(0, (1.0, 2.0, 3.0)), (1, (0.0, 2.0, 3.0)), (3, (0.5, 1.0, 1.5))])
+def test_a_network_blind_to_mirrors_is_averaged_with_its_mirror_images(flips, expected):
+    images = torch.rand(SHAPE), torch.rand(SHAPE)
+    averaged = flip_averaged(constant, *images, flips, constant(*images))
+    assert torch.allclose(averaged, torch.tensor(expected).view(1, 3, 1, 1, 1).expand_as(averaged))
+
+
+def test_a_mirror_equivariant_network_keeps_its_field():
+    fixed, moving = torch.rand(SHAPE), torch.rand(SHAPE)
+    plain = gradients(fixed, moving)
+    assert torch.allclose(flip_averaged(gradients, fixed, moving, 3, plain), plain, atol=1e-6)
+
+
+def test_more_flips_than_axes_are_refused():
+    images = torch.rand(SHAPE), torch.rand(SHAPE)
+    with pytest.raises(ValueError, match="between 0 and 3"):
+        flip_averaged(constant, *images, 4, constant(*images))
