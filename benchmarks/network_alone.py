@@ -63,9 +63,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", nargs="+", default=[DEFAULT_MODEL], help="model names or checkpoint paths")
     parser.add_argument("--passes", type=int, default=1, help="apply the network this many times (composed)")
-    parser.add_argument("--flips", type=int, default=DEFAULT_NETWORK_FLIPS,
-                        help=f"mirror ensemble over the first N axes, as register's --network-flips (default "
-                             f"{DEFAULT_NETWORK_FLIPS})")
+    parser.add_argument("--flips", type=int, default=DEFAULT_NETWORK_FLIPS["cpu"],
+                        help="mirror ensemble over the first N axes, as register's --network-flips (default "
+                             f"{DEFAULT_NETWORK_FLIPS['cpu']}, register's on CPU)")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="factors on the first pass's field")
     args = parser.parse_args()
     pairs, missing = compare.make_pairs()

@@ -80,10 +80,11 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--network-max-voxels", type=int, help="largest network input; above it the network "
                         f"sees the grid averaged down 2x (default: {DEFAULT_NETWORK_MAX_VOXELS['cpu']} on CPU, "
                         f"{DEFAULT_NETWORK_MAX_VOXELS['cuda']} on GPU)")
-    parser.add_argument("--network-flips", type=int, default=DEFAULT_NETWORK_FLIPS,
-                        choices=range(MAX_NETWORK_FLIPS + 1), metavar=f"0-{MAX_NETWORK_FLIPS}",
+    parser.add_argument("--network-flips", type=int, choices=range(MAX_NETWORK_FLIPS + 1),
+                        metavar=f"0-{MAX_NETWORK_FLIPS}",
                         help="average the network's field with its predictions on the pair mirrored along the "
-                             f"first N axes (x, y, z), one network pass each (default {DEFAULT_NETWORK_FLIPS})")
+                             f"first N axes (x, y, z), one network pass each (default {DEFAULT_NETWORK_FLIPS['cpu']} "
+                             f"on CPU, {DEFAULT_NETWORK_FLIPS['cuda']} on GPU)")
     parser.add_argument("--crop", action=argparse.BooleanOptionalAction, default=True,
                         help="work only on the fixed image's foreground (Otsu) plus 10 mm; outside it the "
                              "field continues its border values (default on)")

@@ -84,7 +84,7 @@ class RegistrationRequest:
     max_grid_voxels: int = 2_000_000
     crop: bool = True
     network_max_voxels: Optional[int] = None
-    network_flips: int = DEFAULT_NETWORK_FLIPS
+    network_flips: Optional[int] = None
     intensity: str = "auto"
     window: Optional[tuple[float, float]] = None
     diffeomorphic: bool = True
@@ -144,7 +144,7 @@ def _validate(request: RegistrationRequest) -> None:
                                  ("--network-max-voxels", request.network_max_voxels, 1)):
         if value is not None and value < least:
             raise InputError(f"{option} must be a positive number of voxels, at least {least}, not {value}")
-    if not 0 <= request.network_flips <= MAX_NETWORK_FLIPS:
+    if request.network_flips is not None and not 0 <= request.network_flips <= MAX_NETWORK_FLIPS:
         raise InputError(f"--network-flips must be between 0 and {MAX_NETWORK_FLIPS}, not {request.network_flips}")
     if request.routing_maps not in ROUTING_MAP_MODES:
         raise InputError(f"--routing-maps must be one of {', '.join(ROUTING_MAP_MODES)}, not {request.routing_maps!r}")
@@ -254,7 +254,8 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
     if network is not None:
         with progress.stage("predict", f"{network.model.name} network prediction"):
             max_voxels = request.network_max_voxels or DEFAULT_NETWORK_MAX_VOXELS[device.type]
-            prediction = _predict(network.model, pair.fixed, pair.moving, pair.grid, max_voxels, request.network_flips)
+            flips = _network_flips(request, device.type)
+            prediction = _predict(network.model, pair.fixed, pair.moving, pair.grid, max_voxels, flips)
     with progress.stage("register", "optimising the deformation on the pair"):
         result = _refine(request, pair, prediction, device.type, progress)
     if request.uncertainty:
@@ -457,7 +458,7 @@ def _summary(request: RegistrationRequest, inputs: _Inputs, start: _Start, pair:
                    "similarity_requested": request.similarity, "smoothness": settings.smoothness,
                    "settings": asdict(settings), "intensity": request.intensity, "window": request.window,
                    "uncertainty": UNCERTAINTY_METHOD if request.uncertainty else None,
-                   "network_flips": request.network_flips if network is not None else None},
+                   "network_flips": _network_flips(request, device.type) if network is not None else None},
         "model": _model_summary(network),
         "expert_utilisation": written.routing_summary["utilisation"] if written.routing_summary else None,
         "network_share": written.share,
@@ -474,6 +475,11 @@ def _summary(request: RegistrationRequest, inputs: _Inputs, start: _Start, pair:
         "metrics": written.metrics,
         "jacobian_region": "fixed image foreground (Otsu)",
     }
+
+
+def _network_flips(request: RegistrationRequest, device_type: str) -> int:
+    """The mirror ensemble's axes: the request's, or the device's default."""
+    return DEFAULT_NETWORK_FLIPS[device_type] if request.network_flips is None else request.network_flips
 
 
 def _refine_steps(method: RegistrationMethod, similarity: str, device_type: str) -> int:

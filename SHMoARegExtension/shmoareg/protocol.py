@@ -96,10 +96,11 @@ CROSS_CONTRAST_REFINE_STEPS = {"cpu": 30, "cuda": 90}
 DEFAULT_NETWORK_MAX_VOXELS = {"cpu": 500_000, "cuda": 4_000_000}
 
 # Mirror ensemble of the network's prediction (shmoareg.flip_ensemble): its field is averaged with those
-# predicted on the pair mirrored along the first N axes (x, y, z), one more network pass each. One mirror (x)
-# gave all of the gain on the stored validation pairs (benchmarks/README.md, "Mirror ensemble").
+# predicted on the pair mirrored along the first N axes (x, y, z), one more network pass each: on CPU (0.5 s a
+# pass) one mirror, which gave all of the gain on the stored validation pairs; on GPU all three, which gained
+# more on the tuning pair (benchmarks/README.md, "Mirror ensemble").
 MAX_NETWORK_FLIPS = 3
-DEFAULT_NETWORK_FLIPS = 1
+DEFAULT_NETWORK_FLIPS = {"cpu": 1, "cuda": 3}
 
 # Maps ``register`` writes for a network: every map it offers (``maps/``; for SHMoAReg the arg-max expert
 # per level and axis); "full" adds SHMoAReg's gate probabilities (one volume per level, axis and expert);
