@@ -3,13 +3,13 @@
 ``compare.py``'s ``shmoareg-no-refine`` row, for weights that are not shipped (yet): each ``--model`` (a model
 name or a checkpoint path) predicts on ``register``'s working pair (the same stages, affine included), and
 its field on the fixed grid is scored with ``compare.score`` (``--flips``: ``register``'s ``--network-flips``).
-Two inference-side probes on the same prediction: ``--passes N`` applies the network again to its own result
-N times (each pass predicts what is left and is composed with the field so far), ``--scales`` multiplies the
-network's field. This gates a checkpoint that won on the validation pairs; nothing is tuned or trained on
-these pairs.
+Probes on the same prediction: ``--passes N`` applies the network again to its own result N times (each pass
+predicts what is left and is composed with the field so far), ``--scales`` multiplies the network's field, and
+``--by-depth`` compares its field with refinement alone's by depth inside the brain. This gates a checkpoint
+that won on the validation pairs; nothing is tuned or trained on these pairs.
 
-Run: ``.venv/bin/python benchmarks/network_alone.py [--model M ...] [--flips N] [--passes N] [--scales S ...]``
-(prints one line per model, pair and probe; writes nothing).
+Run: ``.venv/bin/python benchmarks/network_alone.py [--model M ...] [--flips N] [--passes N] [--scales S ...]
+[--by-depth]`` (prints one line per model, pair and probe; writes nothing).
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import SimpleITK as sitk
 import torch
 
-from shmoareg.fields import displacement_transform, total_displacement
+from shmoareg.fields import displacement_transform, sampled_field, total_displacement
 from shmoareg.grid import Grid
 from shmoareg.pipeline import RegistrationRequest, _initialise, _load, _load_network, _predict, _working_pair
 from shmoareg.progress import Progress
@@ -29,8 +30,10 @@ from shmoareg.protocol import DEFAULT_MODEL, DEFAULT_NETWORK_FLIPS, DEFAULT_NETW
 from shmoareg.spatial import compose, warp
 
 import compare
+import methods
 
 CPU = torch.device("cpu")
+DEPTHS_MM = ((0, 3), (3, 8), (8, 15), (15, 30), (30, 100))  # bands of distance inside the fixed brain mask
 
 
 def network_fields(pair: compare.Pair, model: str, passes: int,
@@ -52,6 +55,30 @@ def network_fields(pair: compare.Pair, model: str, passes: int,
     return fields, start.affine, working.grid
 
 
+def by_depth(pair: compare.Pair, field: torch.Tensor, affine: Optional[sitk.Transform], grid: Grid) -> list[str]:
+    """How the network's displacement beyond the affine agrees with refinement alone's (``compare.py``'s recorded
+    ``shmoareg-model-none`` run on ``pair``), by depth inside the fixed brain mask: cosine, mean sizes, error."""
+    labels = sitk.ReadImage(str(pair.fixed_labels))
+    recorded = {method: sitk.GetArrayFromImage(sampled_field(
+        methods.load_transform(method, compare.run_folder(pair, method)), labels))
+        for method in ("shmoareg-model-none", "affine-only")}
+    refined = recorded["shmoareg-model-none"] - recorded["affine-only"]
+    network = total_displacement(field, grid, Grid.of(labels), affine) - recorded["affine-only"]
+    mask = sitk.ReadImage(str(pair.fixed_mask))
+    depth = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(mask, insideIsPositive=True, squaredDistance=False,
+                                                                useImageSpacing=True))
+    inside = sitk.GetArrayFromImage(mask) > 0
+    lines = []
+    for low, high in DEPTHS_MM:
+        chosen = inside & (depth >= low) & (depth < high)
+        r, n = refined[chosen], network[chosen]
+        cosine = (r * n).sum() / np.sqrt((r * r).sum() * (n * n).sum())
+        lines.append(f"depth {low}-{high} mm ({chosen.sum() / inside.sum():.0%} of the brain): cosine {cosine:.2f}, "
+                     f"refined {np.linalg.norm(r, axis=1).mean():.2f} mm, network {np.linalg.norm(n, axis=1).mean():.2f} mm, "
+                     f"apart {np.linalg.norm(r - n, axis=1).mean():.2f} mm")
+    return lines
+
+
 def mean_dice(pair: compare.Pair, field: torch.Tensor, affine: Optional[sitk.Transform], grid: Grid) -> float:
     """``compare.score``'s mean Dice of the affine followed by ``field`` (voxels on ``grid``)."""
     fixed = Grid.of(sitk.ReadImage(str(pair.fixed)))
@@ -66,6 +93,8 @@ def main() -> None:
     parser.add_argument("--flips", type=int, default=DEFAULT_NETWORK_FLIPS["cpu"],
                         help="mirror ensemble over the first N axes, as register's --network-flips (default "
                              f"{DEFAULT_NETWORK_FLIPS['cpu']}, register's on CPU)")
+    parser.add_argument("--by-depth", action="store_true", help="compare the field with compare.py's recorded "
+                        "shmoareg-model-none run, by depth inside the brain (run compare.py first)")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="factors on the first pass's field")
     args = parser.parse_args()
     pairs, missing = compare.make_pairs()
@@ -79,6 +108,8 @@ def main() -> None:
                 dice = mean_dice(pair, scale * fields[0], affine, grid)
                 print(f"{model} {pair.name} {args.flips} flips, pass 1 scale {scale:g}: Dice {dice:.4f}",
                       flush=True)
+            if args.by_depth:
+                print("\n".join(f"{model} {pair.name}   {line}" for line in by_depth(pair, fields[0], affine, grid)))
             for number, field in enumerate(fields[1:], start=2):
                 print(f"{model} {pair.name} pass {number}: Dice {mean_dice(pair, field, affine, grid):.4f}", flush=True)
 
