@@ -74,7 +74,8 @@ def by_depth(pair: compare.Pair, field: torch.Tensor, affine: Optional[sitk.Tran
         r, n = refined[chosen], network[chosen]
         cosine = (r * n).sum() / np.sqrt((r * r).sum() * (n * n).sum())
         lines.append(f"depth {low}-{high} mm ({chosen.sum() / inside.sum():.0%} of the brain): cosine {cosine:.2f}, "
-                     f"refined {np.linalg.norm(r, axis=1).mean():.2f} mm, network {np.linalg.norm(n, axis=1).mean():.2f} mm, "
+                     f"refined {np.linalg.norm(r, axis=1).mean():.2f} mm, "
+                     f"network {np.linalg.norm(n, axis=1).mean():.2f} mm, "
                      f"apart {np.linalg.norm(r - n, axis=1).mean():.2f} mm")
     return lines
 
