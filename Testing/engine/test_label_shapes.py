@@ -10,10 +10,11 @@ import SimpleITK as sitk
 import torch
 
 from shmoareg.errors import InputError
+from shmoareg.spatial import warp_labels
 from shmoareg.training.config import DataSpec, SyntheticSpec
 from shmoareg.training.data import TRAIN, SyntheticSource
 from shmoareg.training.label_shapes import LabelShapes
-from shmoareg.training.synthesis import draw_label_map
+from shmoareg.training.synthesis import draw_label_map, synthesise_pair
 from torch_threads import one_torch_thread  # noqa: F401 - autouse: one torch thread
 
 SHAPE = (16, 16, 16)
@@ -45,6 +46,34 @@ def test_a_cut_at_the_files_spacing_is_a_window_of_the_file_around_the_labels_ce
     runs = np.unique(inside, return_counts=True)[1]
     assert (runs[1:-1] == 4).all()
     assert set(np.unique(cut)) <= set(np.unique(values))
+
+
+def test_a_mirrored_cut_holds_the_brain_mirrored_about_its_centre_with_its_sides_swapped(label_file):
+    # The file's labels run 1..6 along x: mirrored about the box's centre they run 6..1; swapping each label
+    # with its mirror partner (1-6, 2-5, 3-4) gives back the first brain, wherever the window falls.
+    path, _ = label_file
+    shapes = LabelShapes([str(path)])
+    for seed in range(3):
+        plain = shapes.draw(SHAPE, (2.0, 3.0), torch.Generator().manual_seed(seed), {})
+        assert plain.shape == (1, 2, *SHAPE) and plain.dtype == torch.uint8
+        first, mirrored = plain[0, 0], plain[0, 1]
+        inside = first > 0
+        assert inside.sum() > 100 and torch.equal(mirrored > 0, inside)
+        assert torch.equal(mirrored[inside], 7 - first[inside])
+        swaps = {1: 6, 6: 1, 2: 5, 5: 2, 3: 4, 4: 3}
+        swapped = shapes.draw(SHAPE, (2.0, 3.0), torch.Generator().manual_seed(seed), swaps)
+        assert torch.equal(swapped[0, 0], first) and torch.equal(swapped[0, 1], first)
+
+
+def test_a_mirrored_pair_warps_the_second_brain_for_the_fixed_image(label_file):
+    path, _ = label_file
+    spec = SyntheticSpec(num_labels=7, max_displacement=2.0, label_maps=(str(path),), label_map_share=1.0,
+                         label_map_spacing=(2.0, 2.0), mirror_share=1.0, mirror_pairs=())
+    two_brains = draw_label_map(spec, SHAPE, seed=5, shapes=LabelShapes([str(path)]))
+    assert two_brains.shape == (1, 2, *SHAPE)
+    pair = synthesise_pair(two_brains, spec, seed=1)
+    assert torch.equal(pair.moving_labels, two_brains[:, :1].long())
+    assert torch.equal(pair.fixed_labels, warp_labels(two_brains[:, 1:].long(), pair.displacement))
 
 
 def test_a_coarser_spacing_shrinks_the_labels_in_voxels(label_file):

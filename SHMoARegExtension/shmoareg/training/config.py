@@ -58,7 +58,9 @@ class SyntheticSpec:
     label map for every training sample; N reuses N label maps per rank (kept in memory), each time with
     a new deformation, flips and contrasts. ``label_maps``: label-map files (e.g. a brain's tissue classes)
     from which a share ``label_map_share`` of the label maps is cut (:mod:`shmoareg.training.label_shapes`),
-    each at a spacing drawn in ``label_map_spacing`` (mm per training voxel); the rest are random.
+    each at a spacing drawn in ``label_map_spacing`` (mm per training voxel); the rest are random. A share
+    ``mirror_share`` of those pairs are two brains: the fixed image's is the file mirrored left to right
+    with the ``mirror_pairs`` of labels (left, right) swapped, its folds those of the other hemisphere.
     ``fine_displacement`` (voxels, a maximum as above; 0: none) adds a second, local deformation on a
     control grid every ``fine_control_spacing`` voxels, as between subjects' folds, beyond the smooth one.
     """
@@ -79,6 +81,8 @@ class SyntheticSpec:
     label_maps: tuple[str, ...] = ()
     label_map_share: float = 0.0
     label_map_spacing: tuple[float, float] = (2.0, 3.5)
+    mirror_share: float = 0.0
+    mirror_pairs: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass

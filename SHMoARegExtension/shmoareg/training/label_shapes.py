@@ -5,6 +5,11 @@ alone learns little of how cortex folds. A :class:`LabelShapes` holds label-map 
 training label maps from them: a window of the training shape at a random spacing (mm per training voxel)
 around a random point near the labels' centre, sampled nearest. The pair synthesis then deforms and
 renders it as it does a random label map.
+
+A brain mirrored left to right (its first voxel axis, about the labels' centre) with its left and right
+labels swapped is a second brain with the same tissues and other folds, as two subjects differ. Asked for a
+mirrored cut, :meth:`LabelShapes.draw` returns both brains in the same window as two channels: the pair
+synthesis deforms the second (the fixed image's) and keeps the first (the moving image's).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -63,9 +69,13 @@ class LabelShapes:
         """Each file's path and the sha256 of what was read from it (training provenance)."""
         return [{"path": str(path), "sha256": volume.sha256} for path, volume in zip(self.paths, self._volumes)]
 
-    def draw(self, shape: tuple[int, int, int], spacing_range: tuple[float, float],
-             generator: torch.Generator) -> torch.Tensor:
-        """A label map ``(1, 1, Z, Y, X)`` (uint8) of ``shape``: one file, a spacing drawn in ``spacing_range``."""
+    def draw(self, shape: tuple[int, int, int], spacing_range: tuple[float, float], generator: torch.Generator,
+             mirror_swaps: Optional[dict[int, int]] = None) -> torch.Tensor:
+        """A label map ``(1, 1, Z, Y, X)`` (uint8) of ``shape``: one file, a spacing drawn in ``spacing_range``.
+
+        With ``mirror_swaps`` (each left label and its right one, both ways), a second channel holds the same
+        window of the file mirrored left to right about the labels' centre, its labels swapped.
+        """
         volume = self._volumes[int(torch.randint(len(self._volumes), (1,), generator=generator))]
         low, high = spacing_range
         spacing = low + (high - low) * float(torch.rand(1, generator=generator))
@@ -76,7 +86,18 @@ class LabelShapes:
                 for a in range(3)]
         dims = np.asarray(volume.labels.shape[2:][::-1], dtype=np.float64)  # x y z
         normalised = [(2 * axes[a] / (dims[a] - 1) - 1).float() for a in range(3)]
-        z, y, x = torch.meshgrid(normalised[2], normalised[1], normalised[0], indexing="ij")
-        grid = torch.stack((x, y, z), dim=-1)[None]
-        cut = F.grid_sample(volume.labels, grid, mode="nearest", padding_mode="zeros", align_corners=True)
-        return cut.to(torch.uint8)
+        cuts = [_cut(volume.labels, normalised)]
+        if mirror_swaps is not None:
+            mirrored_x = (2 * (2 * volume.centre[0] - axes[0]) / (dims[0] - 1) - 1).float()
+            swapped = torch.arange(256, dtype=torch.uint8)
+            for label, other in mirror_swaps.items():
+                swapped[label] = other
+            cuts.append(swapped[_cut(volume.labels, [mirrored_x, *normalised[1:]]).long()])
+        return torch.cat(cuts, dim=1)
+
+
+def _cut(labels: torch.Tensor, normalised: list[torch.Tensor]) -> torch.Tensor:
+    """``labels`` sampled nearest (0 outside) at the normalised coordinates of each axis (x, y, z), uint8."""
+    z, y, x = torch.meshgrid(normalised[2], normalised[1], normalised[0], indexing="ij")
+    grid = torch.stack((x, y, z), dim=-1)[None]
+    return F.grid_sample(labels, grid, mode="nearest", padding_mode="zeros", align_corners=True).to(torch.uint8)

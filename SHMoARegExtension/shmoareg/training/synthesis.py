@@ -30,11 +30,15 @@ _FIELD_COARSENING = 2
 def draw_label_map(spec: SyntheticSpec, shape: tuple[int, int, int], seed: int,
                    shapes: Optional[LabelShapes] = None) -> Tensor:
     """A label map ``(1, 1, Z, Y, X)`` (uint8, to keep a pool small): cut from ``shapes`` for a share
-    ``spec.label_map_share`` of the seeds, else random blobs."""
+    ``spec.label_map_share`` of the seeds, else random blobs; for a share ``spec.mirror_share`` of the cuts,
+    with the mirrored brain as a second channel (:meth:`LabelShapes.draw`)."""
     if shapes is not None:
         generator = torch.Generator().manual_seed(int(seed))
         if float(torch.rand(1, generator=generator)) < spec.label_map_share:
-            return shapes.draw(shape, spec.label_map_spacing, generator)
+            # drawn only when asked: recipes without mirrored brains keep their label maps
+            mirrored = spec.mirror_share > 0 and float(torch.rand(1, generator=generator)) < spec.mirror_share
+            swaps = {**dict(spec.mirror_pairs), **{right: left for left, right in spec.mirror_pairs}}
+            return shapes.draw(shape, spec.label_map_spacing, generator, swaps if mirrored else None)
     return random_label_map(shape, spec.num_labels, seed=seed, feature_size=spec.feature_size).to(torch.uint8)
 
 
@@ -61,13 +65,16 @@ def _render(labels: Tensor, spec: SyntheticSpec, generator: torch.Generator, con
 def synthesise_pair(base_labels: Tensor, spec: SyntheticSpec, seed: int) -> SyntheticPair:
     """A pair from a label map ``(1, 1, Z, Y, X)``, deterministic in ``seed``.
 
-    ``fixed_labels = warp_labels(moving_labels, displacement)`` exactly (per-label interpolation).
+    ``fixed_labels = warp_labels(moving_labels, displacement)`` exactly (per-label interpolation). A label map
+    with a second channel (a second brain) gives the moving labels from the first and the fixed labels from the
+    second, warped by ``displacement``: two anatomies, no exact correspondence.
     """
     generator = torch.Generator().manual_seed(int(seed))
-    moving_labels = base_labels.long()
+    labels = base_labels.long()
     flips = [2 + axis for axis in range(3) if bool(torch.rand(1, generator=generator) < 0.5)]
     if flips and spec.augmentation.flip:
-        moving_labels = moving_labels.flip(flips)
+        labels = labels.flip(flips)
+    moving_labels, fixed_anatomy = labels[:, :1], labels[:, -1:]
     shape = tuple(moving_labels.shape[2:])
     field_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     field = random_smooth_field(shape, _uniform(generator, spec.max_displacement), seed=field_seed,
@@ -80,7 +87,7 @@ def synthesise_pair(base_labels: Tensor, spec: SyntheticSpec, seed: int) -> Synt
     affine = spec.augmentation
     if affine.rotation_degrees > 0 or affine.scaling > 0 or affine.translation > 0:
         field = compose(affine_displacement(shape, spec, generator), field)
-    fixed_labels = warp_labels(moving_labels, field)
+    fixed_labels = warp_labels(fixed_anatomy, field)
     shared = int(torch.randint(0, 2**62, (1,), generator=generator)) if spec.same_contrast else None
     fixed, moving = _render(fixed_labels, spec, generator, shared), _render(moving_labels, spec, generator, shared)
     return SyntheticPair(fixed, moving, fixed_labels, moving_labels, field)
