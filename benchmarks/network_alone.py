@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from shmoareg.fields import displacement_transform, sampled_field, total_displacement
+from shmoareg.fields import displacement_transform, total_displacement
 from shmoareg.grid import Grid
 from shmoareg.pipeline import RegistrationRequest, _initialise, _load, _load_network, _predict, _working_pair
 from shmoareg.progress import Progress
@@ -30,7 +30,7 @@ from shmoareg.protocol import DEFAULT_MODEL, DEFAULT_NETWORK_FLIPS, DEFAULT_NETW
 from shmoareg.spatial import compose, warp
 
 import compare
-import methods
+import resolution_ceiling
 
 CPU = torch.device("cpu")
 DEPTHS_MM = ((0, 3), (3, 8), (8, 15), (15, 30), (30, 100))  # bands of distance inside the fixed brain mask
@@ -58,12 +58,11 @@ def network_fields(pair: compare.Pair, model: str, passes: int,
 def by_depth(pair: compare.Pair, field: torch.Tensor, affine: Optional[sitk.Transform], grid: Grid) -> list[str]:
     """How the network's displacement beyond the affine agrees with refinement alone's (``compare.py``'s recorded
     ``shmoareg-model-none`` run on ``pair``), by depth inside the fixed brain mask: cosine, mean sizes, error."""
-    labels = sitk.ReadImage(str(pair.fixed_labels))
-    recorded = {method: sitk.GetArrayFromImage(sampled_field(
-        methods.load_transform(method, compare.run_folder(pair, method)), labels))
-        for method in ("shmoareg-model-none", "affine-only")}
-    refined = recorded["shmoareg-model-none"] - recorded["affine-only"]
-    network = total_displacement(field, grid, Grid.of(labels), affine) - recorded["affine-only"]
+    recorded = {method: sitk.GetArrayFromImage(resolution_ceiling.recorded_field(pair, method))
+                for method in (resolution_ceiling.REFINED, "affine-only")}
+    refined = recorded[resolution_ceiling.REFINED] - recorded["affine-only"]
+    fixed = Grid.of(sitk.ReadImage(str(pair.fixed_labels)))
+    network = total_displacement(field, grid, fixed, affine) - recorded["affine-only"]
     mask = sitk.ReadImage(str(pair.fixed_mask))
     depth = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(mask, insideIsPositive=True, squaredDistance=False,
                                                                 useImageSpacing=True))
@@ -72,11 +71,10 @@ def by_depth(pair: compare.Pair, field: torch.Tensor, affine: Optional[sitk.Tran
     for low, high in DEPTHS_MM:
         chosen = inside & (depth >= low) & (depth < high)
         r, n = refined[chosen], network[chosen]
-        cosine = (r * n).sum() / np.sqrt((r * r).sum() * (n * n).sum())
-        lines.append(f"depth {low}-{high} mm ({chosen.sum() / inside.sum():.0%} of the brain): cosine {cosine:.2f}, "
-                     f"refined {np.linalg.norm(r, axis=1).mean():.2f} mm, "
-                     f"network {np.linalg.norm(n, axis=1).mean():.2f} mm, "
-                     f"apart {np.linalg.norm(r - n, axis=1).mean():.2f} mm")
+        agreed = resolution_ceiling.agreement(n, r)
+        lines.append(f"depth {low}-{high} mm ({chosen.sum() / inside.sum():.0%} of the brain): cosine "
+                     f"{agreed['cosine']:.2f}, refined {np.linalg.norm(r, axis=1).mean():.2f} mm, "
+                     f"network {np.linalg.norm(n, axis=1).mean():.2f} mm, apart {agreed['mean_difference_mm']:.2f} mm")
     return lines
 
 

@@ -48,21 +48,25 @@ def coarsened(field: sitk.Image, spacing_mm: float) -> sitk.Image:
     return result
 
 
+def recorded_field(pair: compare.Pair, method: str) -> sitk.Image:
+    """The displacement field, on the fixed labels' grid, of ``method``'s run on ``pair`` left by ``compare.py``."""
+    transform = methods.load_transform(method, compare.run_folder(pair, method))
+    return sampled_field(transform, sitk.ReadImage(str(pair.fixed_labels)))
+
+
 def run_field(pair: compare.Pair, method: str) -> tuple[dict, sitk.Image]:
     """``compare.py``'s result of ``method`` on ``pair`` and its displacement field on the fixed grid."""
     result = compare.evaluate(method, pair)
     if result["status"] != "ok":
         detail = result.get("reason") or result.get("log_tail")
         raise SystemExit(f"{method} on {pair.name}: {result['status']} ({detail})")
-    transform = methods.load_transform(method, compare.run_folder(pair, method))
-    return result, sampled_field(transform, sitk.ReadImage(str(pair.fixed_labels)))
+    return result, recorded_field(pair, method)
 
 
-def agreement(network: sitk.Image, refined: sitk.Image, mask: sitk.Image) -> dict:
-    """How the network's field compares with refinement alone's over ``mask``: cosine, mean end-point
-    difference (mm) and the share of the refined field it explains (``1 - |r - n|^2 / |r|^2``)."""
-    inside = sitk.GetArrayViewFromImage(mask) > 0
-    n, r = (sitk.GetArrayFromImage(field)[inside] for field in (network, refined))
+def agreement(network: np.ndarray, refined: np.ndarray) -> dict:
+    """How a network's displacements ``(N, 3)`` compare with refinement alone's at the same points: cosine, mean
+    end-point difference (mm) and the share of the refined field it explains (``1 - |r - n|^2 / |r|^2``)."""
+    n, r = network, refined
     return {"cosine": float((n * r).sum() / np.sqrt((n * n).sum() * (r * r).sum())),
             "mean_difference_mm": float(np.linalg.norm(r - n, axis=1).mean()),
             "share_explained": float(1 - ((r - n) ** 2).sum() / (r ** 2).sum())}
@@ -85,8 +89,9 @@ def main() -> None:
     for row in rows:
         print(f"field held at {row['spacing_mm']:.0f} mm: mean Dice {row['mean_dice']:.3f}")
     alone_result, network = run_field(pair, args.model + methods.NO_REFINE_SUFFIX)
+    inside = sitk.GetArrayViewFromImage(sitk.ReadImage(str(pair.fixed_mask))) > 0
     alone = {"model": args.model, "mean_dice": alone_result["mean_dice"],
-             **agreement(network, refined, sitk.ReadImage(str(pair.fixed_mask)))}
+             **agreement(*(sitk.GetArrayFromImage(field)[inside] for field in (network, refined)))}
     print(f"{args.model} alone: mean Dice {alone['mean_dice']:.3f}; against refinement alone's field: cosine "
           f"{alone['cosine']:.2f}, mean difference {alone['mean_difference_mm']:.1f} mm, share explained "
           f"{alone['share_explained']:.2f}")
