@@ -58,6 +58,20 @@ def place_on_fixed(values: torch.Tensor, network: Grid, fixed: Grid, mode: str) 
     """
     if mode not in ("linear", "nearest"):
         raise ValueError(f"unknown placement mode {mode!r}; use linear or nearest")
+    x, y, z = _network_indices(network, fixed)
+    if mode == "nearest":
+        nearest = [torch.from_numpy(index).to(values.device) for index in _nearest_indices(network, fixed)]
+        return values.index_select(3, nearest[2]).index_select(2, nearest[1]).index_select(1, nearest[0])
+    x, y, z = (_linear_weights(index, network.size[axis]).to(values) for axis, index in enumerate((x, y, z)))
+    placed = torch.matmul(y, values @ x.T)  # (C, z, Y, X)
+    channels, _, rows, columns = placed.shape
+    return torch.matmul(z, placed.reshape(channels, placed.shape[1], rows * columns)).reshape(
+        channels, z.shape[0], rows, columns)
+
+
+def _network_indices(network: Grid, fixed: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each fixed voxel index along x, y and z, the (fractional) index of ``network`` it lies at, clamped to
+    ``network``'s outer voxel centres."""
     to_network_index = np.linalg.inv(network.direction_matrix * np.asarray(network.spacing))
     index_matrix = to_network_index @ (fixed.direction_matrix * np.asarray(fixed.spacing))
     if not np.allclose(index_matrix, np.diag(np.diag(index_matrix)), atol=1e-6):
@@ -65,14 +79,25 @@ def place_on_fixed(values: torch.Tensor, network: Grid, fixed: Grid, mode: str) 
     index_offset = to_network_index @ (np.asarray(fixed.origin) - np.asarray(network.origin))
     x, y, z = (np.clip(np.arange(fixed.size[axis]) * index_matrix[axis, axis] + index_offset[axis], 0.0,
                        network.size[axis] - 1.0) for axis in range(3))
-    if mode == "nearest":
-        nearest = [torch.from_numpy(np.rint(index).astype(np.int64)).to(values.device) for index in (z, y, x)]
-        return values.index_select(3, nearest[2]).index_select(2, nearest[1]).index_select(1, nearest[0])
-    x, y, z = (_linear_weights(index, network.size[axis]).to(values) for axis, index in enumerate((x, y, z)))
-    placed = torch.matmul(y, values @ x.T)  # (C, z, Y, X)
-    channels, _, rows, columns = placed.shape
-    return torch.matmul(z, placed.reshape(channels, placed.shape[1], rows * columns)).reshape(
-        channels, z.shape[0], rows, columns)
+    return x, y, z
+
+
+def _nearest_indices(network: Grid, fixed: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``network`` voxel nearest to each fixed voxel, per axis: ``(z, y, x)`` integer index arrays."""
+    x, y, z = _network_indices(network, fixed)
+    return tuple(np.rint(index).astype(np.int64) for index in (z, y, x))
+
+
+def foreground_per_cell(inside: np.ndarray, network: Grid, fixed: Grid) -> np.ndarray:
+    """How many voxels of the fixed-grid mask ``inside`` (``(Z, Y, X)``) lie nearest to each ``network`` voxel:
+    ``(z, y, x)`` counts, so that a nearest-placed map's share of the foreground is a weighted count on
+    ``network``. Nearest placement is separable, so the counts are three sums along one axis each."""
+    counts = torch.from_numpy(np.ascontiguousarray(inside)).to(torch.int32)
+    for axis, index in enumerate(_nearest_indices(network, fixed)):
+        shape = list(counts.shape)
+        shape[axis] = network.size[2 - axis]
+        counts = torch.zeros(shape, dtype=torch.int32).index_add_(axis, torch.from_numpy(index), counts)
+    return counts.numpy()
 
 
 def _linear_weights(index: np.ndarray, size: int) -> torch.Tensor:
@@ -135,12 +160,14 @@ def write_model_maps(maps: dict[str, torch.Tensor], specs: list[MapSpec], networ
         for (level, shape, kind), group in groups.items():
             grid = level_grid(network, level, shape)
             stacked = torch.cat([maps[spec.name][0] for spec in group]).float()  # (C, z, y, x)
-            mode = "nearest" if kind == "categorical" else "linear"
-            placed = place_on_fixed(stacked, grid, fixed, mode).cpu().numpy()
-            for spec, values in zip(group, placed):
+            if kind == "categorical":
+                stacked = _category_values(group, stacked)
+                cells = foreground_per_cell(inside, grid, fixed)
+            placed = place_on_fixed(stacked, grid, fixed, "nearest" if kind == "categorical" else "linear").cpu().numpy()
+            for spec, values, network_values in zip(group, placed, stacked.cpu().numpy()):
                 units = spec.units
                 if kind == "categorical":
-                    image_values, details = _categorical(spec, values, inside)
+                    image_values, details = _categorical(spec, values, network_values, cells, inside)
                 else:
                     if units == NETWORK_VOXELS:
                         values, units = values * float(np.mean(network.spacing)), "mm"
@@ -159,16 +186,27 @@ def write_model_maps(maps: dict[str, torch.Tensor], specs: list[MapSpec], networ
             "foreground_voxels": int(inside.sum()), "conventions": CONVENTIONS}
 
 
-def _categorical(spec: MapSpec, values: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-    """The map's voxels (0 outside the foreground) and its categories with their shares of the foreground."""
+def _category_values(group: list[MapSpec], stacked: torch.Tensor) -> torch.Tensor:
+    """Categorical maps ``stacked`` ``(C, z, y, x)`` rounded to their category numbers, as 8 or 16-bit integers;
+    a value outside 0..(number of categories) is an error."""
+    most = max(len(spec.categories) for spec in group)
+    values = torch.round(stacked)
+    for spec, channel in zip(group, values):
+        count = len(spec.categories)
+        if channel.numel() and (float(channel.min()) < 0 or float(channel.max()) > count):
+            raise ValueError(f"map {spec.name!r} has values outside 0..{count} (its categories)")
+    return values.to(torch.uint8 if most < 256 else torch.int32)
+
+
+def _categorical(spec: MapSpec, values: np.ndarray, network_values: np.ndarray, cells: np.ndarray,
+                 inside: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """The map's voxels on the fixed grid (0 outside the foreground) and its categories with their shares of the
+    foreground, counted on the network's grid (``cells``: foreground voxels nearest to each network voxel)."""
     count = len(spec.categories)
-    values = np.rint(values)
-    if values.size and (values.min() < 0 or values.max() > count):
-        raise ValueError(f"map {spec.name!r} has values outside 0..{count} (its categories)")
     values = values.astype(np.uint8 if count < 256 else np.uint16)
     values[~inside] = 0
-    counts = np.bincount(values[inside].ravel(), minlength=count + 1)[1:].astype(np.float64)
-    shares = counts / max(int(inside.sum()), 1)
+    counts = np.bincount(network_values.ravel(), weights=cells.ravel(), minlength=count + 1)[1:]
+    shares = counts / max(int(cells.sum()), 1)
     categories = [{"value": value, "name": name, "colour": category_colour(value), "share": float(share)}
                   for value, (name, share) in enumerate(zip(spec.categories, shares), start=1)]
     return values, {"categories": categories}

@@ -12,7 +12,7 @@ import torch
 from phantoms import rotation_direction
 from shmoareg import pipeline
 from shmoareg.grid import Grid, network_grid
-from shmoareg.model_maps import (CATEGORY_COLOURS, colour_map_for, level_grid, place_on_fixed,
+from shmoareg.model_maps import (CATEGORY_COLOURS, colour_map_for, foreground_per_cell, level_grid, place_on_fixed,
                                  write_model_maps)
 from shmoareg.models.base import AXES, MapSpec, ModelOutput, RegistrationNetwork, RoutingRecord
 from shmoareg.models.shmoareg_net import expert_map_name
@@ -174,6 +174,19 @@ def test_nearest_placement_takes_the_closest_network_voxel():
     clear = (np.abs(index - np.floor(index) - 0.5) > 1e-6).all(axis=-1)  # not halfway between two voxels
     assert clear.mean() > 0.3
     assert np.array_equal(placed[clear], ((nearest[..., 2] * y + nearest[..., 1]) * x + nearest[..., 0])[clear])
+
+
+@pytest.mark.parametrize("spacing", [1.5, 0.7])  # network voxels larger, and smaller, than the fixed image's
+def test_foreground_per_cell_counts_the_fixed_voxels_nearest_to_each_network_voxel(spacing):
+    network = network_grid(PLACEMENT_FIXED.reference_image(), spacing)
+    z, y, x = network.shape
+    inside = np.random.default_rng(3).random(PLACEMENT_FIXED.shape) > 0.4
+    numbered = torch.arange(x * y * z, dtype=torch.float64).view(1, z, y, x)
+    cell_of_voxel = place_on_fixed(numbered, network, PLACEMENT_FIXED, "nearest").numpy()[0].astype(int)
+    expected = np.bincount(cell_of_voxel[inside], minlength=x * y * z).reshape(z, y, x)
+    counts = foreground_per_cell(inside, network, PLACEMENT_FIXED)
+    assert counts.shape == network.shape and counts.sum() == inside.sum()
+    assert np.array_equal(counts, expected)
 
 
 def test_maps_on_a_grid_turned_against_the_fixed_image_are_refused():
