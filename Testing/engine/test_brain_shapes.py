@@ -38,6 +38,8 @@ def test_the_makefile_the_script_and_the_recipes_name_one_label_map_file():
     repository = Path(__file__).resolve().parents[2]
     makefile = re.search(r"^BRAIN_SHAPES := (\S+)$", (repository / "Makefile").read_text(), re.MULTILINE).group(1)
     assert brain_shapes.DEFAULT_OUTPUT == repository / makefile
-    for recipe in ("train_brainshapes_cpu.yaml", "train_unet_brainshapes_cpu.yaml"):
-        config = yaml.safe_load((repository / "Resources" / "configs" / recipe).read_text())
-        assert config["data"]["synthetic"]["label_maps"] == [makefile]
+    recipes = sorted((repository / "Resources" / "configs").glob("train_*brainshapes*.yaml"))
+    assert {"train_brainshapes_cpu.yaml", "train_unet_brainshapes_cpu.yaml"} <= {recipe.name for recipe in recipes}
+    for recipe in recipes:
+        config = yaml.safe_load(recipe.read_text())
+        assert config["data"]["synthetic"]["label_maps"] == [makefile], recipe.name
