@@ -24,15 +24,13 @@ import torch
 
 from shmoareg.fields import displacement_transform, total_displacement
 from shmoareg.grid import Grid
-from shmoareg.pipeline import RegistrationRequest, _initialise, _load, _load_network, _predict, _working_pair
-from shmoareg.progress import Progress
-from shmoareg.protocol import DEFAULT_MODEL, DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_MAX_VOXELS
+from shmoareg.pipeline import RegistrationRequest, predict, prepare
+from shmoareg.protocol import DEFAULT_MODEL, DEFAULT_NETWORK_FLIPS
 from shmoareg.spatial import compose, warp
 
 import compare
 import resolution_ceiling
 
-CPU = torch.device("cpu")
 DEPTHS_MM = ((0, 3), (3, 8), (8, 15), (15, 30), (30, 100))  # bands of distance inside the fixed brain mask
 
 
@@ -40,19 +38,16 @@ def network_fields(pair: compare.Pair, model: str, passes: int,
                    flips: int) -> tuple[list[torch.Tensor], Optional[sitk.Transform], Grid]:
     """The network's field (mirror ensemble over ``flips`` axes) on ``register``'s working grid after each of
     ``passes`` passes, the affine and the grid."""
-    request = RegistrationRequest(fixed=pair.fixed, moving=pair.moving, output_dir=Path("unused"), model=model)
-    network = _load_network(request.method, CPU)
-    inputs = _load(request)
-    start = _initialise(request, inputs, Progress("none"))
-    working = _working_pair(request, inputs, start, CPU)
+    request = RegistrationRequest(fixed=pair.fixed, moving=pair.moving, output_dir=Path("unused"), model=model,
+                                  device="cpu", network_flips=flips)
+    prepared = prepare(request)
+    working = prepared.pair
     fields, total = [], None
     for _ in range(passes):
-        moving = working.moving if total is None else warp(working.moving, total)
-        step = _predict(network.model, working.fixed, moving, working.grid, DEFAULT_NETWORK_MAX_VOXELS["cpu"],
-                        flips)
+        step = predict(prepared, working.moving if total is None else warp(working.moving, total))
         total = step.displacement if total is None else compose(total, step.displacement)
         fields.append(total)
-    return fields, start.affine, working.grid
+    return fields, prepared.start.affine, working.grid
 
 
 def by_depth(pair: compare.Pair, field: torch.Tensor, affine: Optional[sitk.Transform], grid: Grid) -> list[str]:

@@ -5,7 +5,8 @@ alone, network alone) as a sequence of named stages, each a function below: load
 initialise (:func:`_initialise`: normalise, foregrounds, affine, overlap), the working grid
 (:func:`_working_pair`), predict (:func:`_predict`, with a network), refine (:func:`_refine`), write
 (:func:`_write`, through a staging folder) and summarise (:func:`_summary`). Each stage hands the next a
-small record (``_Start``, ``_WorkingPair``, ``_Prediction``, ``_Result``, ``_Written``).
+small record (``_Start``, ``_WorkingPair``, ``NetworkPrediction``, ``_Result``, ``_Written``).
+:func:`prepare` and :func:`predict` run the stages up to the network's prediction alone, writing nothing.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class _Network:
 
 
 @dataclass
-class _Prediction:
+class NetworkPrediction:
     """A network's prediction: its displacement on the working grid, its routing, its per-voxel maps
     (``(B, 1, Z_l, Y_l, X_l)`` on level ``l`` of ``grid``) and their specs, and the grid it saw (level 1)."""
 
@@ -243,19 +244,12 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
     device = resolve_device(request.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    network = _load_network(request.method, device)
-    with progress.stage("load", "reading images"):
-        inputs = _load(request)
-    with progress.stage("affine", "affine initialisation" if request.affine else "checking overlap"):
-        start = _initialise(request, inputs, progress)
-    with progress.stage("preprocess", "resampling onto the network grid"):
-        pair = _working_pair(request, inputs, start, device)
+    prepared = prepare(request, progress, device)
+    network, inputs, start, pair = prepared.network, prepared.inputs, prepared.start, prepared.pair
     prediction = None
     if network is not None:
         with progress.stage("predict", f"{network.model.name} network prediction"):
-            max_voxels = request.network_max_voxels or DEFAULT_NETWORK_MAX_VOXELS[device.type]
-            flips = _network_flips(request, device.type)
-            prediction = _predict(network.model, pair.fixed, pair.moving, pair.grid, max_voxels, flips)
+            prediction = predict(prepared)
     with progress.stage("register", "optimising the deformation on the pair"):
         result = _refine(request, pair, prediction, device.type, progress)
     if request.uncertainty:
@@ -281,6 +275,47 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
         raise
     progress.done(summary["outputs"])
     return summary
+
+
+@dataclass
+class PreparedPair:
+    """What :func:`register` has before the network predicts: the request, the network (None for
+    ``--model none``), the images read, the affine start and the pair on the working grid."""
+
+    request: RegistrationRequest
+    device: torch.device
+    network: Optional[_Network]
+    inputs: _Inputs
+    start: _Start
+    pair: _WorkingPair
+
+
+def prepare(request: RegistrationRequest, progress: Optional[Progress] = None,
+            device: Optional[torch.device] = None) -> PreparedPair:
+    """:func:`register`'s stages up to the network's prediction (load the network and the images, the affine
+    start, the working pair), writing nothing: with :func:`predict`, the network alone for a study."""
+    progress = progress or Progress("none")
+    _validate(request)
+    device = device or resolve_device(request.device)
+    network = _load_network(request.method, device)
+    with progress.stage("load", "reading images"):
+        inputs = _load(request)
+    with progress.stage("affine", "affine initialisation" if request.affine else "checking overlap"):
+        start = _initialise(request, inputs, progress)
+    with progress.stage("preprocess", "resampling onto the network grid"):
+        pair = _working_pair(request, inputs, start, device)
+    return PreparedPair(request, device, network, inputs, start, pair)
+
+
+def predict(prepared: PreparedPair, moving: Optional[torch.Tensor] = None) -> NetworkPrediction:
+    """The network's prediction on the prepared pair (or on ``moving`` in its place, e.g. the moving image
+    already warped), with the request's or the device's network resolution and mirror ensemble."""
+    if prepared.network is None:
+        raise ValueError("the request has no network (--model none): nothing to predict")
+    request, pair = prepared.request, prepared.pair
+    max_voxels = request.network_max_voxels or DEFAULT_NETWORK_MAX_VOXELS[prepared.device.type]
+    return _predict(prepared.network.model, pair.fixed, pair.moving if moving is None else moving, pair.grid,
+                    max_voxels, _network_flips(request, prepared.device.type))
 
 
 @dataclass
@@ -358,7 +393,7 @@ def _working_pair(request: RegistrationRequest, inputs: _Inputs, start: _Start, 
     return _WorkingPair(grid, spacing, region is not None, fixed, moving, fixed_valid, moving_valid, foreground)
 
 
-def _refine(request: RegistrationRequest, pair: _WorkingPair, prediction: Optional[_Prediction], device_type: str,
+def _refine(request: RegistrationRequest, pair: _WorkingPair, prediction: Optional[NetworkPrediction], device_type: str,
             progress: Progress) -> _Result:
     """The pair optimisation: from the network's prediction when it helps, else from the affine."""
     similarity = request.similarity
@@ -388,7 +423,7 @@ def _refine(request: RegistrationRequest, pair: _WorkingPair, prediction: Option
 
 
 def _write(request: RegistrationRequest, inputs: _Inputs, start: _Start, pair: _WorkingPair,
-           prediction: Optional[_Prediction], result: _Result, network: Optional[_Network], staged: StagedOutputs,
+           prediction: Optional[NetworkPrediction], result: _Result, network: Optional[_Network], staged: StagedOutputs,
            progress: Progress) -> _Written:
     """The transform, field, warped images, Jacobian, uncertainty and maps on the fixed grid, and the metrics."""
     staged.ensure_space(int(np.prod(inputs.fixed.GetSize())))
@@ -442,7 +477,7 @@ def _write(request: RegistrationRequest, inputs: _Inputs, start: _Start, pair: _
 
 
 def _summary(request: RegistrationRequest, inputs: _Inputs, start: _Start, pair: _WorkingPair,
-             prediction: Optional[_Prediction], result: _Result, network: Optional[_Network], written: _Written,
+             prediction: Optional[NetworkPrediction], result: _Result, network: Optional[_Network], written: _Written,
              device: torch.device, progress: Progress, started: float) -> dict:
     """The content of ``summary.json`` (its list of files is added once everything is written)."""
     settings = result.settings
@@ -495,7 +530,7 @@ def _refine_steps(method: RegistrationMethod, similarity: str, device_type: str)
 
 @torch.no_grad()
 def _predict(model: torch.nn.Module, fixed: torch.Tensor, moving: torch.Tensor, grid: Grid,
-             max_voxels: int, flips: int = 0) -> _Prediction:
+             max_voxels: int, flips: int = 0) -> NetworkPrediction:
     """The network's displacement on ``grid``, its routing and maps, and the grid it saw (their level 1).
 
     Above ``max_voxels`` the network sees the images averaged down 2x (the model pads any size to its
@@ -508,7 +543,8 @@ def _predict(model: torch.nn.Module, fixed: torch.Tensor, moving: torch.Tensor, 
     displacement = flip_averaged(lambda f, m: model(f, m).displacement, fixed, moving, flips, output.displacement)
     input_grid = grid.coarsened(factor, tuple(displacement.shape[2:][::-1]))
     specs = model.map_specs() if hasattr(model, "map_specs") else []
-    return _Prediction(resize_field(displacement, grid.shape), output.routing, dict(output.maps), specs, input_grid)
+    return NetworkPrediction(resize_field(displacement, grid.shape), output.routing, dict(output.maps), specs,
+                             input_grid)
 
 
 def _factor(coarse: Grid, fine: Grid) -> int:

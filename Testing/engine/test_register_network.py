@@ -12,7 +12,9 @@ import torch
 from shmoareg.checkpoints import save_checkpoint
 from shmoareg.errors import InputError
 from shmoareg.models import build_model
-from shmoareg.pipeline import RegistrationRequest, register
+from shmoareg.fields import total_displacement
+from shmoareg.grid import Grid
+from shmoareg.pipeline import RegistrationRequest, predict, prepare, register
 from shmoareg.protocol import DEFAULT_NETWORK_FLIPS
 from shmoareg.synthetic import synthetic_pair, to_sitk
 
@@ -34,11 +36,15 @@ def case(tmp_path_factory):
     return folder, weights
 
 
+def request(folder, weights, name: str, **options) -> RegistrationRequest:
+    return RegistrationRequest(folder / "fixed.nii.gz", folder / "moving.nii.gz", folder / name,
+                               fixed_segmentation=folder / "fixed_seg.nii.gz",
+                               moving_segmentation=folder / "moving_seg.nii.gz",
+                               model=str(weights), device="cpu", affine=False, **options)
+
+
 def run(folder, weights, name: str, **options) -> dict:
-    return register(RegistrationRequest(folder / "fixed.nii.gz", folder / "moving.nii.gz", folder / name,
-                                        fixed_segmentation=folder / "fixed_seg.nii.gz",
-                                        moving_segmentation=folder / "moving_seg.nii.gz",
-                                        model=str(weights), device="cpu", affine=False, **options))
+    return register(request(folder, weights, name, **options))
 
 
 def test_routing_maps_and_summary(case):
@@ -136,3 +142,23 @@ def test_more_mirrors_than_axes_are_refused_before_anything_is_written(case):
     with pytest.raises(InputError, match="--network-flips must be between 0 and 3"):
         run(folder, weights, "four-flips", network_flips=4)
     assert not (folder / "four-flips").exists()
+
+
+def test_prepare_and_predict_give_the_field_that_register_writes_for_the_network_alone(case):
+    folder, weights = case
+    run(folder, weights, "alone", refine_steps=0)
+    prepared = prepare(request(folder, weights, "never-written", refine_steps=0))
+    prediction = predict(prepared)
+    fixed = Grid.of(sitk.ReadImage(str(folder / "fixed.nii.gz")))
+    field = total_displacement(prediction.displacement, prepared.pair.grid, fixed, prepared.start.affine)
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "alone" / "displacement.nii")))
+    assert np.abs(field).max() > 1e-3  # the untrained tiny network deforms a little
+    assert np.allclose(field, written, rtol=1e-5, atol=1e-7)
+    assert not (folder / "never-written").exists()
+
+
+def test_predict_without_a_network_is_refused(case):
+    folder, weights = case
+    with pytest.raises(ValueError, match="no network"):
+        predict(prepare(RegistrationRequest(folder / "fixed.nii.gz", folder / "moving.nii.gz", folder / "none",
+                                            model="none", device="cpu")))
