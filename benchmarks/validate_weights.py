@@ -5,6 +5,8 @@ or checkpoint paths). ``--save-pairs F.pt`` also stores the pairs, and ``--pairs
 pairs instead, so weights whose code has changed since can be scored on the same pairs from an older
 checkout: ``PYTHONPATH=<old>/SHMoARegExtension python benchmarks/validate_weights.py --pairs F.pt
 --model <old>/Resources/models/shmoareg.safetensors`` (this script only uses interfaces older than issue 9).
+``--refinement`` also scores the pair optimisation on the same pairs, alone and after each model, with
+``register``'s CPU step counts for a pair of two contrasts (MIND-SSC; the pairs' images differ in contrast).
 """
 
 from __future__ import annotations
@@ -52,6 +54,29 @@ def mean_dice(model: torch.nn.Module, pairs: list[Sample], flips: int = 0) -> tu
     return sum(after) / len(after), sum(before) / len(before)
 
 
+def refinement_dice(pairs: list[Sample], model: torch.nn.Module | None = None) -> float:
+    """Mean Dice over nonzero labels after ``register``'s CPU refinement across contrasts: alone (from 1/8), or
+    seeded by ``model``'s field and started at its resolution."""
+    from shmoareg.metrics import dice_per_label, mean_dice as average
+    from shmoareg.optimise import OptimisationSettings, levels_from, optimise_displacement
+    from shmoareg.protocol import CROSS_CONTRAST_REFINE_STEPS, DEFAULT_REFINE_STEPS
+    from shmoareg.spatial import warp_labels
+
+    scores = []
+    for pair in pairs:
+        if model is None:
+            settings, initial = OptimisationSettings(steps=DEFAULT_REFINE_STEPS["cpu"], similarity="mind"), None
+        else:
+            settings = OptimisationSettings(steps=CROSS_CONTRAST_REFINE_STEPS["cpu"], similarity="mind",
+                                            levels=levels_from(OptimisationSettings.levels, 1))
+            with torch.no_grad():
+                initial = model(pair.fixed, pair.moving).displacement
+        field = optimise_displacement(pair.fixed, pair.moving, settings, initial=initial)
+        warped = warp_labels(pair.moving_labels, field, method="nearest")
+        scores.append(average(dice_per_label(pair.fixed_labels[0, 0].numpy(), warped[0, 0].numpy())))
+    return sum(scores) / len(scores)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="training config whose validation pairs to use")
@@ -59,16 +84,22 @@ def main() -> None:
     parser.add_argument("--save-pairs", type=Path, help="store the config's validation pairs here")
     parser.add_argument("--model", nargs="+", required=True, help="model names or checkpoint paths")
     parser.add_argument("--flips", type=int, default=0, help="mirror ensemble over the first N axes (x, y, z)")
+    parser.add_argument("--refinement", action="store_true",
+                        help="also the pair optimisation alone and after each model (register's CPU steps, MIND-SSC)")
     args = parser.parse_args()
     if (args.config is None) == (args.pairs is None):
         parser.error("give either --config or --pairs")
     torch.set_num_threads(1)
     pairs = load_pairs(args.config, args.pairs, args.save_pairs)
+    if args.refinement:
+        print(f"refinement alone: mean Dice {refinement_dice(pairs):.4f} on {len(pairs)} pairs")
     for name in args.model:
         model, metadata = resolve_model(name)
         after, before = mean_dice(model.eval(), pairs, args.flips)
         print(f"{name}: step {metadata.get('step')}, {args.flips} flips, mean Dice {after:.4f} (before {before:.4f}) "
               f"on {len(pairs)} pairs")
+        if args.refinement:
+            print(f"{name} then refinement: mean Dice {refinement_dice(pairs, model.eval()):.4f}")
 
 
 if __name__ == "__main__":
