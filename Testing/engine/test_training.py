@@ -165,6 +165,8 @@ def test_config_errors_name_the_file_and_key(tmp_path):
                           ("loss: {similarity: mi}", "loss.similarity must be one of ncc, mse, mind"),
                           ("optimiser: {steps: ten}", "optimiser.steps must be int"),
                           ("data: {source: dataset}", "data.path is required"),
+                          ("data: {synthetic: {same_contrast_share: 1.5}}",
+                           "data.synthetic.same_contrast_share must be between 0 and 1"),
                           ("model: [shmoareg]", "model must be a mapping")]:
         path.write_text(text)
         with pytest.raises(InputError, match=f"{path}: {message}"):
@@ -173,8 +175,7 @@ def test_config_errors_name_the_file_and_key(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("name", ["train_default_cpu.yaml", "train_unet_cpu.yaml", "train_synthetic_gpu.yaml",
-                                  "train_brainshapes_cpu.yaml", "train_unet_brainshapes_cpu.yaml"])
+@pytest.mark.parametrize("name", sorted(path.name for path in (REPOSITORY / "Resources" / "configs").glob("*.yaml")))
 def test_example_configs_load_and_build_their_model(name):
     config = load_config(REPOSITORY / "Resources" / "configs" / name)
     model = build_model(config.model.name, config.model.config)

@@ -52,6 +52,23 @@ def test_each_image_gets_its_own_contrast_unless_asked_for_the_same(labels):
     assert correlation(different) < 0.9
 
 
+def test_a_same_contrast_share_gives_that_share_of_the_pairs_one_contrast(labels):
+    quiet = dataclasses.replace(SPEC, noise_std=0.0, bias_strength=0.0, blur_sigma=0.0,
+                                augmentation=dataclasses.replace(SPEC.augmentation, gamma=0.0))
+    half = dataclasses.replace(quiet, same_contrast_share=0.5)
+
+    def one_contrast(pair) -> bool:  # the moving image's label means, seen again in the fixed image
+        means = {v: float(pair.moving_image[pair.moving_labels == v].mean()) for v in range(SPEC.num_labels)}
+        expected = torch.tensor([means[int(v)] for v in pair.fixed_labels.flatten()]).view_as(pair.fixed_image)
+        return bool(((pair.fixed_image - expected).abs() < 1e-4).float().mean() > 0.9)
+
+    shared = [one_contrast(synthesise_pair(labels, half, seed)) for seed in range(40)]
+    assert 10 <= sum(shared) <= 30
+    assert not any(one_contrast(synthesise_pair(labels, quiet, seed)) for seed in range(10))
+    assert all(one_contrast(synthesise_pair(labels, dataclasses.replace(quiet, same_contrast_share=1.0), seed))
+               for seed in range(10))
+
+
 def test_a_fine_deformation_adds_local_motion_within_its_bound_and_keeps_the_labels_exact(labels):
     still = AugmentationSpec(flip=False, rotation_degrees=0.0, scaling=0.0, translation=0.0, gamma=0.0)
     smooth_only = dataclasses.replace(SPEC, augmentation=still)

@@ -63,6 +63,8 @@ class SyntheticSpec:
     with the ``mirror_pairs`` of labels (left, right) swapped, its folds those of the other hemisphere.
     ``fine_displacement`` (voxels, a maximum as above; 0: none) adds a second, local deformation on a
     control grid every ``fine_control_spacing`` voxels, as between subjects' folds, beyond the smooth one.
+    Without ``same_contrast``, a share ``same_contrast_share`` of the pairs still share one contrast (two
+    scans of one modality, as most pairs in use are); the rest get a contrast per image.
     """
 
     num_labels: int = 16
@@ -72,6 +74,7 @@ class SyntheticSpec:
     fine_displacement: float = 0.0
     fine_control_spacing: float = 3.0
     same_contrast: bool = True
+    same_contrast_share: float = 0.0
     noise_std: float = 0.05
     blur_sigma: float = 1.0
     bias_strength: float = 0.1
@@ -197,6 +200,8 @@ def _check(config: TrainingConfig, source: str) -> None:
     _require(data.intensity in INTENSITY_MODES, source,
              f"data.intensity must be one of {', '.join(INTENSITY_MODES)}, not {data.intensity!r}")
     _require(data.synthetic.num_labels >= 2, source, "data.synthetic.num_labels must be at least 2")
+    for share in ("label_map_share", "mirror_share", "same_contrast_share"):
+        _require(0 <= getattr(data.synthetic, share) <= 1, source, f"data.synthetic.{share} must be between 0 and 1")
     _require(data.synthetic.pool is None or data.synthetic.pool >= 1, source,
              "data.synthetic.pool must be a positive number of pairs or null")
     _require(loss.similarity in SIMILARITIES, source,
