@@ -25,10 +25,15 @@ test: $(STAMP)
 
 # The brain-shaped training label map of train_brainshapes_cpu.yaml: fsaverage5's surfaces (from nilearn's wheel, fetched
 # from PyPI once into benchmarks/out/sources) filled into tissue classes. Not a subject that benchmarks/compare.py scores.
+# The second one, of the experiment recipe train_brainshapes_macaque_cpu.yaml: the INIA19 macaque template's tissue
+# classes at human size (Debian's mricron-data, fetched once into benchmarks/out/sources; not a compare.py brain).
 BRAIN_SHAPES := runs/data/fsaverage5_labels.nii.gz
-brain-shapes: $(BRAIN_SHAPES)
+MACAQUE_SHAPES := runs/data/inia19_labels.nii.gz
+brain-shapes: $(BRAIN_SHAPES) $(MACAQUE_SHAPES)
 $(BRAIN_SHAPES): benchmarks/brain_shapes.py | $(STAMP)
 	$(BIN)/python benchmarks/brain_shapes.py --output $@
+$(MACAQUE_SHAPES): benchmarks/macaque_shapes.py | $(STAMP)
+	$(BIN)/python benchmarks/macaque_shapes.py --output $@
 
 # Continue training the shipped shmoareg recipe from its last checkpoint (runs/ of the config), at low priority
 # on one thread so the machine stays usable; `make train TRAIN_CONFIG=Resources/configs/train_unet_cpu.yaml`

@@ -19,7 +19,8 @@ from pathlib import Path
 NILEARN_REQUIREMENT = "nilearn==0.14.1"
 NILEARN_MEMBER = "nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 MRICRON_PACKAGE = "mricron-data"
-MRICRON_MEMBER = "usr/share/mricron/templates/ch2bet.nii.gz"
+MRICRON_TEMPLATES = "usr/share/mricron/templates"
+COLIN27_TEMPLATE = "ch2bet.nii.gz"
 
 
 class SourceUnavailable(RuntimeError):
@@ -54,16 +55,28 @@ def _mni152(cache: Path) -> Path:
     return target
 
 
+def mricron_template(cache: Path, name: str) -> Path:
+    """``usr/share/mricron/templates/<name>`` of Debian's ``mricron-data``, downloaded and unpacked in ``cache``
+    on first use."""
+    cache = cache.resolve()
+    extracted = cache / MRICRON_PACKAGE
+    member = extracted / MRICRON_TEMPLATES / name
+    if not member.exists():
+        if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+            raise SourceUnavailable(f"apt-get/dpkg-deb not found: {name} comes from Debian's {MRICRON_PACKAGE}")
+        cache.mkdir(parents=True, exist_ok=True)
+        package = next(cache.glob(f"{MRICRON_PACKAGE}_*.deb"), None)
+        if package is None:
+            _run(["apt-get", "download", MRICRON_PACKAGE], cache)
+            package = next(cache.glob(f"{MRICRON_PACKAGE}_*.deb"))
+        _run(["dpkg-deb", "-x", str(package), str(extracted)], cache)
+    return member
+
+
 def _colin27(cache: Path) -> Path:
     target = cache / "colin27_t1_1mm.nii.gz"
     if not target.exists():
-        if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-            raise SourceUnavailable("apt-get/dpkg-deb not found: Colin27 comes from Debian's mricron-data")
-        _run(["apt-get", "download", MRICRON_PACKAGE], cache)
-        package = next(cache.glob(f"{MRICRON_PACKAGE}_*.deb"))
-        extracted = cache / MRICRON_PACKAGE
-        _run(["dpkg-deb", "-x", str(package), str(extracted)], cache)
-        shutil.copyfile(extracted / MRICRON_MEMBER, target)
+        shutil.copyfile(mricron_template(cache, COLIN27_TEMPLATE), target)
     return target
 
 

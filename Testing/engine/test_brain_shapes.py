@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 pytest.importorskip("vtk")
 pytest.importorskip("nibabel")
@@ -33,13 +34,39 @@ def test_filling_a_cube_marks_the_voxel_centres_inside_it():
     assert np.array_equal(mask, expected)
 
 
-def test_the_makefile_the_script_and_the_recipes_name_one_label_map_file():
+def test_the_makefile_the_scripts_and_the_recipes_name_the_same_label_map_files():
     yaml = pytest.importorskip("yaml")
     repository = Path(__file__).resolve().parents[2]
-    makefile = re.search(r"^BRAIN_SHAPES := (\S+)$", (repository / "Makefile").read_text(), re.MULTILINE).group(1)
-    assert brain_shapes.DEFAULT_OUTPUT == repository / makefile
+    macaque_shapes = pytest.importorskip("macaque_shapes")
+    text = (repository / "Makefile").read_text()
+    makefile = {name: re.search(rf"^{name} := (\S+)$", text, re.MULTILINE).group(1)
+                for name in ("BRAIN_SHAPES", "MACAQUE_SHAPES")}
+    assert brain_shapes.DEFAULT_OUTPUT == repository / makefile["BRAIN_SHAPES"]
+    assert macaque_shapes.DEFAULT_OUTPUT == repository / makefile["MACAQUE_SHAPES"]
     recipes = sorted((repository / "Resources" / "configs").glob("train_*brainshapes*.yaml"))
     assert {"train_brainshapes_cpu.yaml", "train_unet_brainshapes_cpu.yaml"} <= {recipe.name for recipe in recipes}
     for recipe in recipes:
-        config = yaml.safe_load(recipe.read_text())
-        assert config["data"]["synthetic"]["label_maps"] == [makefile], recipe.name
+        label_maps = yaml.safe_load(recipe.read_text())["data"]["synthetic"]["label_maps"]
+        assert label_maps[0] == makefile["BRAIN_SHAPES"] and set(label_maps) <= set(makefile.values()), recipe.name
+
+
+def test_the_macaque_template_becomes_the_same_labels_at_human_size():
+    macaque_shapes = pytest.importorskip("macaque_shapes")
+    size = 40
+    z, y, x = np.meshgrid(*(np.arange(size) - (size - 1) / 2.0,) * 3, indexing="ij")
+    radius = np.sqrt(x * x + y * y + z * z)
+    values = np.select([radius < 8, radius < 13, radius < 16], [100.0, 50.0, 10.0], 0.0).astype(np.float32)
+    t1 = sitk.GetImageFromArray(values)
+    t1.SetSpacing((0.5, 0.5, 0.5))
+    labels = macaque_shapes.brain_labels(t1)
+    result = sitk.GetArrayFromImage(labels)
+    brain = radius < 16
+    assert np.prod(labels.GetSpacing()) * brain.sum() / 1000.0 == pytest.approx(macaque_shapes.BRAIN_ML, rel=1e-6)
+    left, right = x < 0, x > 0
+    assert (result[~brain] == 0).all()
+    assert (result[(radius >= 13) & brain] == brain_shapes.CSF).all()
+    shell = (radius >= 8) & (radius < 13)
+    assert (result[shell & left] == brain_shapes.CORTEX).all() and (result[shell & right] == brain_shapes.CORTEX + 1).all()
+    core = radius < 8
+    assert set(np.unique(result[core & left])) <= {brain_shapes.WHITE, brain_shapes.DEEP_WHITE}
+    assert set(np.unique(result[core & right])) <= {brain_shapes.WHITE + 1, brain_shapes.DEEP_WHITE + 1}
