@@ -109,11 +109,15 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
     with zipfile.ZipFile(sources.nilearn_wheel(CACHE.resolve())) as archive:
-        labels = brain_labels(archive)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(labels, str(args.output), useCompression=True)
+        write_labels(brain_labels(archive), args.output)
+
+
+def write_labels(labels: sitk.Image, output: Path) -> None:
+    """Write a training label map (compressed) and say its size, spacing and voxels per label."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(labels, str(output), useCompression=True)
     counts = np.bincount(sitk.GetArrayViewFromImage(labels).ravel())
-    print(f"{args.output}: {labels.GetSize()} at {SPACING_MM} mm, voxels per label {counts.tolist()}")
+    print(f"{output}: {labels.GetSize()} at {labels.GetSpacing()[0]:.2f} mm, voxels per label {counts.tolist()}")
 
 
 if __name__ == "__main__":

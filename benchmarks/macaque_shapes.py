@@ -28,7 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 
 import sources
-from brain_shapes import CSF, CORTEX, DEEP_WHITE, DEEP_WHITE_MM, WHITE
+from brain_shapes import CSF, CORTEX, DEEP_WHITE, DEEP_WHITE_MM, WHITE, write_labels
 from shmoareg.known_warps import brain_mask, tissue_labels
 
 HERE = Path(__file__).resolve().parent
@@ -74,11 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
-    labels = brain_labels(sitk.ReadImage(str(sources.mricron_template(CACHE, TEMPLATE)), sitk.sitkFloat32))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(labels, str(args.output), useCompression=True)
-    counts = np.bincount(sitk.GetArrayViewFromImage(labels).ravel())
-    print(f"{args.output}: {labels.GetSize()} at {labels.GetSpacing()[0]:.2f} mm, voxels per label {counts.tolist()}")
+    write_labels(brain_labels(sitk.ReadImage(str(sources.mricron_template(CACHE, TEMPLATE)), sitk.sitkFloat32)),
+                 args.output)
 
 
 if __name__ == "__main__":
