@@ -123,3 +123,14 @@ def test_a_missing_or_unusable_label_file_is_refused_with_what_to_do(tmp_path, l
     sitk.WriteImage(many, str(tmp_path / "many.nii.gz"))
     with pytest.raises(InputError, match="has label 511; use at most 255 labels"):
         LabelShapes([str(tmp_path / "many.nii.gz")])
+
+
+def test_one_brain_carries_its_known_displacement_and_two_brains_none(label_file):
+    path, _ = label_file
+    one = SyntheticSpec(num_labels=7, max_displacement=2.0, label_maps=(str(path),), label_map_share=1.0,
+                        label_map_spacing=(2.0, 2.0))
+    two = SyntheticSpec(**{**vars(one), "mirror_share": 1.0})
+    known = SyntheticSource(DataSpec(shape=SHAPE, synthetic=one), seed=0).sample(TRAIN, 0, 3)
+    assert known.displacement is not None and known.displacement.shape == (1, 3, *SHAPE)
+    assert torch.equal(known.fixed_labels, warp_labels(known.moving_labels, known.displacement))
+    assert SyntheticSource(DataSpec(shape=SHAPE, synthetic=two), seed=0).sample(TRAIN, 0, 3).displacement is None

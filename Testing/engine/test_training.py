@@ -18,7 +18,9 @@ from shmoareg.models import build_model
 from shmoareg.synthetic import synthetic_pair, to_sitk
 from shmoareg.training import logs
 from shmoareg.training.config import TrainingConfig, load_config
-from shmoareg.training.data import TrainingData
+from shmoareg.models.base import ModelOutput
+from shmoareg.training.config import LossSpec
+from shmoareg.training.data import Sample, TrainingData
 from shmoareg.training.logs import MetricsLog
 from shmoareg.training.objective import Objective
 from shmoareg.training.trainer import train
@@ -156,6 +158,22 @@ def test_gradients_reach_every_parameter_including_router_and_gates(similarity):
     for part in ("router", "noise", "gate", "queries", "experts"):
         norms = [p.grad.norm() for n, p in model.named_parameters() if part in n]
         assert norms and all(norm > 0 for norm in norms), part
+
+
+def test_the_field_term_is_the_mean_squared_end_point_error_and_needs_a_known_field():
+    shape = (1, 3, 4, 5, 6)
+    known = torch.randn(shape)
+    offset = torch.zeros(shape)
+    offset[:, 0], offset[:, 2] = 1.0, 2.0  # every voxel 1 voxel off along x and 2 along z: |e|^2 = 5
+    images = torch.rand(1, 1, *shape[2:])
+    spec = LossSpec(similarity_weight=0.0, smoothness_weight=0.0, load_balance_weight=0.0, field_weight=0.5)
+    output = ModelOutput(known + offset, auxiliary_loss=torch.tensor(0.0))
+    total, logged = Objective(spec)(output, Sample(images, images, displacement=known))
+    assert logged["field"] == pytest.approx(5.0) and float(total) == pytest.approx(2.5)
+    _, without = Objective(spec)(output, Sample(images, images))
+    assert "field" not in without and without["loss"] == 0.0
+    batch = Sample.stack([Sample(images, images, displacement=known), Sample(images, images)])
+    assert batch.displacement is None and batch.fixed.shape[0] == 2
 
 
 def test_config_errors_name_the_file_and_key(tmp_path):

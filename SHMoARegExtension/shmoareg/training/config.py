@@ -109,7 +109,8 @@ class DataSpec:
 
 @dataclass
 class LossSpec:
-    """Loss terms and weights: similarity + smoothness + Dice on warped labels + MoE load balancing."""
+    """Loss terms and weights: similarity + smoothness + Dice on warped labels + MoE load balancing, and
+    ``field_weight`` times the mean squared end-point error (voxels) against a synthetic pair's known field."""
 
     similarity: str = "ncc"
     window: int = 9
@@ -118,6 +119,7 @@ class LossSpec:
     smoothness_weight: float = 1.0
     dice_weight: float = 0.0
     load_balance_weight: float = 0.01
+    field_weight: float = 0.0
 
 
 @dataclass
@@ -210,7 +212,7 @@ def _check(config: TrainingConfig, source: str) -> None:
              f"loss.smoothness must be one of {', '.join(SMOOTHNESS)}, not {loss.smoothness!r}")
     _require(loss.window >= 3 and loss.window % 2 == 1, source,
              f"loss.window must be odd and at least 3, not {loss.window}")
-    for name in ("similarity_weight", "smoothness_weight", "dice_weight", "load_balance_weight"):
+    for name in ("similarity_weight", "smoothness_weight", "dice_weight", "load_balance_weight", "field_weight"):
         _require(getattr(loss, name) >= 0, source, f"loss.{name} must not be negative")
     _require(optimiser.lr > 0, source, "optimiser.lr must be positive")
     _require(optimiser.steps >= 1 and optimiser.batch_size >= 1, source,

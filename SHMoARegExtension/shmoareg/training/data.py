@@ -9,7 +9,7 @@ seen, and each rank of a distributed run sees its own shard. Validation samples 
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
 import numpy as np
@@ -31,25 +31,30 @@ TRAIN, VALIDATION, AUGMENT = 0, 1, 2
 
 @dataclass
 class Sample:
-    """A batch of pairs ``(B, 1, Z, Y, X)``: images in [0, 1], int64 label maps (or None)."""
+    """A batch of pairs ``(B, 1, Z, Y, X)``: images in [0, 1], int64 label maps (or None), and the known
+    displacement ``(B, 3, Z, Y, X)`` in voxels with ``moving(p + u(p)) = fixed(p)`` where there is one (or None)."""
 
     fixed: torch.Tensor
     moving: torch.Tensor
     fixed_labels: Optional[torch.Tensor] = None
     moving_labels: Optional[torch.Tensor] = None
+    displacement: Optional[torch.Tensor] = None
 
     def to(self, device: torch.device) -> "Sample":
         """The same sample on ``device``."""
         move = (lambda t: t.to(device, non_blocking=True) if t is not None else None)
-        return Sample(move(self.fixed), move(self.moving), move(self.fixed_labels), move(self.moving_labels))
+        return Sample(*(move(getattr(self, item.name)) for item in fields(self)))
 
     @classmethod
     def stack(cls, samples: list["Sample"]) -> "Sample":
-        """One batch from single samples; labels are kept only when every sample has them."""
+        """One batch from single samples; labels (and known displacements) are kept only when every sample has
+        them."""
         labelled = all(s.fixed_labels is not None and s.moving_labels is not None for s in samples)
+        known = all(s.displacement is not None for s in samples)
         return cls(torch.cat([s.fixed for s in samples]), torch.cat([s.moving for s in samples]),
                    torch.cat([s.fixed_labels for s in samples]) if labelled else None,
-                   torch.cat([s.moving_labels for s in samples]) if labelled else None)
+                   torch.cat([s.moving_labels for s in samples]) if labelled else None,
+                   torch.cat([s.displacement for s in samples]) if known else None)
 
 
 def derive_seed(*keys: int) -> int:
@@ -98,9 +103,11 @@ class SyntheticSource:
         return self._labels[key]
 
     def sample(self, stream: int, rank: int, index: int) -> Sample:
-        pair = synthesise_pair(self._label_map(stream, rank, index), self.spec.synthetic,
-                               derive_seed(self.seed, AUGMENT, stream, rank, index))
-        return Sample(pair.fixed_image, pair.moving_image, pair.fixed_labels, pair.moving_labels)
+        labels = self._label_map(stream, rank, index)
+        pair = synthesise_pair(labels, self.spec.synthetic, derive_seed(self.seed, AUGMENT, stream, rank, index))
+        # Two anatomies (a second channel) have no known correspondence: their field only made the fixed labels.
+        known = pair.displacement if labels.shape[1] == 1 else None
+        return Sample(pair.fixed_image, pair.moving_image, pair.fixed_labels, pair.moving_labels, known)
 
     def describe(self) -> dict[str, Any]:
         description = {"source": "synthetic", "generator": "shmoareg.training.synthesis.synthesise_pair",
