@@ -69,6 +69,13 @@ def test_a_same_contrast_share_gives_that_share_of_the_pairs_one_contrast(labels
                for seed in range(10))
 
 
+def test_a_still_pair_is_not_moved_at_all(labels):
+    moved = dataclasses.replace(SPEC, augmentation=dataclasses.replace(SPEC.augmentation, translation=2.0))
+    still = synthesise_pair(labels, dataclasses.replace(moved, still_share=1.0), seed=4)
+    assert not still.displacement.any() and torch.equal(still.fixed_labels, still.moving_labels)
+    assert synthesise_pair(labels, moved, seed=4).displacement.abs().max() > 0.5
+
+
 def test_a_fine_deformation_adds_local_motion_within_its_bound_and_keeps_the_labels_exact(labels):
     still = AugmentationSpec(flip=False, rotation_degrees=0.0, scaling=0.0, translation=0.0, gamma=0.0)
     smooth_only = dataclasses.replace(SPEC, augmentation=still)

@@ -64,7 +64,9 @@ class SyntheticSpec:
     ``fine_displacement`` (voxels, a maximum as above; 0: none) adds a second, local deformation on a
     control grid every ``fine_control_spacing`` voxels, as between subjects' folds, beyond the smooth one.
     Without ``same_contrast``, a share ``same_contrast_share`` of the pairs still share one contrast (two
-    scans of one modality, as most pairs in use are); the rest get a contrast per image.
+    scans of one modality, as most pairs in use are); the rest get a contrast per image. A share ``still_share``
+    of the pairs is not moved at all (no deformation, no affine residual), so that no motion is seen where there
+    is none.
     """
 
     num_labels: int = 16
@@ -86,6 +88,7 @@ class SyntheticSpec:
     label_map_spacing: tuple[float, float] = (2.0, 3.5)
     mirror_share: float = 0.0
     mirror_pairs: tuple[tuple[int, int], ...] = ()
+    still_share: float = 0.0
 
 
 @dataclass
@@ -202,7 +205,7 @@ def _check(config: TrainingConfig, source: str) -> None:
     _require(data.intensity in INTENSITY_MODES, source,
              f"data.intensity must be one of {', '.join(INTENSITY_MODES)}, not {data.intensity!r}")
     _require(data.synthetic.num_labels >= 2, source, "data.synthetic.num_labels must be at least 2")
-    for share in ("label_map_share", "mirror_share", "same_contrast_share"):
+    for share in ("label_map_share", "mirror_share", "same_contrast_share", "still_share"):
         _require(0 <= getattr(data.synthetic, share) <= 1, source, f"data.synthetic.{share} must be between 0 and 1")
     _require(data.synthetic.pool is None or data.synthetic.pool >= 1, source,
              "data.synthetic.pool must be a positive number of pairs or null")

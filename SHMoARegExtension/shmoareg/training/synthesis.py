@@ -4,12 +4,12 @@ A pair is made from a random label map (the expensive part, about 0.45 s at 64^3
 can be reused), randomly flipped (``augmentation.flip``), then moved by a fresh random smooth
 diffeomorphic field (built on a grid 2x coarser), optionally composed with a finer local one
 (``fine_displacement``), and with a small random affine residual (``augmentation`` rotation, scaling,
-translation). Each image gets its own random contrast (a uniform mean per label: T1-, T2- and CT-like orders
-alike) unless ``same_contrast`` (or, for a share ``same_contrast_share`` of the pairs, the two share one), and
-its own noise, blur (partial volume) and bias field, each drawn between zero and the spec's maximum, and gamma
-(``augmentation.gamma``). Labels are warped per label (trilinear
-indicators, arg-max): in short runs, nearest-warped labels and fields built 4x coarser both trained
-visibly worse.
+translation); a share ``still_share`` of the pairs is not moved at all. Each image gets its own random
+contrast (a uniform mean per label: T1-, T2- and CT-like orders alike) unless ``same_contrast`` (or, for a
+share ``same_contrast_share`` of the pairs, the two share one), and its own noise, blur (partial volume) and
+bias field, each drawn between zero and the spec's maximum, and gamma (``augmentation.gamma``). Labels are
+warped per label (trilinear indicators, arg-max): in short runs, nearest-warped labels and fields built 4x
+coarser both trained visibly worse.
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ def synthesise_pair(base_labels: Tensor, spec: SyntheticSpec, seed: int) -> Synt
     affine = spec.augmentation
     if affine.rotation_degrees > 0 or affine.scaling > 0 or affine.translation > 0:
         field = compose(affine_displacement(shape, spec, generator), field)
+    if spec.still_share > 0 and float(torch.rand(1, generator=generator)) < spec.still_share:
+        field = torch.zeros_like(field)  # no motion at all: the two images differ in contrast, noise and bias only
     fixed_labels = warp_labels(fixed_anatomy, field)
     # drawn only when asked: recipes without a same-contrast share keep their pairs
     same = spec.same_contrast or (spec.same_contrast_share > 0
