@@ -84,8 +84,8 @@ def main() -> None:
         case = brain_case(scan, "t1", seed)
         paths = case.write(WORK / f"case{seed}")
         truth = np.linalg.norm(case.displacement_mm, axis=-1)[case.foreground].mean()
-        print(f"case {seed} (true displacement {truth:.2f} mm): none {score(case, sitk.Transform(3, sitk.sitkIdentity))}",
-              flush=True)
+        identity = sitk.Transform(3, sitk.sitkIdentity)
+        print(f"case {seed} (true displacement {truth:.2f} mm): none {score(case, identity)}", flush=True)
         if args.reference:
             print(f"case {seed}: refinement alone {score(case, refinement_alone(paths, WORK / f'none{seed}'))}",
                   flush=True)

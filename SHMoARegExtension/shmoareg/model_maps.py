@@ -163,7 +163,8 @@ def write_model_maps(maps: dict[str, torch.Tensor], specs: list[MapSpec], networ
             if kind == "categorical":
                 stacked = _category_values(group, stacked)
                 cells = foreground_per_cell(inside, grid, fixed)
-            placed = place_on_fixed(stacked, grid, fixed, "nearest" if kind == "categorical" else "linear").cpu().numpy()
+            mode = "nearest" if kind == "categorical" else "linear"
+            placed = place_on_fixed(stacked, grid, fixed, mode).cpu().numpy()
             for spec, values, network_values in zip(group, placed, stacked.cpu().numpy()):
                 units = spec.units
                 if kind == "categorical":

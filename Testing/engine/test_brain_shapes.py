@@ -66,7 +66,8 @@ def test_the_macaque_template_becomes_the_same_labels_at_human_size():
     assert (result[~brain] == 0).all()
     assert (result[(radius >= 13) & brain] == brain_shapes.CSF).all()
     shell = (radius >= 8) & (radius < 13)
-    assert (result[shell & left] == brain_shapes.CORTEX).all() and (result[shell & right] == brain_shapes.CORTEX + 1).all()
+    assert (result[shell & left] == brain_shapes.CORTEX).all()
+    assert (result[shell & right] == brain_shapes.CORTEX + 1).all()
     core = radius < 8
     assert set(np.unique(result[core & left])) <= {brain_shapes.WHITE, brain_shapes.DEEP_WHITE}
     assert set(np.unique(result[core & right])) <= {brain_shapes.WHITE + 1, brain_shapes.DEEP_WHITE + 1}
