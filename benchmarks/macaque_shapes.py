@@ -12,7 +12,7 @@ and white matter at the midline into left and right, and writes them with the la
 * 4, 5: white matter, left and right;
 * 6, 7: the white matter more than ``DEEP_WHITE_MM`` inside its boundary, left and right.
 
-The voxel spacing is scaled (``scale``) so that the brain has the volume of fsaverage5's (``BRAIN_ML``): a
+The voxel spacing is scaled (``human_sized``) so that the brain has the volume of fsaverage5's (``BRAIN_ML``): a
 training window cut at 2.2-3.4 mm per voxel then holds as much brain as a human head's does.
 
 Run: ``.venv/bin/python benchmarks/macaque_shapes.py [--output runs/data/inia19_labels.nii.gz]``
@@ -38,19 +38,24 @@ TEMPLATE = "inia19-t1-brain.nii.gz"
 BRAIN_ML = 1000.0  # fsaverage5's filled pial surfaces (runs/data/fsaverage5_labels.nii.gz, labels 2-7): 999 ml
 
 
-def scale(brain: np.ndarray, spacing: tuple[float, ...]) -> float:
-    """The factor on the spacing that gives the ``brain`` mask the volume :data:`BRAIN_ML`."""
-    millilitres = float(brain.sum()) * float(np.prod(spacing)) / 1000.0
-    return (BRAIN_ML / millilitres) ** (1.0 / 3.0)
+def human_sized(t1: sitk.Image) -> sitk.Image:
+    """A copy of the skull-stripped ``t1`` with its spacing and origin scaled so that its brain (nonzero voxels,
+    holes filled) has the volume :data:`BRAIN_ML`."""
+    brain = sitk.GetArrayFromImage(brain_mask(t1)) > 0
+    if not brain.any():
+        raise ValueError("the template has no brain voxels (nothing above 0)")
+    millilitres = float(brain.sum()) * float(np.prod(t1.GetSpacing())) / 1000.0
+    factor = (BRAIN_ML / millilitres) ** (1.0 / 3.0)
+    scaled = sitk.Image(t1)
+    scaled.SetSpacing(tuple(factor * s for s in t1.GetSpacing()))
+    scaled.SetOrigin(tuple(factor * o for o in t1.GetOrigin()))
+    return scaled
 
 
 def brain_labels(t1: sitk.Image) -> sitk.Image:
-    """The label map of the module docstring from a skull-stripped T1, its spacing scaled (:func:`scale`)."""
+    """The label map of the module docstring from a skull-stripped T1 (:func:`human_sized` first), on its grid."""
     brain = sitk.GetArrayFromImage(brain_mask(t1)).astype(bool)
-    if not brain.any():
-        raise ValueError("the template has no brain voxels (nothing above 0)")
     classes = sitk.GetArrayFromImage(tissue_labels(t1))  # 1..3: CSF, grey, white matter (0 outside)
-    factor = scale(brain, t1.GetSpacing())
     occupied_x = np.flatnonzero(brain.any(axis=(0, 1)))
     right = np.arange(brain.shape[2]) > (occupied_x[0] + occupied_x[-1]) / 2.0  # voxel x past the midline
     side = np.broadcast_to(right[None, None, :], brain.shape).astype(np.uint8)
@@ -59,14 +64,12 @@ def brain_labels(t1: sitk.Image) -> sitk.Image:
     labels[classes == 1] = CSF
     labels[grey] = CORTEX + side[grey]
     labels[white] = WHITE + side[white]
-    radius = max(1, round(DEEP_WHITE_MM / (factor * min(t1.GetSpacing()))))
+    radius = max(1, round(DEEP_WHITE_MM / min(t1.GetSpacing())))
     deep = sitk.GetArrayFromImage(sitk.BinaryErode(sitk.GetImageFromArray(white.astype(np.uint8)),
                                                    [radius] * 3)).astype(bool)
     labels[deep] = DEEP_WHITE + side[deep]
     image = sitk.GetImageFromArray(labels)
-    image.SetSpacing(tuple(factor * s for s in t1.GetSpacing()))
-    image.SetOrigin(tuple(factor * o for o in t1.GetOrigin()))
-    image.SetDirection(t1.GetDirection())
+    image.CopyInformation(t1)
     return image
 
 
@@ -74,8 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
-    write_labels(brain_labels(sitk.ReadImage(str(sources.mricron_template(CACHE, TEMPLATE)), sitk.sitkFloat32)),
-                 args.output)
+    t1 = sitk.ReadImage(str(sources.mricron_template(CACHE, TEMPLATE)), sitk.sitkFloat32)
+    write_labels(brain_labels(human_sized(t1)), args.output)
 
 
 if __name__ == "__main__":

@@ -37,10 +37,8 @@ SPACING_MM = 1.0
 
 def human_sized_scan() -> sitk.Image:
     """The INIA19 T1 with its spacing scaled to fsaverage5's brain volume, resampled to :data:`SPACING_MM`."""
-    t1 = sitk.ReadImage(str(sources.mricron_template(macaque_shapes.CACHE, macaque_shapes.TEMPLATE)), sitk.sitkFloat32)
-    factor = macaque_shapes.scale(sitk.GetArrayViewFromImage(t1) > 0, t1.GetSpacing())
-    t1.SetSpacing(tuple(factor * s for s in t1.GetSpacing()))
-    t1.SetOrigin(tuple(factor * o for o in t1.GetOrigin()))
+    t1 = macaque_shapes.human_sized(sitk.ReadImage(str(sources.mricron_template(
+        macaque_shapes.CACHE, macaque_shapes.TEMPLATE)), sitk.sitkFloat32))
     size = [int(round(n * s / SPACING_MM)) for n, s in zip(t1.GetSize(), t1.GetSpacing())]
     return sitk.Resample(t1, size, sitk.Transform(), sitk.sitkLinear, t1.GetOrigin(), (SPACING_MM,) * 3,
                          t1.GetDirection(), 0.0, sitk.sitkFloat32)

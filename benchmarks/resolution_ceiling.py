@@ -89,7 +89,7 @@ def main() -> None:
     for row in rows:
         print(f"field held at {row['spacing_mm']:.0f} mm: mean Dice {row['mean_dice']:.3f}")
     alone_result, network = run_field(pair, args.model + methods.NO_REFINE_SUFFIX)
-    inside = sitk.GetArrayViewFromImage(sitk.ReadImage(str(pair.fixed_mask))) > 0
+    inside = sitk.GetArrayFromImage(sitk.ReadImage(str(pair.fixed_mask))) > 0
     alone = {"model": args.model, "mean_dice": alone_result["mean_dice"],
              **agreement(*(sitk.GetArrayFromImage(field)[inside] for field in (network, refined)))}
     print(f"{args.model} alone: mean Dice {alone['mean_dice']:.3f}; against refinement alone's field: cosine "

@@ -58,7 +58,7 @@ def test_the_macaque_template_becomes_the_same_labels_at_human_size():
     values = np.select([radius < 8, radius < 13, radius < 16], [100.0, 50.0, 10.0], 0.0).astype(np.float32)
     t1 = sitk.GetImageFromArray(values)
     t1.SetSpacing((0.5, 0.5, 0.5))
-    labels = macaque_shapes.brain_labels(t1)
+    labels = macaque_shapes.brain_labels(macaque_shapes.human_sized(t1))
     result = sitk.GetArrayFromImage(labels)
     brain = radius < 16
     assert np.prod(labels.GetSpacing()) * brain.sum() / 1000.0 == pytest.approx(macaque_shapes.BRAIN_ML, rel=1e-6)
