@@ -244,7 +244,7 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
     device = resolve_device(request.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    prepared = prepare(request, progress, device)
+    prepared = _prepare(request, progress, device)
     network, inputs, start, pair = prepared.network, prepared.inputs, prepared.start, prepared.pair
     prediction = None
     if network is not None:
@@ -290,13 +290,15 @@ class PreparedPair:
     pair: _WorkingPair
 
 
-def prepare(request: RegistrationRequest, progress: Optional[Progress] = None,
-            device: Optional[torch.device] = None) -> PreparedPair:
+def prepare(request: RegistrationRequest, progress: Optional[Progress] = None) -> PreparedPair:
     """:func:`register`'s stages up to the network's prediction (load the network and the images, the affine
     start, the working pair), writing nothing: with :func:`predict`, the network alone for a study."""
-    progress = progress or Progress("none")
     _validate(request)
-    device = device or resolve_device(request.device)
+    return _prepare(request, progress or Progress("none"), resolve_device(request.device))
+
+
+def _prepare(request: RegistrationRequest, progress: Progress, device: torch.device) -> PreparedPair:
+    """:func:`prepare` for a request already validated (:func:`register` validates before it holds the folder)."""
     network = _load_network(request.method, device)
     with progress.stage("load", "reading images"):
         inputs = _load(request)
