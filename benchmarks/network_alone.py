@@ -2,14 +2,14 @@
 
 ``compare.py``'s ``shmoareg-no-refine`` row, for weights that are not shipped (yet): each ``--model`` (a model
 name or a checkpoint path) predicts on ``register``'s working pair (the same stages, affine included), and
-its field on the fixed grid is scored with ``compare.score`` (``--flips``: ``register``'s ``--network-flips``).
-Probes on the same prediction: ``--passes N`` applies the network again to its own result N times (each pass
-predicts what is left and is composed with the field so far), ``--scales`` multiplies the network's field, and
-``--by-depth`` compares its field with refinement alone's by depth inside the brain. This gates a checkpoint
-that won on the validation pairs; nothing is tuned or trained on these pairs.
+its field on the fixed grid is scored with ``compare.score`` (``--flips``, ``--swap``: ``register``'s
+``--network-flips``, ``--network-swap``). Probes on the same prediction: ``--passes N`` applies the network again
+to its own result N times (each pass predicts what is left and is composed with the field so far), ``--scales``
+multiplies the network's field, and ``--by-depth`` compares its field with refinement alone's by depth inside the
+brain. This gates a checkpoint that won on the validation pairs; nothing is tuned or trained on these pairs.
 
-Run: ``.venv/bin/python benchmarks/network_alone.py [--model M ...] [--flips N] [--passes N] [--scales S ...]
-[--by-depth]`` (prints one line per model, pair and probe; writes nothing).
+Run: ``.venv/bin/python benchmarks/network_alone.py [--model M ...] [--flips N] [--swap | --no-swap] [--passes N]
+[--scales S ...] [--by-depth]`` (prints one line per model, pair and probe; writes nothing).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 from shmoareg.fields import displacement_transform, total_displacement
 from shmoareg.grid import Grid
 from shmoareg.pipeline import RegistrationRequest, predict, prepare
-from shmoareg.protocol import DEFAULT_MODEL, DEFAULT_NETWORK_FLIPS
+from shmoareg.protocol import DEFAULT_MODEL, DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_SWAP
 from shmoareg.spatial import compose, warp
 
 import compare
@@ -35,11 +35,11 @@ DEPTHS_MM = ((0, 3), (3, 8), (8, 15), (15, 30), (30, 100))  # bands of distance 
 
 
 def network_fields(pair: compare.Pair, model: str, passes: int,
-                   flips: int) -> tuple[list[torch.Tensor], Optional[sitk.Transform], Grid]:
-    """The network's field (mirror ensemble over ``flips`` axes) on ``register``'s working grid after each of
-    ``passes`` passes, the affine and the grid."""
+                   flips: int, swap: bool) -> tuple[list[torch.Tensor], Optional[sitk.Transform], Grid]:
+    """The network's field (mirror ensemble over ``flips`` axes, swap ensemble with ``swap``) on ``register``'s
+    working grid after each of ``passes`` passes, the affine and the grid."""
     request = RegistrationRequest(fixed=pair.fixed, moving=pair.moving, output_dir=Path("unused"), model=model,
-                                  device="cpu", network_flips=flips)
+                                  device="cpu", network_flips=flips, network_swap=swap)
     prepared = prepare(request)
     working = prepared.pair
     fields, total = [], None
@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument("--flips", type=int, default=DEFAULT_NETWORK_FLIPS["cpu"],
                         help="mirror ensemble over the first N axes, as register's --network-flips (default "
                              f"{DEFAULT_NETWORK_FLIPS['cpu']}, register's on CPU)")
+    parser.add_argument("--swap", action=argparse.BooleanOptionalAction, default=DEFAULT_NETWORK_SWAP["cpu"],
+                        help="swap ensemble, as register's --network-swap (default: register's on CPU)")
     parser.add_argument("--by-depth", action="store_true", help="compare the field with compare.py's recorded "
                         "shmoareg-model-none run, by depth inside the brain (run compare.py first)")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="factors on the first pass's field")
@@ -97,11 +99,11 @@ def main() -> None:
     torch.set_num_threads(1)
     for model in args.model:
         for pair in compare.target_pairs(pairs):
-            fields, affine, grid = network_fields(pair, model, max(args.passes, 1), args.flips)
+            fields, affine, grid = network_fields(pair, model, max(args.passes, 1), args.flips, args.swap)
             for scale in args.scales:
                 dice = mean_dice(pair, scale * fields[0], affine, grid)
-                print(f"{model} {pair.name} {args.flips} flips, pass 1 scale {scale:g}: Dice {dice:.4f}",
-                      flush=True)
+                print(f"{model} {pair.name} {args.flips} flips, swap {args.swap}, pass 1 scale {scale:g}: "
+                      f"Dice {dice:.4f}", flush=True)
             if args.by_depth:
                 print("\n".join(f"{model} {pair.name}   {line}" for line in by_depth(pair, fields[0], affine, grid)))
             for number, field in enumerate(fields[1:], start=2):

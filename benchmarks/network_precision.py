@@ -8,8 +8,8 @@ spacing, at most 8 mm) and gives its tissue labels. For each ``--model`` the net
 (``--model none``, its default steps) is the reference. Reports the mean end-point error over the brain (mm) and
 the mean Dice of the three tissue classes.
 
-Run: ``.venv/bin/python benchmarks/network_precision.py [--model M ...] [--seeds 3 4] [--flips N]`` (prints one
-line per model and case; the cases go to ``benchmarks/out/network_precision``).
+Run: ``.venv/bin/python benchmarks/network_precision.py [--model M ...] [--seeds 3 4] [--flips N]
+[--swap | --no-swap]`` (prints one line per model and case; the cases go to ``benchmarks/out/network_precision``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from shmoareg.grid import Grid
 from shmoareg.known_warps import KnownWarpCase, brain_case, end_point_error
 from shmoareg.metrics import dice_per_label, mean_dice
 from shmoareg.pipeline import RegistrationRequest, predict, prepare, register
-from shmoareg.protocol import DEFAULT_MODEL, DEFAULT_NETWORK_FLIPS, TRANSFORM_FILE
+from shmoareg.protocol import DEFAULT_MODEL, DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_SWAP, TRANSFORM_FILE
 
 import macaque_shapes
 import sources
@@ -51,10 +51,11 @@ def score(case: KnownWarpCase, transform: sitk.Transform) -> str:
     return f"end-point error {end_point_error(case, transform)['mean_mm']:.2f} mm, Dice {dice:.3f}"
 
 
-def network_alone(paths: dict[str, str], model: str, flips: int) -> sitk.Transform:
+def network_alone(paths: dict[str, str], model: str, flips: int, swap: bool) -> sitk.Transform:
     """The network's field as ``register --refine-steps 0 --no-affine`` would write it, as a transform."""
     request = RegistrationRequest(Path(paths["fixed"]), Path(paths["moving"]), WORK / "unused", model=model,
-                                  device="cpu", affine=False, refine_steps=0, network_flips=flips)
+                                  device="cpu", affine=False, refine_steps=0, network_flips=flips,
+                                  network_swap=swap)
     prepared = prepare(request)
     fixed = Grid.of(prepared.inputs.fixed)
     field = total_displacement(predict(prepared).displacement, prepared.pair.grid, fixed, None)
@@ -74,6 +75,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[3, 4], help="seeds of the known warps")
     parser.add_argument("--flips", type=int, default=DEFAULT_NETWORK_FLIPS["cpu"],
                         help=f"register's --network-flips (default {DEFAULT_NETWORK_FLIPS['cpu']}, its CPU default)")
+    parser.add_argument("--swap", action=argparse.BooleanOptionalAction, default=DEFAULT_NETWORK_SWAP["cpu"],
+                        help="register's --network-swap (default: its CPU default)")
     parser.add_argument("--reference", action="store_true", help="also the pair optimisation alone")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -88,7 +91,8 @@ def main() -> None:
             print(f"case {seed}: refinement alone {score(case, refinement_alone(paths, WORK / f'none{seed}'))}",
                   flush=True)
         for model in args.model:
-            print(f"case {seed}: {model} alone {score(case, network_alone(paths, model, args.flips))}", flush=True)
+            alone = network_alone(paths, model, args.flips, args.swap)
+            print(f"case {seed}: {model} alone {score(case, alone)}", flush=True)
 
 
 if __name__ == "__main__":

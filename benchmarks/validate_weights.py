@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from shmoareg.checkpoints import resolve_model
-from shmoareg.flip_ensemble import flip_averaged
+from shmoareg.ensemble import flip_averaged, swap_averaged
 from shmoareg.training.data import Sample
 
 
@@ -36,17 +36,19 @@ def load_pairs(config: Path | None, stored: Path | None, save: Path | None) -> l
 
 
 @torch.no_grad()
-def mean_dice(model: torch.nn.Module, pairs: list[Sample], flips: int = 0) -> tuple[float, float]:
-    """Mean Dice over nonzero labels after the model's warp (averaged over ``flips`` mirrored pairs), and before
-    (hard labels, nearest warp)."""
+def mean_dice(model: torch.nn.Module, pairs: list[Sample], flips: int = 0,
+              swap: bool = False) -> tuple[float, float]:
+    """Mean Dice over nonzero labels after the model's warp (averaged over ``flips`` mirrored pairs, and with
+    ``swap`` over the pair swapped, as ``register``'s ensembles), and before (hard labels, nearest warp)."""
     from shmoareg.metrics import dice_per_label, mean_dice as average
     from shmoareg.spatial import warp_labels
 
     before, after = [], []
     for pair in pairs:
         field = model(pair.fixed, pair.moving).displacement
-        if flips:
-            field = flip_averaged(lambda f, m: model(f, m).displacement, pair.fixed, pair.moving, flips, field)
+        if flips or swap:
+            ensemble = swap_averaged if swap else flip_averaged
+            field = ensemble(lambda f, m: model(f, m).displacement, pair.fixed, pair.moving, flips, field)
         warped = warp_labels(pair.moving_labels, field, method="nearest")
         reference = pair.fixed_labels[0, 0].numpy()
         before.append(average(dice_per_label(reference, pair.moving_labels[0, 0].numpy())))
@@ -84,6 +86,7 @@ def main() -> None:
     parser.add_argument("--save-pairs", type=Path, help="store the config's validation pairs here")
     parser.add_argument("--model", nargs="+", required=True, help="model names or checkpoint paths")
     parser.add_argument("--flips", type=int, default=0, help="mirror ensemble over the first N axes (x, y, z)")
+    parser.add_argument("--swap", action="store_true", help="swap ensemble: also predict on the pair swapped")
     parser.add_argument("--refinement", action="store_true",
                         help="also the pair optimisation alone and after each model (register's CPU steps, MIND-SSC)")
     args = parser.parse_args()
@@ -95,9 +98,9 @@ def main() -> None:
         print(f"refinement alone: mean Dice {refinement_dice(pairs):.4f} on {len(pairs)} pairs")
     for name in args.model:
         model, metadata = resolve_model(name)
-        after, before = mean_dice(model.eval(), pairs, args.flips)
-        print(f"{name}: step {metadata.get('step')}, {args.flips} flips, mean Dice {after:.4f} (before {before:.4f}) "
-              f"on {len(pairs)} pairs")
+        after, before = mean_dice(model.eval(), pairs, args.flips, args.swap)
+        print(f"{name}: step {metadata.get('step')}, {args.flips} flips, swap {args.swap}, mean Dice {after:.4f} "
+              f"(before {before:.4f}) on {len(pairs)} pairs")
         if args.refinement:
             print(f"{name} then refinement: mean Dice {refinement_dice(pairs, model.eval()):.4f}")
 

@@ -21,8 +21,9 @@ from shmoareg.failures import describe_failure
 from shmoareg.progress import MODES as PROGRESS_MODES
 from shmoareg.progress import Progress
 from shmoareg.protocol import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_DEVICE, DEFAULT_INTENSITY, DEFAULT_MODEL,
-                               DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS,
-                               DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS, DEVICES, INTENSITY_MODES,
+                               DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_NETWORK_SWAP,
+                               DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
+                               DEVICES, INTENSITY_MODES,
                                MAX_NETWORK_FLIPS, NETWORK_REFINE_STEPS, ROUTING_MAP_MODES, SIMILARITIES, ExitCode)
 from shmoareg.training.commands import add_evaluate_parser, add_train_parser
 
@@ -85,6 +86,11 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
                         help="average the network's field with its predictions on the pair mirrored along the "
                              f"first N axes (x, y, z), one network pass each (default {DEFAULT_NETWORK_FLIPS['cpu']} "
                              f"on CPU, {DEFAULT_NETWORK_FLIPS['cuda']} on GPU)")
+    parser.add_argument("--network-swap", action=argparse.BooleanOptionalAction,
+                        help="also predict on the pair swapped (moving as fixed) and take the antisymmetric mean of "
+                             "the two fields, twice the network passes (default "
+                             f"{_on_off(DEFAULT_NETWORK_SWAP['cpu'])} on CPU, {_on_off(DEFAULT_NETWORK_SWAP['cuda'])} "
+                             "on GPU)")
     parser.add_argument("--crop", action=argparse.BooleanOptionalAction, default=True,
                         help="work only on the fixed image's foreground (Otsu) plus 10 mm; outside it the "
                              "field continues its border values (default on)")
@@ -101,12 +107,16 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
                         help="json: one JSON object per line on stdout; bar: a text bar on stderr")
 
 
+def _on_off(value: bool) -> str:
+    return "on" if value else "off"
+
+
 def method_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`~shmoareg.pipeline.RegistrationRequest` fields that :func:`add_method_options` sets."""
     return dict(model=args.model, device=args.device, refine_steps=args.refine_steps, affine=args.affine,
                 grid_spacing=args.grid_spacing, max_grid_voxels=args.max_grid_voxels, crop=args.crop,
                 network_max_voxels=args.network_max_voxels, network_flips=args.network_flips,
-                intensity=args.intensity,
+                network_swap=args.network_swap, intensity=args.intensity,
                 window=tuple(args.window) if args.window else None, diffeomorphic=args.diffeomorphic,
                 routing_maps=args.routing_maps, similarity=args.similarity, smoothness=args.smoothness,
                 uncertainty=args.uncertainty)

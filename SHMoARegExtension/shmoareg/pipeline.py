@@ -27,7 +27,7 @@ from shmoareg.affine import check_overlap, describe, initialise_affine
 from shmoareg.checkpoints import resolve_model
 from shmoareg.devices import peak_memory_mb, resolve_device
 from shmoareg.errors import InputError, NoSpace
-from shmoareg.flip_ensemble import flip_averaged
+from shmoareg.ensemble import flip_averaged, swap_averaged
 from shmoareg.fields import displacement_image, displacement_transform, jacobian_image, total_displacement
 from shmoareg.grid import Grid, auto_spacing, foreground_box, from_array, network_grid, resample, to_tensor
 from shmoareg.imageio import check_label_grid, read_image, read_label_map, write_image, write_transform
@@ -43,11 +43,11 @@ from shmoareg.optimise import (OptimisationSettings, improves_similarity, levels
 from shmoareg.outputs import OutputFolder, StagedOutputs
 from shmoareg.progress import Progress
 from shmoareg.protocol import (COMPLETION_MARKER, CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL,
-                               DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_REFINE_STEPS,
-                               DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS, DISPLACEMENT_FILE,
-                               FILES_KEY, JACOBIAN_FILE, MAPS_FILE, MAX_NETWORK_FLIPS, NETWORK_REFINE_STEPS,
-                               ROUTING_FILE, ROUTING_MAP_MODES, SIMILARITIES, TRANSFORM_FILE, UNCERTAINTY_FILE,
-                               WARPED_FILE, WARPED_SEGMENTATION_FILE)
+                               DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_NETWORK_SWAP,
+                               DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
+                               DISPLACEMENT_FILE, FILES_KEY, JACOBIAN_FILE, MAPS_FILE, MAX_NETWORK_FLIPS,
+                               NETWORK_REFINE_STEPS, ROUTING_FILE, ROUTING_MAP_MODES, SIMILARITIES, TRANSFORM_FILE,
+                               UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE)
 from shmoareg.routing_maps import write_routing_maps
 from shmoareg.similarity import choose_similarity
 from shmoareg.spatial import resize_field
@@ -86,6 +86,7 @@ class RegistrationRequest:
     crop: bool = True
     network_max_voxels: Optional[int] = None
     network_flips: Optional[int] = None
+    network_swap: Optional[bool] = None
     intensity: str = "auto"
     window: Optional[tuple[float, float]] = None
     diffeomorphic: bool = True
@@ -311,13 +312,14 @@ def _prepare(request: RegistrationRequest, progress: Progress, device: torch.dev
 
 def predict(prepared: PreparedPair, moving: Optional[torch.Tensor] = None) -> NetworkPrediction:
     """The network's prediction on the prepared pair (or on ``moving`` in its place, e.g. the moving image
-    already warped), with the request's or the device's network resolution and mirror ensemble."""
+    already warped), with the request's or the device's network resolution, mirror and swap ensembles."""
     if prepared.network is None:
         raise ValueError("the request has no network (--model none): nothing to predict")
     request, pair = prepared.request, prepared.pair
     max_voxels = request.network_max_voxels or DEFAULT_NETWORK_MAX_VOXELS[prepared.device.type]
     return _predict(prepared.network.model, pair.fixed, pair.moving if moving is None else moving, pair.grid,
-                    max_voxels, _network_flips(request, prepared.device.type))
+                    max_voxels, _network_flips(request, prepared.device.type),
+                    _network_swap(request, prepared.device.type))
 
 
 @dataclass
@@ -495,7 +497,8 @@ def _summary(request: RegistrationRequest, inputs: _Inputs, start: _Start, pair:
                    "similarity_requested": request.similarity, "smoothness": settings.smoothness,
                    "settings": asdict(settings), "intensity": request.intensity, "window": request.window,
                    "uncertainty": UNCERTAINTY_METHOD if request.uncertainty else None,
-                   "network_flips": _network_flips(request, device.type) if network is not None else None},
+                   "network_flips": _network_flips(request, device.type) if network is not None else None,
+                   "network_swap": _network_swap(request, device.type) if network is not None else None},
         "model": _model_summary(network),
         "expert_utilisation": written.routing_summary["utilisation"] if written.routing_summary else None,
         "network_share": written.share,
@@ -519,6 +522,11 @@ def _network_flips(request: RegistrationRequest, device_type: str) -> int:
     return DEFAULT_NETWORK_FLIPS[device_type] if request.network_flips is None else request.network_flips
 
 
+def _network_swap(request: RegistrationRequest, device_type: str) -> bool:
+    """Whether the network also predicts on the pair swapped: the request's choice, or the device's default."""
+    return DEFAULT_NETWORK_SWAP[device_type] if request.network_swap is None else request.network_swap
+
+
 def _refine_steps(method: RegistrationMethod, similarity: str, device_type: str) -> int:
     """The method's refinement steps, or the default for the method, the similarity and the device."""
     if not method.refine:
@@ -532,17 +540,20 @@ def _refine_steps(method: RegistrationMethod, similarity: str, device_type: str)
 
 @torch.no_grad()
 def _predict(model: torch.nn.Module, fixed: torch.Tensor, moving: torch.Tensor, grid: Grid,
-             max_voxels: int, flips: int = 0) -> NetworkPrediction:
+             max_voxels: int, flips: int = 0, swap: bool = False) -> NetworkPrediction:
     """The network's displacement on ``grid``, its routing and maps, and the grid it saw (their level 1).
 
     Above ``max_voxels`` the network sees the images averaged down 2x (the model pads any size to its
     levels and crops back) and its field is upsampled to ``grid``. With ``flips``, the field is the mirror
-    ensemble's (:func:`~shmoareg.flip_ensemble.flip_averaged`); the routing and maps are the unmirrored pass's.
+    ensemble's (:func:`~shmoareg.ensemble.flip_averaged`), with ``swap`` the antisymmetric mean of that on the
+    pair and on the pair swapped (:func:`~shmoareg.ensemble.swap_averaged`); the routing and maps are those of
+    the plain pass.
     """
     factor = 2 if int(np.prod(grid.size)) > max_voxels else 1
     fixed, moving = (F.avg_pool3d(image, factor) if factor > 1 else image for image in (fixed, moving))
     output = model(fixed, moving)
-    displacement = flip_averaged(lambda f, m: model(f, m).displacement, fixed, moving, flips, output.displacement)
+    ensemble = swap_averaged if swap else flip_averaged
+    displacement = ensemble(lambda f, m: model(f, m).displacement, fixed, moving, flips, output.displacement)
     input_grid = grid.coarsened(factor, tuple(displacement.shape[2:][::-1]))
     specs = model.map_specs() if hasattr(model, "map_specs") else []
     return NetworkPrediction(resize_field(displacement, grid.shape), output.routing, dict(output.maps), specs,

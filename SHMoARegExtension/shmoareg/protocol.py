@@ -95,12 +95,15 @@ CROSS_CONTRAST_REFINE_STEPS = {"cpu": 30, "cuda": 90}
 # half-resolution prediction costs about an eighth.
 DEFAULT_NETWORK_MAX_VOXELS = {"cpu": 500_000, "cuda": 4_000_000}
 
-# Mirror ensemble of the network's prediction (shmoareg.flip_ensemble): its field is averaged with those
-# predicted on the pair mirrored along the first N axes (x, y, z), one more network pass each: on CPU (0.5 s a
-# pass) one mirror, which gave all of the gain on the stored validation pairs; on GPU all three, which gained
-# more on the tuning pair (benchmarks/README.md, "Mirror ensemble").
+# Test-time ensembles of the network's prediction (shmoareg.ensemble). Mirror: its field is averaged with those
+# predicted on the pair mirrored along the first N axes (x, y, z), one more network pass each. Swap: the
+# antisymmetric mean of that on the pair and on the pair swapped, twice the passes. On CPU (0.5 s a pass) the
+# swap alone, 2 passes: at the cost of one mirror it halves more of the network's error on the cases the
+# benchmark never scores (a known warp of a real scan, brain-shaped synthetic pairs); on GPU both, 8 passes,
+# the least error there (benchmarks/README.md, "Mirror and swap ensembles").
 MAX_NETWORK_FLIPS = 3
-DEFAULT_NETWORK_FLIPS = {"cpu": 1, "cuda": 3}
+DEFAULT_NETWORK_FLIPS = {"cpu": 0, "cuda": 3}
+DEFAULT_NETWORK_SWAP = {"cpu": True, "cuda": True}
 
 # Maps ``register`` writes for a network: every map it offers (``maps/``; for SHMoAReg the arg-max expert
 # per level and axis); "full" adds SHMoAReg's gate probabilities (one volume per level, axis and expert);

@@ -119,3 +119,10 @@ def test_the_process_ends_with_the_command_and_skips_the_interpreter_shutdown(tm
     result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
     assert result.returncode == ExitCode.BAD_INPUT and len(result.stderr.strip().splitlines()) == 1
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("options, flips, swap", [
+    ((), None, None), (("--network-flips", "2", "--no-network-swap"), 2, False), (("--network-swap",), None, True)])
+def test_the_ensemble_options_reach_the_request_and_unset_ones_leave_the_device_default(pair, options, flips, swap):
+    method = cli.method_options(cli.build_parser().parse_args(register_args(pair, *options)))
+    assert (method["network_flips"], method["network_swap"]) == (flips, swap)

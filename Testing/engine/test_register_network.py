@@ -15,7 +15,8 @@ from shmoareg.models import build_model
 from shmoareg.fields import total_displacement
 from shmoareg.grid import Grid
 from shmoareg.pipeline import RegistrationRequest, predict, prepare, register
-from shmoareg.protocol import DEFAULT_NETWORK_FLIPS
+from shmoareg.protocol import DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_SWAP
+from shmoareg.spatial import resize_field
 from shmoareg.synthetic import synthetic_pair, to_sitk
 
 TINY = {"channels": [4, 8, 8, 8], "attention_levels": [3, 4], "head_dim": 8,
@@ -127,14 +128,33 @@ def test_a_grid_over_the_network_budget_is_predicted_at_half_resolution(case):
 
 def test_the_mirror_ensemble_changes_the_field_but_not_the_maps(case):
     folder, weights = case
-    plain = run(folder, weights, "no-flips", refine_steps=0, network_flips=0)
-    mirrored = run(folder, weights, "flips", refine_steps=0)
+    plain = run(folder, weights, "no-flips", refine_steps=0, network_flips=0, network_swap=False)
+    mirrored = run(folder, weights, "flips", refine_steps=0, network_flips=1, network_swap=False)
     assert plain["method"]["network_flips"] == 0
-    assert mirrored["method"]["network_flips"] == DEFAULT_NETWORK_FLIPS["cpu"] > 0
+    assert mirrored["method"]["network_flips"] == 1
     read = lambda name, file: sitk.GetArrayFromImage(sitk.ReadImage(str(folder / name / file)))  # noqa: E731
     assert np.abs(read("no-flips", "displacement.nii") - read("flips", "displacement.nii")).max() > 1e-3
     expert_map = "maps/level1_x_expert.nii.gz"
     assert np.array_equal(read("no-flips", expert_map), read("flips", expert_map))
+
+
+def test_the_swap_ensemble_is_the_antisymmetric_mean_of_the_two_directions_and_keeps_the_maps(case):
+    folder, weights = case
+    prepared = prepare(request(folder, weights, "never-written", refine_steps=0, network_flips=0, network_swap=True))
+    model, pair = prepared.network.model, prepared.pair
+    with torch.no_grad():
+        swapped = predict(prepared)
+        forward, backward = model(pair.fixed, pair.moving), model(pair.moving, pair.fixed)
+    expected = resize_field((forward.displacement - backward.displacement) / 2, pair.grid.shape)
+    assert swapped.grid.size == pair.grid.size  # the small pair is predicted at full resolution
+    assert (forward.displacement + backward.displacement).abs().max() > 1e-3  # the two directions disagree
+    assert torch.allclose(swapped.displacement, expected, atol=1e-6)
+    assert all(torch.equal(swapped.maps[name], forward.maps[name]) for name in forward.maps)
+    summary = run(folder, weights, "no-swap", refine_steps=0, network_swap=False)
+    assert summary["method"]["network_swap"] is False
+    defaults = run(folder, weights, "default-ensembles", refine_steps=0)["method"]
+    assert (defaults["network_flips"], defaults["network_swap"]) == (DEFAULT_NETWORK_FLIPS["cpu"],
+                                                                   DEFAULT_NETWORK_SWAP["cpu"])
 
 
 def test_more_mirrors_than_axes_are_refused_before_anything_is_written(case):
@@ -152,7 +172,7 @@ def test_prepare_and_predict_give_the_field_that_register_writes_for_the_network
     fixed = Grid.of(sitk.ReadImage(str(folder / "fixed.nii.gz")))
     field = total_displacement(prediction.displacement, prepared.pair.grid, fixed, prepared.start.affine)
     written = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "alone" / "displacement.nii")))
-    assert np.abs(field).max() > 1e-3  # the untrained tiny network deforms a little
+    assert np.abs(field).max() > 1e-4  # the untrained tiny network deforms a little (less once swapped)
     assert np.allclose(field, written, rtol=1e-5, atol=1e-7)
     assert not (folder / "never-written").exists()
 

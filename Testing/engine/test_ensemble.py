@@ -1,4 +1,4 @@
-"""The mirror ensemble of a network's prediction (shmoareg.flip_ensemble): known answers."""
+"""The mirror and swap ensembles of a network's prediction (shmoareg.ensemble): known answers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shmoareg.flip_ensemble import flip_averaged, mirrored_back
+from shmoareg.ensemble import flip_averaged, mirrored_back, swap_averaged
 from shmoareg.spatial import warp
 
 SHAPE = (1, 1, 6, 7, 8)
@@ -23,6 +23,11 @@ def gradients(fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
     parts = [F.conv3d(moving, kernel.view(1, 1, *[3 if d == dim else 1 for d in range(3)]),
                       padding=[1 if d == dim else 0 for d in range(3)]) for dim in (2, 1, 0)]  # x, y, z
     return torch.cat(parts, dim=1)
+
+
+def difference_gradients(fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """An antisymmetric, mirror-equivariant 'network': the central differences of ``moving - fixed``."""
+    return gradients(fixed, moving - fixed)
 
 
 def test_a_field_mirrored_and_mirrored_back_is_unchanged():
@@ -58,3 +63,18 @@ def test_more_flips_than_axes_are_refused():
     images = torch.rand(SHAPE), torch.rand(SHAPE)
     with pytest.raises(ValueError, match="between 0 and 3"):
         flip_averaged(constant, *images, 4, constant(*images))
+
+
+@pytest.mark.parametrize("flips", [0, 1, 3])
+def test_the_swap_cancels_a_field_that_does_not_depend_on_which_image_is_fixed(flips):
+    images = torch.rand(SHAPE), torch.rand(SHAPE)
+    assert torch.allclose(swap_averaged(constant, *images, flips, constant(*images)), torch.zeros(1, 3, *SHAPE[2:]))
+
+
+@pytest.mark.parametrize("flips", [0, 1, 3])
+def test_an_antisymmetric_network_keeps_its_field_and_loses_a_constant_drift(flips):
+    fixed, moving = torch.rand(SHAPE), torch.rand(SHAPE)
+    drifting = lambda f, m: difference_gradients(f, m) + constant(f, m)  # noqa: E731
+    plain = difference_gradients(fixed, moving)
+    assert plain.abs().max() > 0.1
+    assert torch.allclose(swap_averaged(drifting, fixed, moving, flips, drifting(fixed, moving)), plain, atol=1e-6)
