@@ -1,7 +1,7 @@
 """Choose the refinement after the network by measurement, on a pair the benchmark does not score.
 
 Run: ``.venv/bin/python benchmarks/tune_refinement.py [--model shmoareg] [--steps 0 10 20 30 50]
-[--network-max-voxels N ...] [--network-flips N ...] [--results FILE]``.
+[--network-max-voxels N ...] [--network-flips N ...] [--network-swap on|off ...] [--results FILE]``.
 The pair is ``bench_register.py``'s seeded SynthMorph-style 160x192x224 pair at 1 mm, with its label
 maps (never one of the brains that ``compare.py`` scores). Each setting is one ``register`` call in this
 process (two threads, as the benchmark's children): the network followed by N refinement steps that
@@ -43,17 +43,19 @@ def labelled_pair(folder: Path) -> tuple[Path, Path, Path, Path]:
 
 
 def run(paths: tuple[Path, Path, Path, Path], model: str, steps: int | None,
-        network_max_voxels: int | None = None, network_flips: int | None = None) -> dict:
+        network_max_voxels: int | None = None, network_flips: int | None = None,
+        network_swap: bool | None = None) -> dict:
     """One registration: mean Dice, seconds per stage and in all, network share."""
     fixed, moving, fixed_labels, moving_labels = paths
-    output = WORK / f"{Path(model).stem}-{steps}-{network_max_voxels}-{network_flips}"
+    output = WORK / f"{Path(model).stem}-{steps}-{network_max_voxels}-{network_flips}-{network_swap}"
     shutil.rmtree(output, ignore_errors=True)
     started = time.perf_counter()
     summary = register(RegistrationRequest(fixed, moving, output, fixed_labels, moving_labels, model=model,
                                            device="cpu", refine_steps=steps, routing_maps="none",
-                                           network_max_voxels=network_max_voxels, network_flips=network_flips))
+                                           network_max_voxels=network_max_voxels, network_flips=network_flips,
+                                           network_swap=network_swap))
     return {"model": model, "network_max_voxels": network_max_voxels,
-            "network_flips": summary["method"]["network_flips"],
+            "network_flips": summary["method"]["network_flips"], "network_swap": summary["method"]["network_swap"],
             "network_prediction": summary.get("network_prediction"),
             "refine_steps": summary["method"]["refine_steps"],
             "levels": summary["method"]["settings"]["levels"], "mean_dice": summary["metrics"]["mean_dice"],
@@ -70,16 +72,20 @@ def main() -> None:
                         help="register's --network-max-voxels values to try (default: the engine's)")
     parser.add_argument("--network-flips", type=int, nargs="+", default=[None],
                         help="register's --network-flips values to try (default: the engine's)")
+    parser.add_argument("--network-swap", nargs="+", choices=["on", "off"], default=[None],
+                        help="register's --network-swap / --no-network-swap to try (default: the engine's)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(2)
     paths = labelled_pair(HERE / "out" / "pair160x192x224")
-    rows = [run(paths, "none", None)] + [run(paths, args.model, steps, voxels, flips)
-                                         for flips in args.network_flips for voxels in args.network_max_voxels
-                                         for steps in args.steps]
+    swaps = [None if swap is None else swap == "on" for swap in args.network_swap]
+    rows = [run(paths, "none", None)] + [run(paths, args.model, steps, voxels, flips, swap)
+                                         for swap in swaps for flips in args.network_flips
+                                         for voxels in args.network_max_voxels for steps in args.steps]
     for row in rows:
         print(f"{row['model']:>10} steps {row['refine_steps']:>3} levels {row['levels']} network at most "
-              f"{row['network_max_voxels']} voxels, {row['network_flips']} flips ({row['network_prediction']}): "
+              f"{row['network_max_voxels']} voxels, {row['network_flips']} flips, swap {row['network_swap']} "
+              f"({row['network_prediction']}): "
               f"Dice {row['mean_dice']:.3f} "
               f"(before {row['mean_dice_before']:.3f}), predict {row['seconds'].get('predict', 0):.1f} s, register "
               f"{row['seconds'].get('register', 0):.1f} s, total {row['seconds']['total']:.1f} s, "

@@ -36,6 +36,14 @@ def load_pairs(config: Path | None, stored: Path | None, save: Path | None) -> l
 
 
 @torch.no_grad()
+def ensemble_field(model: torch.nn.Module, pair: Sample, flips: int = 0, swap: bool = False) -> torch.Tensor:
+    """The model's field on ``pair`` with ``register``'s mirror (``flips``) and swap ensembles."""
+    predict = lambda f, m: model(f, m).displacement  # noqa: E731
+    ensemble = swap_averaged if swap else flip_averaged
+    return ensemble(predict, pair.fixed, pair.moving, flips, predict(pair.fixed, pair.moving))
+
+
+@torch.no_grad()
 def mean_dice(model: torch.nn.Module, pairs: list[Sample], flips: int = 0,
               swap: bool = False) -> tuple[float, float]:
     """Mean Dice over nonzero labels after the model's warp (averaged over ``flips`` mirrored pairs, and with
@@ -45,10 +53,7 @@ def mean_dice(model: torch.nn.Module, pairs: list[Sample], flips: int = 0,
 
     before, after = [], []
     for pair in pairs:
-        field = model(pair.fixed, pair.moving).displacement
-        if flips or swap:
-            ensemble = swap_averaged if swap else flip_averaged
-            field = ensemble(lambda f, m: model(f, m).displacement, pair.fixed, pair.moving, flips, field)
+        field = ensemble_field(model, pair, flips, swap)
         warped = warp_labels(pair.moving_labels, field, method="nearest")
         reference = pair.fixed_labels[0, 0].numpy()
         before.append(average(dice_per_label(reference, pair.moving_labels[0, 0].numpy())))
@@ -56,9 +61,10 @@ def mean_dice(model: torch.nn.Module, pairs: list[Sample], flips: int = 0,
     return sum(after) / len(after), sum(before) / len(before)
 
 
-def refinement_dice(pairs: list[Sample], model: torch.nn.Module | None = None) -> float:
+def refinement_dice(pairs: list[Sample], model: torch.nn.Module | None = None, flips: int = 0,
+                    swap: bool = False) -> float:
     """Mean Dice over nonzero labels after ``register``'s CPU refinement across contrasts: alone (from 1/8), or
-    seeded by ``model``'s field and started at its resolution."""
+    seeded by ``model``'s field (with the ensembles of :func:`ensemble_field`) and started at its resolution."""
     from shmoareg.metrics import dice_per_label, mean_dice as average
     from shmoareg.optimise import OptimisationSettings, levels_from, optimise_displacement
     from shmoareg.protocol import CROSS_CONTRAST_REFINE_STEPS, DEFAULT_REFINE_STEPS
@@ -71,8 +77,7 @@ def refinement_dice(pairs: list[Sample], model: torch.nn.Module | None = None) -
         else:
             settings = OptimisationSettings(steps=CROSS_CONTRAST_REFINE_STEPS["cpu"], similarity="mind",
                                             levels=levels_from(OptimisationSettings.levels, 1))
-            with torch.no_grad():
-                initial = model(pair.fixed, pair.moving).displacement
+            initial = ensemble_field(model, pair, flips, swap)
         field = optimise_displacement(pair.fixed, pair.moving, settings, initial=initial)
         warped = warp_labels(pair.moving_labels, field, method="nearest")
         scores.append(average(dice_per_label(pair.fixed_labels[0, 0].numpy(), warped[0, 0].numpy())))
@@ -102,7 +107,8 @@ def main() -> None:
         print(f"{name}: step {metadata.get('step')}, {args.flips} flips, swap {args.swap}, mean Dice {after:.4f} "
               f"(before {before:.4f}) on {len(pairs)} pairs")
         if args.refinement:
-            print(f"{name} then refinement: mean Dice {refinement_dice(pairs, model.eval()):.4f}")
+            refined = refinement_dice(pairs, model.eval(), args.flips, args.swap)
+            print(f"{name} then refinement: mean Dice {refined:.4f}")
 
 
 if __name__ == "__main__":
