@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from shmoareg.spatial import (compose, identity_grid, integrate_velocity, jacobian_determinant, resize_field,
+from shmoareg.spatial import (central_difference, compose, identity_grid, integrate_velocity, jacobian_determinant, resize_field,
                               warp, warp_labels)
 
 SHAPE = (6, 7, 8)  # (Z, Y, X)
@@ -85,6 +85,18 @@ def test_integrating_a_linear_velocity_gives_the_exponential():
     expected = (math.exp(a) - 1.0) * (grid[0, 0] - centre)
     interior = slice(12, 29)  # points whose path stays inside the grid
     assert torch.allclose(displacement[0, 0, ..., interior], expected[..., interior], atol=0.02)
+
+
+@pytest.mark.parametrize("dim", [2, 3, 4])
+def test_central_difference_is_torch_gradient_border_included(dim):
+    field = torch.randn(1, 3, 5, 6, 7, dtype=torch.float64)
+    assert torch.equal(central_difference(field, dim), torch.gradient(field, dim=dim)[0])
+
+
+def test_central_difference_of_a_quadratic_is_exact_inside_and_one_sided_at_the_border():
+    x = torch.arange(6.0).view(1, 1, 1, 1, 6)
+    assert torch.equal(central_difference(x ** 2, 4).flatten(), torch.tensor([1.0, 2.0, 4.0, 6.0, 8.0, 9.0]))
+    assert torch.equal(central_difference(x[..., :1], 4), torch.zeros(1, 1, 1, 1, 1))  # one voxel: no slope
 
 
 def test_jacobian_of_an_affine_field_is_its_determinant():
