@@ -33,15 +33,15 @@ def total_displacement(displacement: Optional[torch.Tensor], network: Optional[G
     interpolation commutes with a linear map.
     """
     linear = sitk.AffineTransform(affine) if affine is not None else None
-    field = np.zeros((*fixed.shape, 3))
-    if displacement is not None:
-        vectors = physical_from_voxel(displacement, network)
-        if linear is not None:
-            vectors = vectors @ np.asarray(linear.GetMatrix()).reshape(3, 3).T
-        # A grid cropped to the fixed foreground ends inside the image: extend its border values.
-        on_fixed = resample(from_array(vectors, network, is_vector=True), fixed, sitk.Transform(3, sitk.sitkIdentity),
-                            sitk.sitkLinear, extrapolate=True)
-        field = sitk.GetArrayFromImage(on_fixed)
+    if displacement is None:
+        return affine_displacement(linear, fixed) if linear is not None else np.zeros((*fixed.shape, 3))
+    vectors = physical_from_voxel(displacement, network)
+    if linear is not None:
+        vectors = vectors @ np.asarray(linear.GetMatrix()).reshape(3, 3).T
+    # A grid cropped to the fixed foreground ends inside the image: extend its border values.
+    on_fixed = resample(from_array(vectors, network, is_vector=True), fixed, sitk.Transform(3, sitk.sitkIdentity),
+                        sitk.sitkLinear, extrapolate=True)
+    field = sitk.GetArrayFromImage(on_fixed)
     if linear is not None:
         field += affine_displacement(linear, fixed)
     return field
