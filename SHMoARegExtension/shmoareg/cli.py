@@ -23,8 +23,8 @@ from shmoareg.progress import Progress
 from shmoareg.protocol import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_DEVICE, DEFAULT_INTENSITY, DEFAULT_MODEL,
                                DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_NETWORK_SWAP,
                                DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
-                               DEVICES, INTENSITY_MODES,
-                               MAX_NETWORK_FLIPS, NETWORK_REFINE_STEPS, ROUTING_MAP_MODES, SIMILARITIES, ExitCode)
+                               DEVICES, INTENSITY_MODES, MAX_NETWORK_FLIPS, NETWORK_REFINE_STEPS, ROUTING_MAP_MODES,
+                               SIMILARITIES, ExitCode)
 from shmoareg.training.commands import add_evaluate_parser, add_train_parser
 
 
