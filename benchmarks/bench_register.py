@@ -47,7 +47,8 @@ def run_once(fixed: Path, moving: Path, output: Path, device: str) -> dict:
         raise SystemExit(f"register failed ({completed.returncode}): {completed.stderr.strip()}")
     summary = json.loads((output / "summary.json").read_text())
     return {"wall_seconds": round(wall, 2), "stage_seconds": summary["seconds"], "memory": summary["memory"],
-            "network_grid": summary["network_grid"], "command": " ".join(command[1:])}
+            "network_grid": summary["network_grid"], "command": " ".join(command[1:]),
+            "network_ensemble": {key: summary["method"][key] for key in ("network_flips", "network_swap")}}
 
 
 def main() -> None:

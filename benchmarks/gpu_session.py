@@ -229,7 +229,7 @@ def register_figures(run: dict[str, Any]) -> dict[str, Any]:
     return {"prediction_seconds": seconds.get("predict"), "refinement_seconds": seconds.get("register"),
             "end_to_end_seconds": seconds.get("total"), "wall_seconds": run["wall_seconds"],
             "gpu_peak_mb": memory.get("gpu_peak_mb"), "host_peak_mb": memory.get("host_peak_mb"),
-            "stage_seconds": seconds, "network_grid": run["network_grid"]}
+            "stage_seconds": seconds, "network_grid": run["network_grid"], "network_ensemble": run["network_ensemble"]}
 
 
 def time_register(session: Session) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import torch
 
 from shmoareg.checkpoints import MODELS_DIR_ENV, save_checkpoint
 from shmoareg.models import MODEL_NAMES, build_model
+from shmoareg.protocol import DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_SWAP
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_session.sh"
 PHASES = ["setup", "cuda_tests", "register", "forward", "train", "collect"]
@@ -53,6 +54,8 @@ def test_register_and_forward_timings_are_positive(session):
     run = phases["register"]["runs"][0]
     assert run["prediction_seconds"] > 0 and run["refinement_seconds"] > 0 and run["end_to_end_seconds"] > 0
     assert run["host_peak_mb"] > 0
+    assert run["network_ensemble"] == {"network_flips": DEFAULT_NETWORK_FLIPS["cpu"],
+                                       "network_swap": DEFAULT_NETWORK_SWAP["cpu"]}  # the dry run is on CPU
     assert [m["model"] for m in phases["forward"]["models"]] == list(MODEL_NAMES)
     assert all(m["float32_seconds"] > 0 and m["bfloat16_seconds"] > 0 for m in phases["forward"]["models"])
 
