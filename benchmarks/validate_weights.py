@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from shmoareg.checkpoints import resolve_model
-from shmoareg.ensemble import flip_averaged, swap_averaged
+from shmoareg.ensemble import ensemble_averaged
 from shmoareg.training.data import Sample
 
 
@@ -39,8 +39,7 @@ def load_pairs(config: Path | None, stored: Path | None, save: Path | None) -> l
 def ensemble_field(model: torch.nn.Module, pair: Sample, flips: int = 0, swap: bool = False) -> torch.Tensor:
     """The model's field on ``pair`` with ``register``'s mirror (``flips``) and swap ensembles."""
     predict = lambda f, m: model(f, m).displacement  # noqa: E731
-    ensemble = swap_averaged if swap else flip_averaged
-    return ensemble(predict, pair.fixed, pair.moving, flips, predict(pair.fixed, pair.moving))
+    return ensemble_averaged(predict, pair.fixed, pair.moving, flips, swap, predict(pair.fixed, pair.moving))
 
 
 @torch.no_grad()

@@ -51,3 +51,10 @@ def swap_averaged(predict: Callable[[Tensor, Tensor], Tensor], fixed: Tensor, mo
     forward = flip_averaged(predict, fixed, moving, flips, plain)
     backward = flip_averaged(predict, moving, fixed, flips, predict(moving, fixed))
     return (forward - backward) / 2
+
+
+def ensemble_averaged(predict: Callable[[Tensor, Tensor], Tensor], fixed: Tensor, moving: Tensor, flips: int,
+                      swap: bool, plain: Tensor) -> Tensor:
+    """``register``'s ensemble of the network's field: the mirror ensemble over ``flips`` axes, wrapped in the
+    swap ensemble when ``swap``."""
+    return (swap_averaged if swap else flip_averaged)(predict, fixed, moving, flips, plain)

@@ -27,7 +27,7 @@ from shmoareg.affine import check_overlap, describe, initialise_affine
 from shmoareg.checkpoints import resolve_model
 from shmoareg.devices import peak_memory_mb, resolve_device
 from shmoareg.errors import InputError, NoSpace
-from shmoareg.ensemble import flip_averaged, swap_averaged
+from shmoareg.ensemble import ensemble_averaged
 from shmoareg.fields import displacement_image, displacement_transform, jacobian_image, total_displacement
 from shmoareg.grid import Grid, auto_spacing, foreground_box, from_array, network_grid, resample, to_tensor
 from shmoareg.imageio import check_label_grid, read_image, read_label_map, write_image, write_transform
@@ -544,16 +544,15 @@ def _predict(model: torch.nn.Module, fixed: torch.Tensor, moving: torch.Tensor, 
     """The network's displacement on ``grid``, its routing and maps, and the grid it saw (their level 1).
 
     Above ``max_voxels`` the network sees the images averaged down 2x (the model pads any size to its
-    levels and crops back) and its field is upsampled to ``grid``. With ``flips``, the field is the mirror
-    ensemble's (:func:`~shmoareg.ensemble.flip_averaged`), with ``swap`` the antisymmetric mean of that on the
-    pair and on the pair swapped (:func:`~shmoareg.ensemble.swap_averaged`); the routing and maps are those of
+    levels and crops back) and its field is upsampled to ``grid``. With ``flips`` and ``swap``, the field is the
+    mirror and swap ensembles' (:func:`~shmoareg.ensemble.ensemble_averaged`); the routing and maps are those of
     the plain pass.
     """
     factor = 2 if int(np.prod(grid.size)) > max_voxels else 1
     fixed, moving = (F.avg_pool3d(image, factor) if factor > 1 else image for image in (fixed, moving))
     output = model(fixed, moving)
-    ensemble = swap_averaged if swap else flip_averaged
-    displacement = ensemble(lambda f, m: model(f, m).displacement, fixed, moving, flips, output.displacement)
+    displacement = ensemble_averaged(lambda f, m: model(f, m).displacement, fixed, moving, flips, swap,
+                                     output.displacement)
     input_grid = grid.coarsened(factor, tuple(displacement.shape[2:][::-1]))
     specs = model.map_specs() if hasattr(model, "map_specs") else []
     return NetworkPrediction(resize_field(displacement, grid.shape), output.routing, dict(output.maps), specs,

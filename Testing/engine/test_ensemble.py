@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shmoareg.ensemble import flip_averaged, mirrored_back, swap_averaged
+from shmoareg.ensemble import ensemble_averaged, flip_averaged, mirrored_back, swap_averaged
 from shmoareg.spatial import warp
 
 SHAPE = (1, 1, 6, 7, 8)
@@ -78,3 +78,10 @@ def test_an_antisymmetric_network_keeps_its_field_and_loses_a_constant_drift(fli
     plain = difference_gradients(fixed, moving)
     assert plain.abs().max() > 0.1
     assert torch.allclose(swap_averaged(drifting, fixed, moving, flips, drifting(fixed, moving)), plain, atol=1e-6)
+
+
+@pytest.mark.parametrize("swap, expected", [(False, (0.0, 2.0, 3.0)), (True, (0.0, 0.0, 0.0))])
+def test_registers_ensemble_is_the_mirror_one_wrapped_in_the_swap_when_asked(swap, expected):
+    images = torch.rand(SHAPE), torch.rand(SHAPE)
+    averaged = ensemble_averaged(constant, *images, 1, swap, constant(*images))
+    assert torch.allclose(averaged, torch.tensor(expected).view(1, 3, 1, 1, 1).expand_as(averaged))
