@@ -8,7 +8,8 @@ displacement negated. Axes are added in the order x, y, z, one network pass each
 Swap: the field from moving to fixed is, to first order in the field's gradient, the negative of the field
 from fixed to moving; the antisymmetric mean ``(f(F, M) - f(M, F)) / 2`` keeps what the two predictions
 agree on and cancels an error common to both directions (e.g. a drift that does not depend on which image
-is fixed). It costs as many passes again as the mirror ensemble it wraps.
+is fixed). It costs as many passes again as the mirror ensemble it wraps. :class:`SwapEnsemble` is the same
+ensemble as a network, so that training can optimise the field ``register`` uses.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn as nn
 
+from shmoareg.models.base import ModelOutput
 from shmoareg.protocol import MAX_NETWORK_FLIPS
 
 Tensor = torch.Tensor
@@ -50,6 +53,11 @@ def swap_averaged(predict: Callable[[Tensor, Tensor], Tensor], fixed: Tensor, mo
     and the negated mirror ensemble on the pair swapped: ``(f(F, M) - f(M, F)) / 2``."""
     forward = flip_averaged(predict, fixed, moving, flips, plain)
     backward = flip_averaged(predict, moving, fixed, flips, predict(moving, fixed))
+    return antisymmetric_mean(forward, backward)
+
+
+def antisymmetric_mean(forward: Tensor, backward: Tensor) -> Tensor:
+    """The swap ensemble's field from the field on the pair and the field on the pair swapped."""
     return (forward - backward) / 2
 
 
@@ -58,3 +66,18 @@ def ensemble_averaged(predict: Callable[[Tensor, Tensor], Tensor], fixed: Tensor
     """``register``'s ensemble of the network's field: the mirror ensemble over ``flips`` axes, wrapped in the
     swap ensemble when ``swap``."""
     return (swap_averaged if swap else flip_averaged)(predict, fixed, moving, flips, plain)
+
+
+class SwapEnsemble(nn.Module):
+    """``network``'s swap ensemble (no mirrors) as a network: its displacement is the antisymmetric mean of the
+    passes on the pair and on the pair swapped, its auxiliary loss their mean; routing and maps are the plain
+    pass's, as in ``register``."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, fixed: Tensor, moving: Tensor) -> ModelOutput:
+        plain, swapped = self.network(fixed, moving), self.network(moving, fixed)
+        return ModelOutput(antisymmetric_mean(plain.displacement, swapped.displacement), plain.routing,
+                           (plain.auxiliary_loss + swapped.auxiliary_loss) / 2, plain.maps)

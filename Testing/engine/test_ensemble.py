@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shmoareg.ensemble import ensemble_averaged, flip_averaged, mirrored_back, swap_averaged
+from shmoareg.ensemble import SwapEnsemble, ensemble_averaged, flip_averaged, mirrored_back, swap_averaged
+from shmoareg.models.base import ModelOutput
 from shmoareg.spatial import warp
 
 SHAPE = (1, 1, 6, 7, 8)
@@ -85,3 +86,24 @@ def test_registers_ensemble_is_the_mirror_one_wrapped_in_the_swap_when_asked(swa
     images = torch.rand(SHAPE), torch.rand(SHAPE)
     averaged = ensemble_averaged(constant, *images, 1, swap, constant(*images))
     assert torch.allclose(averaged, torch.tensor(expected).view(1, 3, 1, 1, 1).expand_as(averaged))
+
+
+class DriftingNetwork(torch.nn.Module):
+    """A network whose field is the gradient of ``moving - fixed`` plus a drift of (1, 2, 3) voxels, with an
+    auxiliary loss and a map that tell which pass made them."""
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> ModelOutput:
+        drift = torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1, 1)
+        return ModelOutput(difference_gradients(fixed, moving) + drift, auxiliary_loss=moving.mean(),
+                           maps={"moving": moving.clone()})
+
+
+def test_the_swap_ensemble_as_a_network_is_registers_swap_ensemble():
+    fixed, moving = torch.rand(SHAPE), torch.rand(SHAPE)
+    network = DriftingNetwork()
+    output = SwapEnsemble(network)(fixed, moving)
+    predict = lambda f, m: network(f, m).displacement  # noqa: E731
+    assert torch.equal(output.displacement, ensemble_averaged(predict, fixed, moving, 0, True, predict(fixed, moving)))
+    assert torch.allclose(output.displacement, difference_gradients(fixed, moving), atol=1e-6)  # the drift cancels
+    assert float(output.auxiliary_loss) == pytest.approx(float((fixed.mean() + moving.mean()) / 2))
+    assert torch.equal(output.maps["moving"], moving)  # the plain pass's maps

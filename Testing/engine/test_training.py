@@ -13,6 +13,7 @@ import SimpleITK as sitk
 import torch
 
 from shmoareg.checkpoints import load_checkpoint
+from shmoareg.ensemble import SwapEnsemble
 from shmoareg.errors import InputError
 from shmoareg.models import build_model
 from shmoareg.synthetic import synthetic_pair, to_sitk
@@ -140,6 +141,24 @@ def test_resume_without_a_checkpoint_continues_init_from_with_its_history(tmp_pa
     with pytest.raises(InputError, match="cannot continue from .* asks for"):
         train(dataclasses.replace(small_config(tmp_path / "third", 4, head_dim=4), init_from=str(source)),
               resume=True, **quiet)
+
+
+def test_swap_ensemble_training_validates_the_ensemble_and_saves_the_plain_network(tmp_path):
+    config = dataclasses.replace(small_config(tmp_path / "swap", 1), swap_ensemble=True)
+    result = train(config, log=lambda message: None)
+    torch.manual_seed(config.seed)  # the trainer's initial weights
+    untrained = build_model(config.model.name, config.model.config)
+    samples = TrainingData(config.data, config.seed, 0, 1).validation(config.validation.pairs)
+    objective, cpu = Objective(config.loss), torch.device("cpu")
+    ensemble = validate(SwapEnsemble(untrained), samples, objective, cpu)
+    plain = validate(untrained, samples, objective, cpu)
+    # An untrained network moves little, so the two losses differ by about 5e-5: 50 times the tolerance.
+    assert result.validations[0]["loss"] == pytest.approx(ensemble["loss"], abs=1e-6)
+    assert abs(ensemble["loss"] - plain["loss"]) > 1e-5
+    saved, metadata = load_checkpoint(tmp_path / "swap" / "checkpoints" / "latest.safetensors")
+    assert metadata["training"]["swap_ensemble"] is True
+    for name, tensor in result.model.state_dict().items():
+        assert torch.equal(saved.state_dict()[name], tensor), name
 
 
 @pytest.mark.parametrize("similarity", ["ncc", "mse", "mind"])

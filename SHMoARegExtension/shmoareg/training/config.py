@@ -151,6 +151,8 @@ class TrainingConfig:
     ``init_from`` (a shipped model name or a checkpoint path): where ``--resume`` starts when
     ``output_dir`` holds no checkpoint yet, at that checkpoint's step and with its history, so
     a fresh clone continues the shipped weights (the optimiser's moments start afresh).
+    ``swap_ensemble``: the loss and the validation see the swap ensemble that ``register`` applies,
+    ``(f(F, M) - f(M, F)) / 2`` (:class:`~shmoareg.ensemble.SwapEnsemble`), at two passes per pair.
     """
 
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -163,6 +165,7 @@ class TrainingConfig:
     seed: int = 0
     output_dir: str = "runs/shmoareg"
     init_from: Optional[str] = None
+    swap_ensemble: bool = False
     amp: bool = False
     device: str = "auto"
 

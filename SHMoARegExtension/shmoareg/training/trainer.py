@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from shmoareg.checkpoints import (describe_hardware, load_checkpoint, load_training_state, resolve_model,
                                   save_checkpoint)
 from shmoareg.devices import resolve_device
+from shmoareg.ensemble import SwapEnsemble
 from shmoareg.errors import InputError
 from shmoareg.models.registry import build_model, model_config
 from shmoareg.training.config import TrainingConfig
@@ -93,6 +94,8 @@ class _Trainer:
         self.checkpoints = self.output_dir / CHECKPOINT_DIR
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         self.model = build_model(config.model.name, config.model.config).to(self.device)
+        # What the loss and the validation see: the network, or its swap ensemble (the same weights).
+        self.trained: nn.Module = SwapEnsemble(self.model) if config.swap_ensemble else self.model
         self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=config.optimiser.lr,
                                            weight_decay=config.optimiser.weight_decay)
         self.amp_dtype = _autocast_dtype(config, self.device)
@@ -200,7 +203,7 @@ class _Trainer:
         return terms, float(norm)
 
     def _validate(self, samples: list[Sample], step: int, metrics_log: MetricsLog, seconds: float) -> dict[str, float]:
-        values = validate(self.model, samples, self.objective, self.device)
+        values = validate(self.trained, samples, self.objective, self.device)
         metrics_log.write("validation", step, values)
         self.history["validation"].append({"step": step, "hours": round(seconds / 3600, 3),
                                            **{key: round(values[key], 4) for key in ("dice", "loss") if key in values}})
@@ -222,9 +225,9 @@ class _Trainer:
         start = self._restore(resume)
         self.history["sessions"].append(_session(start, self.device, context.world_size))
         result = TrainingResult(start, self.model, self.output_dir)
-        network: nn.Module = self.model
+        network: nn.Module = self.trained
         if context.active:
-            network = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+            network = DistributedDataParallel(self.trained, device_ids=[self.device.index] if self.device.type == "cuda"
                                               else None)
         metrics_log, samples = None, []
         if context.is_main:
