@@ -125,7 +125,7 @@ def optimise_displacement(fixed: torch.Tensor, moving: torch.Tensor, settings: O
         fixed_mask = _downsample(fixed_valid, factor) if fixed_valid is not None else None
         moving_mask = _downsample(moving_valid, factor) if moving_valid is not None else None
         shape = tuple(fixed_level.shape[2:])
-        similarity = _similarity(settings, fixed_level, moving_level)
+        similarity = similarity_loss(settings, fixed_level, moving_level)
         field_shape = tuple(_downsample(fixed, max(factor, settings.finest_field_factor)).shape[2:])
         if parameter is not None:
             start = resize_field(parameter, field_shape)
@@ -137,7 +137,7 @@ def optimise_displacement(fixed: torch.Tensor, moving: torch.Tensor, settings: O
         optimiser = Adam(parameter, settings.learning_rate)
         for _ in range(count):
             displacement = _field(parameter, settings, shape)
-            weight = _overlap(fixed_mask, moving_mask, displacement)
+            weight = overlap_weight(fixed_mask, moving_mask, displacement)
             loss = similarity(displacement, weight) + settings.smoothness * diffusion(parameter)
             loss.backward()
             optimiser.step()
@@ -164,15 +164,15 @@ def improves_similarity(fixed: torch.Tensor, moving: torch.Tensor, settings: Opt
     fixed_valid = _downsample(fixed_valid, factor) if fixed_valid is not None else None
     moving_valid = _downsample(moving_valid, factor) if moving_valid is not None else None
     displacement = resize_field(displacement, tuple(fixed.shape[2:]))
-    similarity = _similarity(settings, fixed, moving)
+    similarity = similarity_loss(settings, fixed, moving)
 
     def loss(field: torch.Tensor) -> float:
-        return float(similarity(field, _overlap(fixed_valid, moving_valid, field)))
+        return float(similarity(field, overlap_weight(fixed_valid, moving_valid, field)))
 
     return loss(displacement) < loss(torch.zeros_like(displacement))
 
 
-def _similarity(settings: OptimisationSettings, fixed: torch.Tensor, moving: torch.Tensor) -> Similarity:
+def similarity_loss(settings: OptimisationSettings, fixed: torch.Tensor, moving: torch.Tensor) -> Similarity:
     """``loss(displacement, weight)`` of ``settings.similarity`` for one level's images (lower is better)."""
     scale = SIMILARITY_SCALE[settings.similarity]
     if settings.similarity == "lncc":
@@ -195,7 +195,7 @@ def structured(image: torch.Tensor, window: int = 3, epsilon: float = 1e-8) -> t
     return ((box_mean(image * image, window) - mean * mean) > epsilon).to(image.dtype)
 
 
-def _overlap(fixed_mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor],
+def overlap_weight(fixed_mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor],
              displacement: torch.Tensor) -> Optional[torch.Tensor]:
     """Where the fixed image and the warped moving image both have data (None: everywhere)."""
     if moving_mask is not None:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from shmoareg import __version__
+from shmoareg.adaptation import adapted_to_pair
 from shmoareg.affine import check_overlap, describe, initialise_affine
 from shmoareg.checkpoints import resolve_model
 from shmoareg.devices import peak_memory_mb, resolve_device
@@ -42,11 +43,11 @@ from shmoareg.optimise import (OptimisationSettings, improves_similarity, levels
                                structured)
 from shmoareg.outputs import OutputFolder, StagedOutputs
 from shmoareg.progress import Progress
-from shmoareg.protocol import (COMPLETION_MARKER, CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL,
+from shmoareg.protocol import (ADAPT_LEARNING_RATE, COMPLETION_MARKER, CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL,
                                DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_NETWORK_SWAP,
                                DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
-                               DISPLACEMENT_FILE, FILES_KEY, JACOBIAN_FILE, MAPS_FILE, MAX_NETWORK_FLIPS,
-                               NETWORK_REFINE_STEPS, ROUTING_FILE, ROUTING_MAP_MODES, SIMILARITIES, TRANSFORM_FILE,
+                               DISPLACEMENT_FILE, FILES_KEY, JACOBIAN_FILE, MAPS_FILE, MAX_ADAPT_STEPS,
+                               MAX_NETWORK_FLIPS, NETWORK_REFINE_STEPS, ROUTING_FILE, ROUTING_MAP_MODES, SIMILARITIES, TRANSFORM_FILE,
                                UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE)
 from shmoareg.routing_maps import write_routing_maps
 from shmoareg.similarity import choose_similarity
@@ -87,6 +88,7 @@ class RegistrationRequest:
     network_max_voxels: Optional[int] = None
     network_flips: Optional[int] = None
     network_swap: Optional[bool] = None
+    adapt_steps: int = 0
     intensity: str = "auto"
     window: Optional[tuple[float, float]] = None
     diffeomorphic: bool = True
@@ -146,6 +148,10 @@ def _validate(request: RegistrationRequest) -> None:
                                  ("--network-max-voxels", request.network_max_voxels, 1)):
         if value is not None and value < least:
             raise InputError(f"{option} must be a positive number of voxels, at least {least}, not {value}")
+    if not 0 <= request.adapt_steps <= MAX_ADAPT_STEPS:
+        raise InputError(f"--adapt-steps must be between 0 and {MAX_ADAPT_STEPS}, not {request.adapt_steps}")
+    if request.adapt_steps and request.method.network is None:
+        raise InputError("--adapt-steps adapts a network's weights: choose a --model other than none, or leave it out")
     if request.network_flips is not None and not 0 <= request.network_flips <= MAX_NETWORK_FLIPS:
         raise InputError(f"--network-flips must be between 0 and {MAX_NETWORK_FLIPS}, not {request.network_flips}")
     if request.routing_maps not in ROUTING_MAP_MODES:
@@ -248,6 +254,11 @@ def _register(request: RegistrationRequest, progress: Progress, output_dir: Path
     prepared = _prepare(request, progress, device)
     network, inputs, start, pair = prepared.network, prepared.inputs, prepared.start, prepared.pair
     prediction = None
+    if network is not None and request.adapt_steps:
+        with progress.stage("adapt", "adapting the network to the pair"):
+            prepared = adapt(prepared, on_step=lambda done: progress.update(
+                done / request.adapt_steps, f"adapting the network to the pair: step {done}/{request.adapt_steps}"))
+        network = prepared.network
     if network is not None:
         with progress.stage("predict", f"{network.model.name} network prediction"):
             prediction = predict(prepared)
@@ -310,15 +321,30 @@ def _prepare(request: RegistrationRequest, progress: Progress, device: torch.dev
     return PreparedPair(request, device, network, inputs, start, pair)
 
 
+def adapt(prepared: PreparedPair, on_step: Optional[Callable[[int], None]] = None) -> PreparedPair:
+    """``prepared`` with its network replaced by a copy adapted to the pair (``request.adapt_steps`` steps of
+    :func:`~shmoareg.adaptation.adapted_to_pair` on the images the network sees, with the refinement's
+    similarity and smoothness); the network it held is left unchanged."""
+    if prepared.network is None:
+        raise ValueError("the request has no network (--model none): nothing to adapt")
+    request, pair = prepared.request, prepared.pair
+    factor = _network_factor(pair.grid, _network_max_voxels(request, prepared.device.type))
+    fixed, moving, fixed_valid, moving_valid = (_pooled(image, factor) for image in (
+        pair.fixed, pair.moving, pair.fixed_valid, pair.moving_valid))
+    settings = OptimisationSettings(similarity=pair.similarity, smoothness=request.smoothness)
+    adapted = adapted_to_pair(prepared.network.model, fixed, moving, fixed_valid, moving_valid, settings,
+                              request.adapt_steps, ADAPT_LEARNING_RATE, on_step)
+    return replace(prepared, network=replace(prepared.network, model=adapted))
+
+
 def predict(prepared: PreparedPair, moving: Optional[torch.Tensor] = None) -> NetworkPrediction:
     """The network's prediction on the prepared pair (or on ``moving`` in its place, e.g. the moving image
     already warped), with the request's or the device's network resolution, mirror and swap ensembles."""
     if prepared.network is None:
         raise ValueError("the request has no network (--model none): nothing to predict")
     request, pair = prepared.request, prepared.pair
-    max_voxels = request.network_max_voxels or DEFAULT_NETWORK_MAX_VOXELS[prepared.device.type]
     return _predict(prepared.network.model, pair.fixed, pair.moving if moving is None else moving, pair.grid,
-                    max_voxels, _network_flips(request, prepared.device.type),
+                    _network_max_voxels(request, prepared.device.type), _network_flips(request, prepared.device.type),
                     _network_swap(request, prepared.device.type))
 
 
@@ -345,6 +371,7 @@ class _WorkingPair:
     fixed_valid: torch.Tensor
     moving_valid: torch.Tensor
     foreground: np.ndarray
+    similarity: str
 
 
 @dataclass
@@ -394,17 +421,17 @@ def _working_pair(request: RegistrationRequest, inputs: _Inputs, start: _Start, 
     fixed_valid = fixed_valid * structured(fixed)
     moving_valid = to_tensor(resample(field_of_view(inputs.moving), grid, start.affine, sitk.sitkLinear), device)
     foreground = sitk.GetArrayFromImage(resample(start.fixed_mask, grid, None, sitk.sitkNearestNeighbor))
-    return _WorkingPair(grid, spacing, region is not None, fixed, moving, fixed_valid, moving_valid, foreground)
+    similarity = request.similarity
+    if similarity == "auto":
+        similarity = choose_similarity(fixed, moving, torch.from_numpy(foreground).to(device)[None, None] * moving_valid)
+    return _WorkingPair(grid, spacing, region is not None, fixed, moving, fixed_valid, moving_valid, foreground,
+                        similarity)
 
 
 def _refine(request: RegistrationRequest, pair: _WorkingPair, prediction: Optional[NetworkPrediction], device_type: str,
             progress: Progress) -> _Result:
     """The pair optimisation: from the network's prediction when it helps, else from the affine."""
-    similarity = request.similarity
-    if similarity == "auto":
-        similarity = choose_similarity(pair.fixed, pair.moving,
-                                       torch.from_numpy(pair.foreground).to(pair.fixed.device)[None, None]
-                                       * pair.moving_valid)
+    similarity = pair.similarity
     method = request.method
     settings = OptimisationSettings(steps=_refine_steps(method, similarity, device_type),
                                     diffeomorphic=request.diffeomorphic, similarity=similarity,
@@ -498,7 +525,9 @@ def _summary(request: RegistrationRequest, inputs: _Inputs, start: _Start, pair:
                    "settings": asdict(settings), "intensity": request.intensity, "window": request.window,
                    "uncertainty": UNCERTAINTY_METHOD if request.uncertainty else None,
                    "network_flips": _network_flips(request, device.type) if network is not None else None,
-                   "network_swap": _network_swap(request, device.type) if network is not None else None},
+                   "network_swap": _network_swap(request, device.type) if network is not None else None,
+                   "adapt_steps": request.adapt_steps,
+                   "adapt_learning_rate": ADAPT_LEARNING_RATE if request.adapt_steps else None},
         "model": _model_summary(network),
         "expert_utilisation": written.routing_summary["utilisation"] if written.routing_summary else None,
         "network_share": written.share,
@@ -548,8 +577,8 @@ def _predict(model: torch.nn.Module, fixed: torch.Tensor, moving: torch.Tensor, 
     mirror and swap ensembles' (:func:`~shmoareg.ensemble.ensemble_averaged`); the routing and maps are those of
     the plain pass.
     """
-    factor = 2 if int(np.prod(grid.size)) > max_voxels else 1
-    fixed, moving = (F.avg_pool3d(image, factor) if factor > 1 else image for image in (fixed, moving))
+    factor = _network_factor(grid, max_voxels)
+    fixed, moving = (_pooled(image, factor) for image in (fixed, moving))
     output = model(fixed, moving)
     displacement = ensemble_averaged(lambda f, m: model(f, m).displacement, fixed, moving, flips, swap,
                                      output.displacement)
@@ -557,6 +586,20 @@ def _predict(model: torch.nn.Module, fixed: torch.Tensor, moving: torch.Tensor, 
     specs = model.map_specs() if hasattr(model, "map_specs") else []
     return NetworkPrediction(resize_field(displacement, grid.shape), output.routing, dict(output.maps), specs,
                              input_grid)
+
+
+def _network_max_voxels(request: RegistrationRequest, device_type: str) -> int:
+    """The largest network input: the request's, or the device's default."""
+    return request.network_max_voxels or DEFAULT_NETWORK_MAX_VOXELS[device_type]
+
+
+def _network_factor(grid: Grid, max_voxels: int) -> int:
+    """How much the working grid is averaged down for the network: 2 above ``max_voxels``, else 1."""
+    return 2 if int(np.prod(grid.size)) > max_voxels else 1
+
+
+def _pooled(image: torch.Tensor, factor: int) -> torch.Tensor:
+    return F.avg_pool3d(image, factor) if factor > 1 else image
 
 
 def _factor(coarse: Grid, fine: Grid) -> int:

@@ -105,6 +105,14 @@ MAX_NETWORK_FLIPS = 3
 DEFAULT_NETWORK_FLIPS = {"cpu": 0, "cuda": 3}
 DEFAULT_NETWORK_SWAP = {"cpu": True, "cuda": True}
 
+# Test-time adaptation (shmoareg.adaptation): ``--adapt-steps N`` fine-tunes a copy of the network's weights on the
+# pair (Adam at ADAPT_LEARNING_RATE on the refinement's similarity and smoothness) before it predicts, so its field
+# and maps are the adapted network's. Off by default: on CPU a step costs about 2 s at a head's network grid, and 50
+# steps left a known 2.0 mm warp of a real scan 1.30 mm off where the pair optimisation reaches 0.8-0.9 mm in
+# seconds; 3e-3 overshot, 1e-4 barely moved (benchmarks/README.md, "Test-time adaptation").
+MAX_ADAPT_STEPS = 1000
+ADAPT_LEARNING_RATE = 1e-3
+
 # Maps ``register`` writes for a network: every map it offers (``maps/``; for SHMoAReg the arg-max expert
 # per level and axis); "full" adds SHMoAReg's gate probabilities (one volume per level, axis and expert);
 # "none" writes no map files (maps.json and routing.json still give the statistics).

@@ -126,3 +126,8 @@ def test_the_process_ends_with_the_command_and_skips_the_interpreter_shutdown(tm
 def test_the_ensemble_options_reach_the_request_and_unset_ones_leave_the_device_default(pair, options, flips, swap):
     method = cli.method_options(cli.build_parser().parse_args(register_args(pair, *options)))
     assert (method["network_flips"], method["network_swap"]) == (flips, swap)
+
+
+@pytest.mark.parametrize("options, steps", [((), 0), (("--adapt-steps", "25"), 25)])
+def test_the_adaptation_option_reaches_the_request_and_is_off_by_default(pair, options, steps):
+    assert cli.method_options(cli.build_parser().parse_args(register_args(pair, *options)))["adapt_steps"] == steps
