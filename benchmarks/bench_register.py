@@ -36,10 +36,11 @@ def make_pair(folder: Path) -> tuple[Path, Path]:
     return fixed, moving
 
 
-def run_once(fixed: Path, moving: Path, output: Path, device: str) -> dict:
-    """One ``register`` run in a fresh process: wall time, exit code, peak memory of the child."""
+def run_once(fixed: Path, moving: Path, output: Path, device: str, *options: str) -> dict:
+    """One ``register`` run (with ``options`` added) in a fresh process: wall time, stage seconds, memory,
+    network grid and ensemble, mean Dice (with label maps) and network share."""
     command = [sys.executable, "-m", "shmoareg", "register", "--fixed", str(fixed), "--moving", str(moving),
-               "--output-dir", str(output), "--device", device, "--progress", "none"]
+               "--output-dir", str(output), "--device", device, "--progress", "none", *options]
     start = time.perf_counter()
     completed = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -48,7 +49,9 @@ def run_once(fixed: Path, moving: Path, output: Path, device: str) -> dict:
     summary = json.loads((output / "summary.json").read_text())
     return {"wall_seconds": round(wall, 2), "stage_seconds": summary["seconds"], "memory": summary["memory"],
             "network_grid": summary["network_grid"], "command": " ".join(command[1:]),
-            "network_ensemble": {key: summary["method"][key] for key in ("network_flips", "network_swap")}}
+            "network_ensemble": {key: summary["method"][key] for key in ("network_flips", "network_swap")},
+            "mean_dice": summary["metrics"].get("mean_dice"), "network_share": summary.get("network_share"),
+            "method": {key: summary["method"][key] for key in ("refine_steps", "adapt_steps")}}
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ Run it through ``benchmarks/gpu_session.sh [--dry-run] [--minutes M] [--out DIR]
 PYTHONPATH; benchmarks/README.md ("GPU session") says how to prepare the wheels and call it.
 Phases: ``setup`` (wheels from .whl/ for what the machine lacks), ``cuda_tests`` (pytest -m cuda),
 ``register`` (1 mm 160x192x224 pair), ``forward`` (both networks at 160x192x224, float32 and
-bfloat16), ``train`` (the shipped recipe, resumed, stopped with SIGINT before the deadline) and
+bfloat16), ``adapt`` (test-time adaptation on a labelled 1 mm pair), ``train`` (the shipped recipe, resumed, stopped with SIGINT before the deadline) and
 ``collect``. ``--dry-run`` is the same flow on the CPU at toy sizes, in well under a minute.
 
 DIR receives few files, as a lent machine sends back at most 8: ``gpu_session.json`` (rewritten after
@@ -61,6 +61,9 @@ DRY_RUN_SPACING_MM = 2.0
 DETAIL_SUFFIXES = {".json", ".jsonl", ".yaml", ".xml", ".log"}
 OUTPUTS = ("gpu_session.json", "gpu_session.log", "details.tar.gz", "checkpoints")
 CUDA_TESTS_TIMEOUT_SECONDS = 300
+# The adapt phase's (--adapt-steps, --refine-steps) runs; None: register's default refinement.
+ADAPT_SETTINGS = ((0, 0), (25, 0), (100, 0), (0, None), (25, None))
+DRY_RUN_ADAPT_SETTINGS = ((0, 0), (2, 0))
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -209,16 +212,16 @@ def cuda_tests(session: Session) -> dict[str, Any]:
 
 
 # -- timings ---------------------------------------------------------------------------------------
-def small_pair(folder: Path) -> tuple[Path, Path]:
-    """A seeded 32^3 synthetic pair at 2 mm for the dry run."""
+def small_pair(folder: Path) -> tuple[Path, Path, Path, Path]:
+    """A seeded 32^3 synthetic pair at 2 mm for the dry run: fixed, moving and their label maps."""
     import SimpleITK as sitk
 
     from shmoareg.synthetic import synthetic_pair, to_sitk
 
     folder.mkdir(parents=True, exist_ok=True)
     pair = synthetic_pair(DRY_RUN_SHAPE_ZYX, seed=11, max_displacement=3.0, num_labels=8)
-    paths = folder / "fixed.nii.gz", folder / "moving.nii.gz"
-    for path, image in zip(paths, (pair.fixed_image, pair.moving_image)):
+    paths = tuple(folder / f"{name}.nii.gz" for name in ("fixed", "moving", "fixed_labels", "moving_labels"))
+    for path, image in zip(paths, (pair.fixed_image, pair.moving_image, pair.fixed_labels, pair.moving_labels)):
         sitk.WriteImage(to_sitk(image, spacing=(DRY_RUN_SPACING_MM,) * 3), str(path))
     return paths
 
@@ -238,7 +241,7 @@ def time_register(session: Session) -> dict[str, Any]:
 
     if session.dry_run:
         pair = f"seeded synthetic {'x'.join(map(str, DRY_RUN_SHAPE_ZYX[::-1]))} (x, y, z) at {DRY_RUN_SPACING_MM} mm"
-        fixed, moving = small_pair(session.work / "small_pair")
+        fixed, moving, _, _ = small_pair(session.work / "small_pair")
     else:
         pair = "bench_register.py's SynthMorph-style 160x192x224 (x, y, z) pair at 1 mm, seed 11"
         fixed, moving = bench_register.make_pair(session.work / "pair160x192x224")
@@ -247,6 +250,33 @@ def time_register(session: Session) -> dict[str, Any]:
             for i in range(repeats)]
     session.note(f"$ {runs[0]['command']} (in a fresh process, {repeats}x)")
     return {"pair": pair, "device": session.device, "runs": [register_figures(run) for run in runs]}
+
+
+def time_adaptation(session: Session) -> dict[str, Any]:
+    """Test-time adaptation on the GPU (issue 9, point 5): the labelled 1 mm pair of ``tune_refinement.py`` (the
+    dry run's 32^3 pair) registered with ``--adapt-steps N``, alone and before the default refinement: Dice,
+    seconds per stage and network share, each run in a fresh process."""
+    if session.dry_run:
+        paths, settings = small_pair(session.work / "small_pair"), DRY_RUN_ADAPT_SETTINGS
+    else:
+        import tune_refinement
+
+        paths, settings = tune_refinement.labelled_pair(session.work / "pair160x192x224"), ADAPT_SETTINGS
+    import bench_register
+
+    fixed, moving, fixed_labels, moving_labels = paths
+    runs = []
+    for adapt_steps, refine_steps in settings:
+        options = ["--fixed-seg", str(fixed_labels), "--moving-seg", str(moving_labels), "--routing-maps", "none",
+                   "--adapt-steps", str(adapt_steps), *(["--refine-steps", str(refine_steps)]
+                                                       if refine_steps is not None else [])]
+        run = bench_register.run_once(fixed, moving, session.work / f"adapt-{adapt_steps}-{refine_steps}",
+                                      session.device, *options)
+        runs.append({**run["method"], "mean_dice": run["mean_dice"], "network_share": run["network_share"],
+                     "stage_seconds": run["stage_seconds"], "wall_seconds": run["wall_seconds"]})
+        session.note(f"adapt {adapt_steps}, refine {run['method']['refine_steps']}: Dice {run['mean_dice']:.3f}, "
+                     f"{run['stage_seconds']}")
+    return {"device": session.device, "runs": runs}
 
 
 def synchronise(device: torch.device) -> None:
@@ -430,7 +460,7 @@ def travel_size() -> int:
 
 PHASES: dict[str, Callable[[Session], dict[str, Any]]] = {
     "setup": set_up, "cuda_tests": cuda_tests, "register": time_register, "forward": time_forward,
-    "train": train, "collect": collect}
+    "adapt": time_adaptation, "train": train, "collect": collect}
 SKIPPABLE_PHASES = [name for name in PHASES if name not in ("setup", "collect")]  # the set-up and collection always run
 
 

@@ -9,7 +9,7 @@ spacing, at most 8 mm) and gives its tissue labels. For each ``--model`` the net
 the mean Dice of the three tissue classes.
 
 Run: ``.venv/bin/python benchmarks/network_precision.py [--model M ...] [--seeds 3 4] [--flips N]
-[--swap | --no-swap]`` (prints one line per model and case; the cases go to ``benchmarks/out/network_precision``).
+[--swap | --no-swap] [--adapt-steps N]`` (prints one line per model and case; the cases go to ``benchmarks/out/network_precision``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from shmoareg.fields import displacement_transform, total_displacement
 from shmoareg.grid import Grid
 from shmoareg.known_warps import KnownWarpCase, brain_case, end_point_error
 from shmoareg.metrics import dice_per_label, mean_dice
-from shmoareg.pipeline import RegistrationRequest, predict, prepare, register
+from shmoareg.pipeline import RegistrationRequest, adapt, predict, prepare, register
 from shmoareg.protocol import DEFAULT_MODEL, DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_SWAP, TRANSFORM_FILE
 
 import macaque_shapes
@@ -51,12 +51,15 @@ def score(case: KnownWarpCase, transform: sitk.Transform) -> str:
     return f"end-point error {end_point_error(case, transform)['mean_mm']:.2f} mm, Dice {dice:.3f}"
 
 
-def network_alone(paths: dict[str, str], model: str, flips: int, swap: bool) -> sitk.Transform:
-    """The network's field as ``register --refine-steps 0 --no-affine`` would write it, as a transform."""
+def network_alone(paths: dict[str, str], model: str, flips: int, swap: bool, adapt_steps: int = 0) -> sitk.Transform:
+    """The network's field as ``register --refine-steps 0 --no-affine [--adapt-steps N]`` would write it, as a
+    transform."""
     request = RegistrationRequest(Path(paths["fixed"]), Path(paths["moving"]), WORK / "unused", model=model,
                                   device="cpu", affine=False, refine_steps=0, network_flips=flips,
-                                  network_swap=swap)
+                                  network_swap=swap, adapt_steps=adapt_steps)
     prepared = prepare(request)
+    if adapt_steps:
+        prepared = adapt(prepared)
     fixed = Grid.of(prepared.inputs.fixed)
     field = total_displacement(predict(prepared).displacement, prepared.pair.grid, fixed, None)
     return displacement_transform(field, fixed)
@@ -77,6 +80,7 @@ def main() -> None:
                         help=f"register's --network-flips (default {DEFAULT_NETWORK_FLIPS['cpu']}, its CPU default)")
     parser.add_argument("--swap", action=argparse.BooleanOptionalAction, default=DEFAULT_NETWORK_SWAP["cpu"],
                         help="register's --network-swap (default: its CPU default)")
+    parser.add_argument("--adapt-steps", type=int, default=0, help="register's --adapt-steps (default 0)")
     parser.add_argument("--reference", action="store_true", help="also the pair optimisation alone")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -91,7 +95,7 @@ def main() -> None:
             print(f"case {seed}: refinement alone {score(case, refinement_alone(paths, WORK / f'none{seed}'))}",
                   flush=True)
         for model in args.model:
-            alone = network_alone(paths, model, args.flips, args.swap)
+            alone = network_alone(paths, model, args.flips, args.swap, args.adapt_steps)
             print(f"case {seed}: {model} alone {score(case, alone)}", flush=True)
 
 

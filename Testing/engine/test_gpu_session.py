@@ -16,7 +16,7 @@ from shmoareg.models import MODEL_NAMES, build_model
 from shmoareg.protocol import DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_SWAP
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_session.sh"
-PHASES = ["setup", "cuda_tests", "register", "forward", "train", "collect"]
+PHASES = ["setup", "cuda_tests", "register", "forward", "adapt", "train", "collect"]
 MOST_FILES_BACK = 8  # a lent machine sends back at most 8 files from $OUT
 
 
@@ -60,6 +60,13 @@ def test_register_and_forward_timings_are_positive(session):
     assert all(m["float32_seconds"] > 0 and m["bfloat16_seconds"] > 0 for m in phases["forward"]["models"])
 
 
+def test_the_adapt_phase_records_dice_and_adaptation_seconds_per_setting(session):
+    runs = json.loads((session / "gpu_session.json").read_text())["phases"]["adapt"]["runs"]
+    assert [(run["adapt_steps"], run["refine_steps"]) for run in runs] == [(0, 0), (2, 0)]
+    assert all(0 < run["mean_dice"] <= 1 and run["network_share"] == 1.0 for run in runs)
+    assert "adapt" not in runs[0]["stage_seconds"] and runs[1]["stage_seconds"]["adapt"] > 0
+
+
 def test_training_ran_three_steps_and_kept_the_checkpoint(session):
     train = json.loads((session / "gpu_session.json").read_text())["phases"]["train"]
     assert train["stopped"] == "finished its steps" and train["from_step"] == 0
@@ -78,7 +85,7 @@ def test_few_enough_files_come_back(session):
 def test_skipped_phases_do_not_run(tmp_path):
     environment = {**os.environ, "PYTHON": sys.executable}
     result = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--out", str(tmp_path),
-                             "--skip", "cuda_tests", "register", "forward", "train"],
+                             "--skip", "cuda_tests", "register", "forward", "adapt", "train"],
                             env=environment, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert list(json.loads((tmp_path / "gpu_session.json").read_text())["phases"]) == ["setup", "collect"]
