@@ -42,16 +42,19 @@ def total_displacement(displacement: Optional[torch.Tensor], network: Optional[G
     on_fixed = resample(from_array(vectors, network, is_vector=True), fixed, sitk.Transform(3, sitk.sitkIdentity),
                         sitk.sitkLinear, extrapolate=True)
     field = sitk.GetArrayFromImage(on_fixed)
-    if linear is not None:
-        field += affine_displacement(linear, fixed)
-    return field
+    return add_affine_displacement(field, linear, fixed) if linear is not None else field
 
 
 def affine_displacement(affine: sitk.AffineTransform, grid: Grid) -> np.ndarray:
-    """``A(x) - x`` at every voxel of ``grid``, ``(Z, Y, X, 3)`` float64 in mm.
+    """``A(x) - x`` at every voxel of ``grid``, ``(Z, Y, X, 3)`` float64 in mm."""
+    return add_affine_displacement(np.zeros((*grid.shape, 3)), affine, grid)
 
-    It is affine in the voxel index, ``c + sum_i k_i a_i`` (``a_i`` the change per step along index
-    axis ``i``), so it is built from three broadcast rows instead of one point per voxel (about a
+
+def add_affine_displacement(field: np.ndarray, affine: sitk.AffineTransform, grid: Grid) -> np.ndarray:
+    """``field`` (``(Z, Y, X, 3)`` float64 in mm on ``grid``) plus ``A(x) - x``, in place; returns ``field``.
+
+    ``A(x) - x`` is affine in the voxel index, ``c + sum_i k_i a_i`` (``a_i`` the change per step along
+    index axis ``i``), so it is added as three broadcast rows instead of one point per voxel (about a
     third of the time of ``TransformToDisplacementField`` at 1 mm, which it matches).
     """
     matrix = np.asarray(affine.GetMatrix()).reshape(3, 3)
@@ -59,8 +62,7 @@ def affine_displacement(affine: sitk.AffineTransform, grid: Grid) -> np.ndarray:
     start = change @ (np.asarray(grid.origin) - np.asarray(affine.GetCenter())) + np.asarray(affine.GetTranslation())
     steps = change @ (grid.direction_matrix * np.asarray(grid.spacing))  # column i: one step along index axis i
     z, y, x = (np.arange(n, dtype=np.float64) for n in grid.shape)
-    field = np.empty((*grid.shape, 3))
-    field[:] = (z[:, None, None] * steps[:, 2] + start)[:, None, :, :]  # one row per slice, then in place
+    field += (z[:, None] * steps[:, 2] + start)[:, None, None, :]
     field += (y[:, None] * steps[:, 1])[None, :, None, :]
     field += (x[:, None] * steps[:, 0])[None, None, :, :]
     return field

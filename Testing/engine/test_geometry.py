@@ -6,8 +6,8 @@ import SimpleITK as sitk
 import torch
 
 from phantoms import rotation_direction
-from shmoareg.fields import (affine_displacement, displacement_image, displacement_transform, jacobian_image,
-                             physical_from_voxel, total_displacement)
+from shmoareg.fields import (add_affine_displacement, affine_displacement, displacement_image,
+                             displacement_transform, jacobian_image, physical_from_voxel, total_displacement)
 from shmoareg.grid import Grid, auto_spacing, foreground_box, network_grid
 
 DIRECTION = rotation_direction((0.2, -0.1, 0.3))
@@ -78,6 +78,9 @@ def test_affine_displacement_matches_itk_in_a_rotated_grid():
     expected = sitk.GetArrayFromImage(sitk.TransformToDisplacementField(
         affine, sitk.sitkVectorFloat64, FIXED.size, FIXED.origin, FIXED.spacing, FIXED.direction))
     assert np.allclose(affine_displacement(affine, FIXED), expected, atol=1e-9)
+    field = np.full((*FIXED.shape, 3), 2.5)
+    assert add_affine_displacement(field, affine, FIXED) is field  # in place, no copy of a 1 mm field
+    assert np.allclose(field, expected + 2.5, atol=1e-9)
 
 
 def test_total_displacement_bakes_in_the_affine():
