@@ -4,7 +4,8 @@ Run it through ``benchmarks/gpu_session.sh [--dry-run] [--minutes M] [--out DIR]
 PYTHONPATH; benchmarks/README.md ("GPU session") says how to prepare the wheels and call it.
 Phases: ``setup`` (wheels from .whl/ for what the machine lacks), ``cuda_tests`` (pytest -m cuda),
 ``register`` (1 mm 160x192x224 pair), ``forward`` (both networks at 160x192x224, float32 and
-bfloat16), ``adapt`` (test-time adaptation on a labelled 1 mm pair), ``train`` (the shipped recipe, resumed, stopped with SIGINT before the deadline) and
+bfloat16), ``adapt`` (test-time adaptation on a labelled 1 mm pair),
+``train`` (the shipped recipe, resumed, stopped with SIGINT before the deadline) and
 ``collect``. ``--dry-run`` is the same flow on the CPU at toy sizes, in well under a minute.
 
 DIR receives few files, as a lent machine sends back at most 8: ``gpu_session.json`` (rewritten after

@@ -9,7 +9,8 @@ spacing, at most 8 mm) and gives its tissue labels. For each ``--model`` the net
 the mean Dice of the three tissue classes.
 
 Run: ``.venv/bin/python benchmarks/network_precision.py [--model M ...] [--seeds 3 4] [--flips N]
-[--swap | --no-swap] [--adapt-steps N]`` (prints one line per model and case; the cases go to ``benchmarks/out/network_precision``).
+[--swap | --no-swap] [--adapt-steps N] [--reference]`` (prints one line per model and case; the cases go to
+``benchmarks/out/network_precision``).
 """
 
 from __future__ import annotations

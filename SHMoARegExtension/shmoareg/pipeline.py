@@ -47,8 +47,8 @@ from shmoareg.protocol import (ADAPT_LEARNING_RATE, COMPLETION_MARKER, CROSS_CON
                                DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_NETWORK_SWAP,
                                DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
                                DISPLACEMENT_FILE, FILES_KEY, JACOBIAN_FILE, MAPS_FILE, MAX_ADAPT_STEPS,
-                               MAX_NETWORK_FLIPS, NETWORK_REFINE_STEPS, ROUTING_FILE, ROUTING_MAP_MODES, SIMILARITIES, TRANSFORM_FILE,
-                               UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE)
+                               MAX_NETWORK_FLIPS, NETWORK_REFINE_STEPS, ROUTING_FILE, ROUTING_MAP_MODES, SIMILARITIES,
+                               TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE)
 from shmoareg.routing_maps import write_routing_maps
 from shmoareg.similarity import choose_similarity
 from shmoareg.spatial import resize_field
@@ -423,7 +423,8 @@ def _working_pair(request: RegistrationRequest, inputs: _Inputs, start: _Start, 
     foreground = sitk.GetArrayFromImage(resample(start.fixed_mask, grid, None, sitk.sitkNearestNeighbor))
     similarity = request.similarity
     if similarity == "auto":
-        similarity = choose_similarity(fixed, moving, torch.from_numpy(foreground).to(device)[None, None] * moving_valid)
+        similarity = choose_similarity(fixed, moving,
+                                       torch.from_numpy(foreground).to(device)[None, None] * moving_valid)
     return _WorkingPair(grid, spacing, region is not None, fixed, moving, fixed_valid, moving_valid, foreground,
                         similarity)
 
