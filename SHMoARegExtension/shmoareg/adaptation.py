@@ -20,14 +20,19 @@ from shmoareg.optimise import Adam, OptimisationSettings, overlap_weight, simila
 Tensor = torch.Tensor
 
 
-def pair_loss(network: nn.Module, fixed: Tensor, moving: Tensor, fixed_valid: Optional[Tensor],
-              moving_valid: Optional[Tensor], settings: OptimisationSettings) -> Tensor:
-    """The refinement's loss of ``network``'s field on the pair: similarity where both images have data plus
-    ``settings.smoothness`` times its diffusion."""
-    displacement = network(fixed, moving).displacement
+def pair_loss(fixed: Tensor, moving: Tensor, fixed_valid: Optional[Tensor], moving_valid: Optional[Tensor],
+              settings: OptimisationSettings) -> Callable[[nn.Module], Tensor]:
+    """The refinement's loss of a network's field on the pair: similarity where both images have data plus
+    ``settings.smoothness`` times its diffusion. The similarity is set up once (MIND-SSC's descriptors of both
+    images), not at every step."""
     similarity = similarity_loss(settings, fixed, moving)
-    return (similarity(displacement, overlap_weight(fixed_valid, moving_valid, displacement))
-            + settings.smoothness * diffusion(displacement))
+
+    def loss(network: nn.Module) -> Tensor:
+        displacement = network(fixed, moving).displacement
+        return (similarity(displacement, overlap_weight(fixed_valid, moving_valid, displacement))
+                + settings.smoothness * diffusion(displacement))
+
+    return loss
 
 
 def adapted_to_pair(network: nn.Module, fixed: Tensor, moving: Tensor, fixed_valid: Optional[Tensor],
@@ -42,9 +47,10 @@ def adapted_to_pair(network: nn.Module, fixed: Tensor, moving: Tensor, fixed_val
     for weight in weights:
         weight.requires_grad_(True)
     optimisers = [Adam(weight, learning_rate) for weight in weights]
+    loss = pair_loss(fixed, moving, fixed_valid, moving_valid, settings)
     with torch.enable_grad():
         for done in range(1, steps + 1):
-            pair_loss(adapted, fixed, moving, fixed_valid, moving_valid, settings).backward()
+            loss(adapted).backward()
             for weight, optimiser in zip(weights, optimisers):
                 if weight.grad is not None:  # a weight the pair did not use (e.g. an expert no voxel chose)
                     optimiser.step()

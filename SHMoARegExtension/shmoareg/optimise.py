@@ -196,7 +196,7 @@ def structured(image: torch.Tensor, window: int = 3, epsilon: float = 1e-8) -> t
 
 
 def overlap_weight(fixed_mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor],
-             displacement: torch.Tensor) -> Optional[torch.Tensor]:
+                   displacement: torch.Tensor) -> Optional[torch.Tensor]:
     """Where the fixed image and the warped moving image both have data (None: everywhere)."""
     if moving_mask is not None:
         moving_mask = warp(moving_mask, displacement, padding_mode="zeros")
