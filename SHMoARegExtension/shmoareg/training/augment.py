@@ -20,7 +20,7 @@ def _uniform(generator: torch.Generator, size: int, bound: float) -> Tensor:
     return (torch.rand(size, generator=generator, dtype=torch.float64) * 2 - 1) * bound
 
 
-def _rotation(angles: Tensor) -> Tensor:
+def rotation_matrix(angles: Tensor) -> Tensor:
     """Rotation matrix about the x, y and z axes (radians), in (x, y, z) order."""
     matrix = torch.eye(3, dtype=torch.float64)
     for axis, angle in enumerate(angles.tolist()):
@@ -38,7 +38,7 @@ def random_affine_grid(shape: tuple[int, int, int], spec: AugmentationSpec, gene
     Rotation up to ``rotation_degrees`` per axis, scaling ``1 +- scaling`` per axis, translation up
     to ``translation`` voxels per axis.
     """
-    matrix = _rotation(_uniform(generator, 3, math.radians(spec.rotation_degrees)))
+    matrix = rotation_matrix(_uniform(generator, 3, math.radians(spec.rotation_degrees)))
     matrix = matrix @ torch.diag(1 + _uniform(generator, 3, spec.scaling))
     shift = _uniform(generator, 3, spec.translation)
     half = torch.tensor([(shape[2] - 1) / 2, (shape[1] - 1) / 2, (shape[0] - 1) / 2], dtype=torch.float64)

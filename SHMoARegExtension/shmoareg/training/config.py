@@ -20,7 +20,7 @@ from shmoareg.typed_config import build_dataclass, plain
 
 SIMILARITIES = ("ncc", "mse", "mind")
 SMOOTHNESS = ("diffusion", "bending")
-SOURCES = ("synthetic", "dataset")
+SOURCES = ("synthetic", "dataset", "anatomy")
 GRID_MULTIPLE = 16
 
 
@@ -92,6 +92,43 @@ class SyntheticSpec:
 
 
 @dataclass
+class AnatomySpec:
+    """Pairs of two different real subjects (:mod:`shmoareg.training.anatomy`).
+
+    ``subjects`` and ``validation_subjects``: glob patterns of label-map files or of subject folders holding
+    ``labels.nii.gz`` and ``t1_brain.nii.gz``; each subject's alignment to the reference is cached in
+    ``cache_dir``. ``spacing``: the range of mm per training voxel. The pose: a random signed permutation of the
+    axes (``permute_axes``), a shared rotation up to ``rotation_degrees`` per axis and a centre moved up to
+    ``centre_jitter_mm``. The moving side's affine residual (rotation, relative scaling, translation in mm) and
+    smooth deformation (``max_displacement`` window voxels at most, control points every ``control_spacing``)
+    are maxima, each pair drawing its own. Images: the real scans for a share ``real_image_share`` of the pairs
+    of subjects that have them, else rendered (noise, blur in voxels, bias: maxima; ``gamma`` the spread of
+    ``exp(gamma N(0, 1))``), one contrast for both for a share ``same_contrast_share``, without the labels outside
+    the brain for a share ``strip_share``.
+    """
+
+    subjects: tuple[str, ...] = ()
+    validation_subjects: tuple[str, ...] = ()
+    cache_dir: str = "runs/data/anatomy"
+    spacing: tuple[float, float] = (3.0, 4.0)
+    permute_axes: bool = True
+    rotation_degrees: float = 10.0
+    centre_jitter_mm: float = 8.0
+    residual_rotation_degrees: float = 3.0
+    residual_scaling: float = 0.03
+    residual_translation_mm: float = 3.0
+    max_displacement: float = 2.0
+    control_spacing: float = 8.0
+    real_image_share: float = 0.0
+    same_contrast_share: float = 0.3
+    strip_share: float = 0.8
+    noise_std: float = 0.08
+    blur_sigma: float = 1.0
+    bias_strength: float = 0.3
+    gamma: float = 0.25
+
+
+@dataclass
 class DataSpec:
     """Where pairs come from and the training grid ``shape`` (Z, Y, X; multiples of 16).
 
@@ -103,6 +140,7 @@ class DataSpec:
     source: str = "synthetic"
     shape: tuple[int, int, int] = (64, 64, 64)
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
+    anatomy: AnatomySpec = field(default_factory=AnatomySpec)
     path: Optional[str] = None
     spacing: Optional[float] = None
     intensity: str = "auto"
@@ -204,6 +242,12 @@ def _check(config: TrainingConfig, source: str) -> None:
     _require(all(n > 0 and n % GRID_MULTIPLE == 0 for n in data.shape), source,
              f"data.shape {list(data.shape)} must have sides that are positive multiples of {GRID_MULTIPLE}")
     _require(data.source != "dataset" or bool(data.path), source, "data.path is required when data.source is dataset")
+    _require(data.source != "anatomy" or bool(data.anatomy.subjects), source,
+             "data.anatomy.subjects is required when data.source is anatomy")
+    for share in ("real_image_share", "same_contrast_share", "strip_share"):
+        _require(0 <= getattr(data.anatomy, share) <= 1, source, f"data.anatomy.{share} must be between 0 and 1")
+    _require(0 < data.anatomy.spacing[0] <= data.anatomy.spacing[1], source,
+             "data.anatomy.spacing must be [low, high] mm with 0 < low <= high")
     _require(data.spacing is None or data.spacing > 0, source, "data.spacing must be positive (mm) or null")
     _require(data.intensity in INTENSITY_MODES, source,
              f"data.intensity must be one of {', '.join(INTENSITY_MODES)}, not {data.intensity!r}")

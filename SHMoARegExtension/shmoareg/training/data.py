@@ -1,5 +1,5 @@
-"""Training and validation samples: synthetic pairs made on the fly, or real pairs resampled to the
-training grid with augmentation.
+"""Training and validation samples: synthetic pairs made on the fly, pairs of real subjects' anatomy
+(:mod:`shmoareg.training.anatomy`), or real pairs resampled to the training grid with augmentation.
 
 Every sample is deterministic in ``(seed, stream, rank, index)``: training sample ``i`` of step
 ``s`` on rank ``r`` has index ``s * batch_size + i``, so a resumed run sees the data it would have
@@ -182,8 +182,14 @@ class DatasetSource:
 class TrainingData:
     """Batches for one rank of a run, fixed validation samples and the data's provenance."""
 
-    def __init__(self, spec: DataSpec, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        self.source = SyntheticSource(spec, seed) if spec.source == "synthetic" else DatasetSource(spec, seed)
+    def __init__(self, spec: DataSpec, seed: int, rank: int = 0, world_size: int = 1,
+                 device: torch.device | str = "cpu") -> None:
+        if spec.source == "anatomy":  # imported here: it builds its samples with this module's Sample
+            from shmoareg.training.anatomy import AnatomySource
+
+            self.source = AnatomySource(spec, seed, device)
+        else:
+            self.source = SyntheticSource(spec, seed) if spec.source == "synthetic" else DatasetSource(spec, seed)
         self.seed, self.rank, self.world_size = seed, rank, world_size
 
     def batch(self, step: int, batch_size: int) -> Sample:

@@ -101,7 +101,7 @@ class _Trainer:
         self.amp_dtype = _autocast_dtype(config, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.objective = Objective(config.loss)
-        self.data = TrainingData(config.data, config.seed, context.rank, context.world_size)
+        self.data = TrainingData(config.data, config.seed, context.rank, context.world_size, self.device)
         self.prefetcher = Prefetcher(self.data, config.optimiser.batch_size)
         self.seconds_before = 0.0
         self.best: Optional[float] = None
