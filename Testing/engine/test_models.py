@@ -7,6 +7,7 @@ import torch
 
 from shmoareg.errors import InputError
 from shmoareg.models import build_model
+from shmoareg.models.layers import local_correlation, matching_displacement, neighbourhood_offsets
 from shmoareg.models.mixture import (FactorisedExpert, MixtureOfAttentionHeads, SpatiallyHeterogeneousMoE,
                                      load_balancing_loss)
 from shmoareg.spatial import jacobian_determinant
@@ -20,7 +21,11 @@ def inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(1, 1, *SHAPE, generator=generator), torch.rand(1, 1, *SHAPE, generator=generator)
 
 
-@pytest.mark.parametrize("name,config", [("shmoareg", TINY), ("unet", {"channels": [4, 8, 8]})])
+CORRELATED = {**TINY, "correlation_radius": 1, "coarsest_correlation_radius": 2, "matching_expert": True}
+
+
+@pytest.mark.parametrize("name,config", [("shmoareg", TINY), ("shmoareg", CORRELATED),
+                                         ("unet", {"channels": [4, 8, 8]})])
 def test_output_shape_and_every_parameter_gets_a_gradient(name, config):
     torch.manual_seed(0)
     model = build_model(name, config).train()
@@ -180,3 +185,38 @@ def test_factorised_heads_are_cheaper_and_route_per_voxel():
 def test_attention_levels_must_lie_above_the_input_level():
     with pytest.raises(InputError, match="attention_levels must lie in 3..4"):
         build_model("shmoareg", {"channels": [8, 8, 8], "input_level": 2, "attention_levels": [2]})
+
+
+def test_local_correlation_peaks_at_the_offset_that_matches_and_reads_it_out():
+    """moving(q) = fixed(q - e_x): fixed(p) = moving(p + e_x), so for features of one norm (Cauchy-Schwarz) the
+    cost peaks at offset (1, 0, 0) and the similarity-weighted read-out of sharp features is that offset; for an
+    identical pair, zero."""
+    generator = torch.Generator().manual_seed(0)
+    fixed = torch.randn(1, 8, 6, 7, 9, generator=generator)
+    fixed = 30 * fixed / fixed.norm(dim=1, keepdim=True)
+    moving = torch.roll(fixed, shifts=1, dims=4)
+    costs = local_correlation(fixed, moving, radius=1)
+    assert costs.shape == (1, 27, 6, 7, 9)
+    offsets = neighbourhood_offsets(1)
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1), slice(1, -2))
+    best = offsets[costs[inner].argmax(dim=1)]  # (1, Z, Y, X, 3)
+    assert torch.equal(best, torch.tensor([1.0, 0.0, 0.0]).expand_as(best))
+    expected = (fixed * fixed).sum(dim=1) / 8 ** 0.5
+    assert torch.allclose(costs[:, 14][inner[0], *inner[2:]], expected[inner[0], *inner[2:]], rtol=1e-5)
+    read = matching_displacement(costs, 1)[inner]
+    assert torch.allclose(read, torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1, 1).expand_as(read), atol=1e-3)
+    still = matching_displacement(local_correlation(fixed, fixed, 1), 1)[inner]
+    assert float(still.abs().max()) < 1e-3
+
+
+def test_correlation_options_add_inputs_and_a_matching_expert_and_are_checked():
+    plain, correlated = build_model("shmoareg", TINY), build_model("shmoareg", CORRELATED)
+    assert [head.gate.out_channels for head in correlated.heads] == [3 * 5] * 4  # four conv experts + matching
+    assert correlated.expert_descriptions()[-1]["name"].startswith("matching")
+    fuse_inputs = lambda model: [block[0].in_channels for block in model.fuse]  # noqa: E731
+    assert [c - p for c, p in zip(fuse_inputs(correlated), fuse_inputs(plain))] == [27, 27, 27, 125]
+    with torch.no_grad():
+        output = correlated.eval()(*inputs())
+    assert all(gates.shape[2] == 5 for gates in output.routing.decoder_gates.values())
+    with pytest.raises(InputError, match="matching_expert"):
+        build_model("shmoareg", {**TINY, "matching_expert": True})

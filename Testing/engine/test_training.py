@@ -25,7 +25,7 @@ from shmoareg.training.data import Sample, TrainingData
 from shmoareg.training.logs import MetricsLog
 from shmoareg.training.objective import Objective
 from shmoareg.training.trainer import train
-from shmoareg.training.validation import validate
+from shmoareg.training.validation import still_displacement, validate
 from torch_threads import one_torch_thread  # noqa: F401 - autouse: one torch thread
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -216,7 +216,24 @@ def test_config_errors_name_the_file_and_key(tmp_path):
 def test_example_configs_load_and_build_their_model(name):
     config = load_config(REPOSITORY / "Resources" / "configs" / name)
     model = build_model(config.model.name, config.model.config)
-    assert config.data.source == "synthetic" and sum(p.numel() for p in model.parameters()) > 0
+    assert config.data.source in ("synthetic", "anatomy") and sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_the_still_displacement_is_the_mean_length_moved_over_the_fixed_labels():
+    class Shift(torch.nn.Module):
+        """Moves everything by (3, 4, 0) voxels, the fixed image's left half by (0, 0, 1) instead."""
+
+        def forward(self, fixed, moving):
+            field = torch.zeros(1, 3, *fixed.shape[2:])
+            field[:, 0], field[:, 1] = 3.0, 4.0
+            field[..., :2] = torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1, 1)
+            return ModelOutput(field)
+
+    image = torch.rand(1, 1, 4, 4, 4)
+    labels = torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)
+    labels[..., :2], labels[..., 3] = 1, 2  # labels on the left half (1 voxel) and on one column (5 voxels)
+    assert still_displacement(Shift(), Sample(image, image, labels, labels)) == pytest.approx((2 * 1 + 5) / 3)
+    assert still_displacement(Shift(), Sample(image, image)) == pytest.approx((2 * 1 + 2 * 5) / 4)
 
 
 def test_real_pairs_are_resampled_to_the_training_grid_and_augmented(tmp_path):

@@ -221,7 +221,7 @@ class ADRegNet(RegistrationNetwork):
         maps = {}
         for index in range(len(pyramid) - 1, -1, -1):
             level = index + 1
-            field, decoded = warp_and_fuse(self.fuse[index], *pyramid[index], field, decoded)
+            field, decoded, _ = warp_and_fuse(self.fuse[index], *pyramid[index], field, decoded)
             if str(level) not in self.gates:
                 continue
             gate = self.gates[str(level)](decoded)

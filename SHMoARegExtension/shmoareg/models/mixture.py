@@ -14,6 +14,7 @@ assignments, ``P_e`` mean router probability): 1 when routing is uniform, ``E`` 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -124,12 +125,13 @@ class SpatiallyHeterogeneousMoE(nn.Module):
     """
 
     def __init__(self, in_channels: int, experts: tuple[tuple[int, int], ...], factorised: bool = False,
-                 init_scale: float = 1e-5) -> None:
+                 init_scale: float = 1e-5, extra_experts: int = 0) -> None:
         super().__init__()
         self.expert_specs = tuple((int(k), int(d)) for k, d in experts)
         self.experts = nn.ModuleList(_expert(in_channels, kernel, dilation, factorised, init_scale)
                                      for kernel, dilation in self.expert_specs)
-        outputs = 3 * len(self.expert_specs)
+        self.extra_experts = extra_experts
+        outputs = 3 * (len(self.expert_specs) + extra_experts)
         self.gate = nn.Conv3d(in_channels, outputs, 1) if factorised else nn.Conv3d(in_channels, outputs, 3, padding=1)
 
     @property
@@ -137,9 +139,16 @@ class SpatiallyHeterogeneousMoE(nn.Module):
         """Receptive field (voxels per side) of each expert: ``dilation * (kernel - 1) + 1``."""
         return [d * (k - 1) + 1 for k, d in self.expert_specs]
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns the field ``(B, 3, Z, Y, X)``, gates ``(B, 3, E, Z, Y, X)`` and the balance loss."""
-        proposals = torch.stack([expert(features) for expert in self.experts], dim=2)  # (B, 3, E, ...)
+    def forward(self, features: torch.Tensor, extra: Sequence[torch.Tensor] = ()
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns the field ``(B, 3, Z, Y, X)``, gates ``(B, 3, E, Z, Y, X)`` and the balance loss.
+
+        ``extra``: the proposals ``(B, 3, Z, Y, X)`` of the ``extra_experts`` made outside the head (e.g. a
+        matching read-out), gated after the convolution experts.
+        """
+        if len(extra) != self.extra_experts:
+            raise ValueError(f"this head gates {self.extra_experts} extra proposals, not {len(extra)}")
+        proposals = torch.stack([expert(features) for expert in self.experts] + list(extra), dim=2)  # (B, 3, E, ...)
         b, _, e = proposals.shape[:3]
         gates = torch.softmax(self.gate(features).view(b, 3, e, *features.shape[2:]), dim=2)
         field = (gates * proposals).sum(dim=2)

@@ -6,6 +6,15 @@ resolution) the moving features are warped by the field so far, a conv block fus
 fixed features and the upsampled decoder features, and the SHMoE head predicts a residual field
 that is composed with the field so far (the residual acts first, in fixed space). In
 diffeomorphic mode every residual is a velocity integrated by scaling and squaring.
+
+Beyond the paper (an option, off in its form): ``correlation_radius`` r > 0 hands every decoder level an
+explicit local correlation of the fixed features with the warped moving features over the ``(2r + 1)^3``
+offsets (:func:`~shmoareg.models.layers.local_correlation`; ``coarsest_correlation_radius`` at the coarsest
+level, where the grid is small), fed to the fusion beside the features, as optical-flow and registration
+pyramids (PWC-Net, PDD-Net) do: the decoder no longer has to discover matching from concatenated features.
+``matching_expert`` adds the correlation's similarity-weighted read-out (softmax over the offsets' costs
+times the offsets, as VFA and ModeT read a displacement out of the matching itself) to each SHMoE head as one
+more expert that the per-voxel, per-axis gate can choose.
 """
 
 from __future__ import annotations
@@ -18,7 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shmoareg.models.base import AXES, MapSpec, ModelOutput, RegistrationNetwork, RoutingRecord
-from shmoareg.models.layers import ConvBlock, pad_to_multiple, warp_and_fuse
+from shmoareg.models.layers import (ConvBlock, local_correlation, matching_displacement, pad_to_multiple,
+                                    warp_and_fuse)
 from shmoareg.models.mixture import MixtureOfAttentionHeads, SpatiallyHeterogeneousMoE
 from shmoareg.spatial import compose, integrate_velocity, resize_field
 
@@ -46,6 +56,9 @@ class SHMoARegConfig:
     factorised_experts: bool = False
     diffeomorphic: bool = False
     integration_steps: int = 5
+    correlation_radius: int = 0
+    coarsest_correlation_radius: int = 0
+    matching_expert: bool = False
 
     def __post_init__(self) -> None:
         if self.input_level not in (1, 2):
@@ -53,10 +66,19 @@ class SHMoARegConfig:
         finest, coarsest = self.input_level, self.input_level + len(self.channels) - 1
         if any(not finest < level <= coarsest for level in self.attention_levels):
             raise ValueError(f"attention_levels must lie in {finest + 1}..{coarsest}")
+        if self.correlation_radius < 0 or self.coarsest_correlation_radius < 0:
+            raise ValueError("correlation radii must be 0 (no correlation) or positive")
+        if self.matching_expert and not self.correlation_radius:
+            raise ValueError("matching_expert reads the correlation out: give a correlation_radius > 0")
 
     def level(self, index: int) -> int:
         """The level number of ``channels[index]``."""
         return self.input_level + index
+
+    def correlation_radius_at(self, index: int) -> int:
+        """The correlation radius of decoder level ``channels[index]`` (0: no correlation)."""
+        coarsest = index == len(self.channels) - 1
+        return (self.coarsest_correlation_radius or self.correlation_radius) if coarsest else self.correlation_radius
 
 
 class WindowedMoATransformer(nn.Module):
@@ -128,8 +150,10 @@ class SHMoARegNet(RegistrationNetwork):
         self.heads = nn.ModuleList()
         for index, width in enumerate(widths):
             coarser = widths[index + 1] if index + 1 < len(widths) else 0
-            self.fuse.append(ConvBlock(2 * width + coarser, width))
-            self.heads.append(SpatiallyHeterogeneousMoE(width, config.experts, config.factorised_experts))
+            costs = (2 * config.correlation_radius_at(index) + 1) ** 3 if config.correlation_radius_at(index) else 0
+            self.fuse.append(ConvBlock(2 * width + coarser + costs, width))
+            self.heads.append(SpatiallyHeterogeneousMoE(width, config.experts, config.factorised_experts,
+                                                        extra_experts=int(config.matching_expert)))
 
     def size_multiple(self) -> int:
         """The coarsest level's factor: each level halves the one before."""
@@ -149,8 +173,13 @@ class SHMoARegNet(RegistrationNetwork):
 
     def expert_descriptions(self) -> list[dict[str, Any]]:
         """Each decoder expert's kernel, dilation and receptive field (voxels of its level)."""
-        return [{"name": f"k{k}d{d} (RF {d * (k - 1) + 1})", "kernel_size": k, "dilation": d,
-                 "receptive_field": d * (k - 1) + 1} for k, d in self.config.experts]
+        experts = [{"name": f"k{k}d{d} (RF {d * (k - 1) + 1})", "kernel_size": k, "dilation": d,
+                    "receptive_field": d * (k - 1) + 1} for k, d in self.config.experts]
+        if self.config.matching_expert:
+            side = 2 * self.config.correlation_radius + 1
+            experts.append({"name": f"matching (RF {side})", "kernel_size": side, "dilation": 1,
+                            "receptive_field": side})
+        return experts
 
     def _encode(self, images: torch.Tensor, routing: RoutingRecord) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         pyramid, balances = [], []
@@ -172,9 +201,11 @@ class SHMoARegNet(RegistrationNetwork):
         field: Optional[torch.Tensor] = None
         decoded: Optional[torch.Tensor] = None
         for index in range(len(pyramid) - 1, -1, -1):
-            field, decoded = warp_and_fuse(self.fuse[index], pyramid[index][:batch], pyramid[index][batch:], field,
-                                           decoded)
-            residual, gates, balance = self.heads[index](decoded)
+            radius = self.config.correlation_radius_at(index)
+            field, decoded, costs = warp_and_fuse(self.fuse[index], pyramid[index][:batch], pyramid[index][batch:],
+                                                  field, decoded, radius)
+            matched = [matching_displacement(costs, radius)] if self.config.matching_expert else []
+            residual, gates, balance = self.heads[index](decoded, matched)
             if self.config.diffeomorphic:
                 residual = integrate_velocity(residual, self.config.integration_steps)
             field = residual if field is None else compose(field, residual)
