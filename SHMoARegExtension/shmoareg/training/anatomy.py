@@ -133,12 +133,15 @@ def load_subject(entry: Path, reference: sitk.Image, cache_dir: Path) -> Subject
             raise InputError(f"training subject file {path} not found")
     key = hashlib.sha256(label_path.read_bytes() + (image_path.read_bytes() if image_path else b"")
                          + _CACHE_VERSION.encode()).hexdigest()[:24]
-    cached = cache_dir / f"{key}.pt"
+    cached = cache_dir / f"{key}.npz"
     if cached.is_file():
-        return Subject(**torch.load(cached, weights_only=False))
+        with np.load(cached, allow_pickle=False) as stored:
+            return Subject(str(stored["name"]), stored["labels"], stored["image"] if "image" in stored else None,
+                           str(stored["sha256"]))
     subject = align_subject(label_path, image_path, reference)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(subject.__dict__, cached)
+    image = {} if subject.image is None else {"image": subject.image}
+    np.savez(cached, name=subject.name, labels=subject.labels, sha256=subject.sha256, **image)
     return subject
 
 
