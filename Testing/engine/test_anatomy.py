@@ -106,8 +106,8 @@ def test_a_window_samples_the_reference_volume_in_the_orientation_asked():
 
 def test_pairs_are_two_different_subjects_reproducible_by_index(subjects):
     source = AnatomySource(_spec(subjects, ("mni", "colin"), real_image_share=1.0, gamma=0.0, **STILL), seed=3)
-    scans = {name: torch.from_numpy(load_subject(subjects[name], reference_image(), subjects["cache"]).image)
-             for name in ("mni", "colin")}
+    scans = {name: torch.from_numpy(load_subject(subjects[name], reference_image(), subjects["cache"]).image
+                                    .astype(np.float32)) for name in ("mni", "colin")}
     window = source._window(2.0, torch.eye(3, dtype=torch.float64), source.centre)
     expected = {name: torch.nn.functional.grid_sample(scan[None, None], window.grid(tuple(scan.shape)),
                                                       align_corners=True) for name, scan in scans.items()}

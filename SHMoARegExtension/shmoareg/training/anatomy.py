@@ -61,12 +61,13 @@ T1_LIKE = {"white": 1.0, "grey": 0.65, "fluid": 0.25, "other": 0.5}
 WHITE_LABELS = (2, 7, 41, 46)
 FLUID_LABELS = (4, 5, 14, 15, 24, 43, 44)
 GREY_LABELS = (3, 8, 10, 11, 12, 13, 17, 18, 26, 42, 47, 49, 50, 51, 52, 53, 54, 58)
-_CACHE_VERSION = "2"
+_CACHE_VERSION = "3"
 
 
 @dataclass
 class Subject:
-    """One subject on the reference grid: labels (FreeSurfer values, int32 numpy), scan in [0, 1] or None."""
+    """One subject on the reference grid: labels (FreeSurfer values, int16 numpy), scan in [0, 1] (float16: a
+    compact cache) or None."""
 
     name: str
     labels: np.ndarray
@@ -119,10 +120,10 @@ def align_subject(label_path: Path, image_path: Optional[Path], reference: sitk.
     affine = initialise_affine(reference, moving)
     grid = Grid.of(reference)
     aligned = resample(_image_like(labels.astype(np.int32), label_image), grid, affine, sitk.sitkNearestNeighbor)
-    image = None if scan is None else sitk.GetArrayFromImage(resample(scan, grid, affine)).astype(np.float32)
+    image = None if scan is None else sitk.GetArrayFromImage(resample(scan, grid, affine)).astype(np.float16)
     digest = hashlib.sha256(label_path.read_bytes() + (image_path.read_bytes() if image_path else b""))
-    return Subject(str(label_path.parent if image_path else label_path), sitk.GetArrayFromImage(aligned), image,
-                   digest.hexdigest())
+    return Subject(str(label_path.parent if image_path else label_path),
+                   sitk.GetArrayFromImage(aligned).astype(np.int16), image, digest.hexdigest())
 
 
 def load_subject(entry: Path, reference: sitk.Image, cache_dir: Path) -> Subject:
@@ -141,7 +142,7 @@ def load_subject(entry: Path, reference: sitk.Image, cache_dir: Path) -> Subject
     subject = align_subject(label_path, image_path, reference)
     cache_dir.mkdir(parents=True, exist_ok=True)
     image = {} if subject.image is None else {"image": subject.image}
-    np.savez(cached, name=subject.name, labels=subject.labels, sha256=subject.sha256, **image)
+    np.savez_compressed(cached, name=subject.name, labels=subject.labels, sha256=subject.sha256, **image)
     return subject
 
 
@@ -233,7 +234,8 @@ class AnatomySource:
 
     @staticmethod
     def _image(subject: Subject, device: torch.device | str) -> Optional[Tensor]:
-        return None if subject.image is None else torch.from_numpy(subject.image)[None, None].to(device)
+        return None if subject.image is None else torch.from_numpy(subject.image.astype(np.float32))[None, None].to(
+            device)
 
     @staticmethod
     def _tissue(subject: Subject, device: torch.device | str) -> Tensor:
