@@ -1,5 +1,8 @@
 """Pair-specific optimisation of a dense field: Adam on a similarity + diffusion, coarse to fine.
 
+Each level's Adam never keeps a step that raised the objective (:func:`descend`): it is taken back and
+retaken at half the learning rate, so a pair already aligned (an image and itself) stays where it is.
+
 The similarity is local NCC (one contrast), or across contrasts MIND-SSC (the moving image's
 descriptors are warped and compared with the fixed image's, so they are computed once per level)
 or normalised gradient fields.
@@ -13,6 +16,7 @@ optimised field is a stationary velocity integrated by scaling and squaring.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -77,6 +81,38 @@ class Adam:
         self.parameter.grad = None
 
 
+def descend(start: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor], learning_rate: float,
+            steps: int, on_step: Callable[[], None] = lambda: None) -> torch.Tensor:
+    """``steps`` Adam steps on ``objective`` from ``start``; returns a point no worse than the best one evaluated.
+
+    An Adam step moves each parameter by about the learning rate whatever the gradient's size. At an optimum
+    the gradient is float rounding (1e-8 for an image against itself, as large as Adam's eps), so a field
+    already right was kicked by half a step and then jittered by about a step for the rest of the level.
+    Here a step that raised the objective is taken back: the parameter returns to the best point and the
+    step is retaken from there with its gradient and half the learning rate. One more evaluation at the end
+    chooses between the last point and the best.
+    """
+    parameter = start.clone().requires_grad_(True)
+    optimiser = Adam(parameter, learning_rate)
+    best, best_value, best_gradient = start.clone(), math.inf, None
+    for _ in range(steps):
+        loss = objective(parameter)
+        value = loss.item()
+        if value > best_value:
+            with torch.no_grad():
+                parameter.copy_(best)
+            parameter.grad = best_gradient
+            optimiser.learning_rate /= 2
+        else:
+            loss.backward()
+            best_value, best_gradient = value, parameter.grad
+            best.copy_(parameter.detach())
+        optimiser.step()
+        on_step()
+    with torch.no_grad():
+        return parameter.detach() if objective(parameter).item() <= best_value else best
+
+
 def _level_steps(total: int, levels: int) -> list[int]:
     """Split ``total`` steps over levels, the coarsest getting the most (weights n, n-1, ..., 1)."""
     weights = list(range(levels, 0, -1))
@@ -119,7 +155,8 @@ def optimise_displacement(fixed: torch.Tensor, moving: torch.Tensor, settings: O
     parameter: Optional[torch.Tensor] = None
     levels = _usable_levels(settings.levels, tuple(fixed.shape[2:]))
     counts = _level_steps(settings.steps, len(levels))
-    done = 0
+    done = itertools.count(1)
+    report = (lambda: on_step(next(done) / settings.steps)) if on_step is not None else (lambda: None)
     for factor, count in zip(levels, counts):
         fixed_level, moving_level = _downsample(fixed, factor), _downsample(moving, factor)
         fixed_mask = _downsample(fixed_valid, factor) if fixed_valid is not None else None
@@ -133,17 +170,8 @@ def optimise_displacement(fixed: torch.Tensor, moving: torch.Tensor, settings: O
             start = resize_field(initial, field_shape)
         else:
             start = torch.zeros((1, 3, *field_shape), device=fixed.device)
-        parameter = start.detach().requires_grad_(True)
-        optimiser = Adam(parameter, settings.learning_rate)
-        for _ in range(count):
-            displacement = _field(parameter, settings, shape)
-            weight = overlap_weight(fixed_mask, moving_mask, displacement)
-            loss = similarity(displacement, weight) + settings.smoothness * diffusion(parameter)
-            loss.backward()
-            optimiser.step()
-            done += 1
-            if on_step is not None:
-                on_step(done / settings.steps)
+        objective = _level_objective(settings, similarity, fixed_mask, moving_mask, shape)
+        parameter = descend(start.detach(), objective, settings.learning_rate, count, report)
     with torch.no_grad():
         return _field(parameter.detach(), settings, tuple(fixed.shape[2:]))
 
@@ -203,6 +231,19 @@ def overlap_weight(fixed_mask: Optional[torch.Tensor], moving_mask: Optional[tor
     if fixed_mask is None:
         return moving_mask
     return fixed_mask if moving_mask is None else fixed_mask * moving_mask
+
+
+def _level_objective(settings: OptimisationSettings, similarity: Similarity, fixed_mask: Optional[torch.Tensor],
+                     moving_mask: Optional[torch.Tensor], shape: tuple[int, ...]
+                     ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One level's objective of the optimised parameter: the similarity where both images have data, plus the
+    smoothness term on the parameter itself."""
+    def objective(parameter: torch.Tensor) -> torch.Tensor:
+        displacement = _field(parameter, settings, shape)
+        weight = overlap_weight(fixed_mask, moving_mask, displacement)
+        return similarity(displacement, weight) + settings.smoothness * diffusion(parameter)
+
+    return objective
 
 
 def _field(parameter: torch.Tensor, settings: OptimisationSettings, shape: tuple[int, int, int]) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from shmoareg.optimise import Adam, OptimisationSettings, improves_similarity, optimise_displacement
+from shmoareg.optimise import Adam, OptimisationSettings, descend, improves_similarity, optimise_displacement
 from shmoareg.synthetic import synthetic_pair
 from torch_threads import one_torch_thread  # noqa: F401 (fixture)
 
@@ -58,6 +58,27 @@ def test_adam_matches_torch_optim_adam():
         assert ours.grad is None
     assert torch.allclose(ours, theirs, atol=1e-6) and not torch.allclose(ours, torch.zeros(3, 4))
 
+
+def test_an_image_registered_to_itself_does_not_move():
+    """An Adam step is about the learning rate whatever the gradient: at the optimum, where the gradient is float
+    rounding, it moved this phantom against itself by 0.5 voxel (a brain by 0.7-1.2)."""
+    fixed = pair()[0]
+    for diffeomorphic in (True, False):
+        settings = OptimisationSettings(steps=50, diffeomorphic=diffeomorphic)
+        assert float(optimise_displacement(fixed, fixed.clone(), settings).norm(dim=1).max()) < 0.05
+
+
+def test_descent_never_ends_above_where_it_started():
+    """A minimum whose gradient is rounding-sized (1e-8, Adam's eps): Adam's first step kicks it by half the learning
+    rate; a step that raises the objective is taken back with half the learning rate."""
+    def objective(x: torch.Tensor) -> torch.Tensor:
+        return x.square().sum() + 1e-8 * x.sum()  # minimum at -5e-9
+
+    start = torch.zeros(3, 4)
+    assert float(descend(start, objective, 0.2, 20).abs().max()) < 1e-4
+    target = torch.linspace(-2.0, 3.0, 12).reshape(3, 4)  # far from the minimum it still descends as Adam does
+    far = descend(start, lambda x: (x - target).square().sum(), 0.2, 60)
+    assert float((far - target).abs().max()) < 0.1
 
 
 def test_only_a_field_that_matches_the_pair_better_than_none_improves_it():
