@@ -1,4 +1,4 @@
-"""The network alone on the benchmark's 1 mm inter-subject pairs, scored as ``compare.py`` scores, without a run.
+"""The network alone on the benchmark's real-brain pairs, scored as ``compare.py`` scores, without a run.
 
 ``compare.py``'s ``shmoareg-no-refine`` row, for weights that are not shipped (yet): each ``--model`` (a model
 name or a checkpoint path) predicts on ``register``'s working pair (the same stages, affine included), and
@@ -93,12 +93,12 @@ def main() -> None:
                         "shmoareg-model-none run, by depth inside the brain (run compare.py first)")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="factors on the first pass's field")
     args = parser.parse_args()
-    pairs, missing = compare.make_pairs()
-    if missing:
-        raise SystemExit(f"the 1 mm pairs are missing: {missing}")
+    pairs, missing = compare.make_pairs([compare.REAL])
+    if not pairs:
+        raise SystemExit(f"the real-brain pairs are missing: {missing}")
     torch.set_num_threads(1)
     for model in args.model:
-        for pair in compare.target_pairs(pairs):
+        for pair in pairs:
             fields, affine, grid = network_fields(pair, model, max(args.passes, 1), args.flips, args.swap)
             for scale in args.scales:
                 dice = mean_dice(pair, scale * fields[0], affine, grid)

@@ -77,10 +77,10 @@ def main() -> None:
     parser.add_argument("--spacings", type=float, nargs="+", default=[2.0, 3.0, 4.0, 6.0])
     parser.add_argument("--model", default="shmoareg", help="the shipped network whose field alone is compared")
     args = parser.parse_args()
-    pairs, missing = compare.make_pairs()
-    if missing:
+    pairs, missing = compare.make_pairs([compare.PROXY])
+    pair = next((pair for pair in pairs if pair.name == PAIR), None)
+    if pair is None:
         raise SystemExit(f"the 1 mm pairs are missing: {missing}")
-    pair = next(pair for pair in pairs if pair.name == PAIR)
     refined_result, refined = run_field(pair, REFINED)
     rows = [{"spacing_mm": 1.0, "mean_dice": refined_result["mean_dice"]}]
     for spacing in args.spacings:

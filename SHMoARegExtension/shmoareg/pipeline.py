@@ -47,8 +47,9 @@ from shmoareg.protocol import (ADAPT_LEARNING_RATE, COMPLETION_MARKER, CROSS_CON
                                DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_NETWORK_SWAP,
                                DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
                                DISPLACEMENT_FILE, FILES_KEY, JACOBIAN_FILE, MAPS_FILE, MAX_ADAPT_STEPS,
-                               MAX_NETWORK_FLIPS, NETWORK_REFINE_STEPS, ROUTING_FILE, ROUTING_MAP_MODES, SIMILARITIES,
-                               TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE)
+                               MAX_NETWORK_FLIPS, NETWORK_REFINE_START_FACTOR, NETWORK_REFINE_STEPS, ROUTING_FILE,
+                               ROUTING_MAP_MODES, SIMILARITIES, TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE,
+                               WARPED_SEGMENTATION_FILE)
 from shmoareg.routing_maps import write_routing_maps
 from shmoareg.similarity import choose_similarity
 from shmoareg.spatial import resize_field
@@ -71,7 +72,9 @@ TRANSFORM_CONVENTION = ("ITK displacement field transform, LPS millimetres, resa
 
 @dataclass
 class RegistrationRequest:
-    """Everything ``register`` needs; paths may be strings or Paths."""
+    """Everything ``register`` needs; paths may be strings or Paths. ``refine_start``: the coarsest level (a factor
+    of the working grid: 1, 2, 4, 8) of the refinement after a network (default: ``NETWORK_REFINE_START_FACTOR``
+    times the network's input factor)."""
 
     fixed: Path
     moving: Path
@@ -81,6 +84,7 @@ class RegistrationRequest:
     model: str = DEFAULT_MODEL
     device: str = "auto"
     refine_steps: Optional[int] = None
+    refine_start: Optional[int] = None
     affine: bool = True
     grid_spacing: Optional[float] = None
     max_grid_voxels: int = 2_000_000
@@ -446,8 +450,10 @@ def _refine(request: RegistrationRequest, pair: _WorkingPair, prediction: Option
         initial, status = None, PREDICTION_REJECTED
         settings = replace(settings, steps=_refine_steps(RegistrationMethod.refinement_alone(method.steps),
                                                          similarity, device_type))
-    if initial is not None:  # the coarse deformation is already there: start at the network's resolution
-        settings = replace(settings, levels=levels_from(settings.levels, _factor(prediction.grid, pair.grid)))
+    if initial is not None:  # the coarse deformation is already there: start near the network's resolution
+        start = request.refine_start or NETWORK_REFINE_START_FACTOR[device_type] * _factor(
+            prediction.grid, pair.grid)
+        settings = replace(settings, levels=levels_from(settings.levels, start))
     displacement = optimise_displacement(
         pair.fixed, pair.moving, settings, initial=initial, fixed_valid=pair.fixed_valid,
         moving_valid=pair.moving_valid, on_step=lambda f: progress.update(f, "optimising the deformation on the pair"))

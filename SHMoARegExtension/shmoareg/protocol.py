@@ -84,6 +84,9 @@ DEFAULT_REFINE_STEPS = {"cpu": 50, "cuda": 150}
 # (chosen by measurement on a pair the benchmark does not score: benchmarks/README.md, "Refinement
 # after the network").
 NETWORK_REFINE_STEPS = {"cpu": 10, "cuda": 30}
+# Where that refinement starts: this many times coarser than the network's input grid (1: at its resolution).
+# ``RegistrationRequest.refine_start`` overrides it with a level (a factor of the working grid).
+NETWORK_REFINE_START_FACTOR = {"cpu": 1, "cuda": 1}
 
 # The same across contrasts (similarity MIND-SSC or NGF): the network's prediction is weaker there, and 10
 # steps left 1.25 mm end-point error where 30 reach 0.85 (a T1 brain against another contrast of itself at

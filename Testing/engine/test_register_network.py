@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -209,3 +210,14 @@ def test_bad_adaptation_requests_are_refused_before_anything_is_written(case, op
         register(RegistrationRequest(folder / "fixed.nii.gz", folder / "moving.nii.gz", folder / "bad-adapt",
                                      device="cpu", **arguments))
     assert not (folder / "bad-adapt").exists()
+
+
+def test_the_refinement_after_the_network_starts_at_its_resolution_or_where_asked(case):
+    """The shipped network (a tiny untrained one is rejected, and the refinement then starts from scratch)."""
+    folder, _ = case
+    shipped = {"model": "shmoareg", "refine_steps": 6, "routing_maps": "none", "network_max_voxels": 1000}
+    default = register(replace(request(folder, "unused", "start-default"), **shipped))
+    coarser = register(replace(request(folder, "unused", "start-4"), **shipped, refine_start=4))
+    assert default["network_prediction"] == coarser["network_prediction"] == "used"
+    assert list(default["method"]["settings"]["levels"]) == [2, 1]  # the network saw the grid averaged 2x
+    assert list(coarser["method"]["settings"]["levels"]) == [4, 2, 1]
