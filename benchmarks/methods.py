@@ -87,15 +87,16 @@ def _elastix_parameter_text(parameters: dict[str, object]) -> str:
 # of torch, whose import would slow the timed children).
 OTHER_NETWORKS = [name for name in shipped_models() if name != DEFAULT_MODEL]
 NO_REFINE_SUFFIX = "-no-refine"
-# The optimisation without a network given three times its default CPU steps: what more steps alone would buy.
-MODEL_NONE_3X = "shmoareg-model-none-3x"
+# The optimisation without a network given this many times its default CPU steps: what more steps alone would buy.
+MODEL_NONE_STEPS_FACTOR = 3
+MODEL_NONE_3X = f"shmoareg-model-none-{MODEL_NONE_STEPS_FACTOR}x"
 
 NETWORK_METHODS = {
     "shmoareg": RegistrationMethod.network_then_refinement(),
     "affine-only": RegistrationMethod.affine_alone(),
     "shmoareg" + NO_REFINE_SUFFIX: RegistrationMethod.network_alone(),
     "shmoareg-model-none": RegistrationMethod.refinement_alone(),
-    MODEL_NONE_3X: RegistrationMethod.refinement_alone(3 * DEFAULT_REFINE_STEPS["cpu"]),
+    MODEL_NONE_3X: RegistrationMethod.refinement_alone(MODEL_NONE_STEPS_FACTOR * DEFAULT_REFINE_STEPS["cpu"]),
     **{name: RegistrationMethod.network_then_refinement(name) for name in OTHER_NETWORKS},
     **{name + NO_REFINE_SUFFIX: RegistrationMethod.network_alone(name) for name in OTHER_NETWORKS},
 }
