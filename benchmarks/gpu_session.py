@@ -5,16 +5,17 @@ PYTHONPATH; benchmarks/README.md ("GPU session") says how to prepare the wheels 
 Phases: ``setup`` (wheels from .whl/ for what the machine lacks), ``cuda_tests`` (pytest -m cuda),
 ``register`` (1 mm 160x192x224 pair), ``forward`` (both networks at 160x192x224, float32 and
 bfloat16), ``adapt`` (test-time adaptation on a labelled 1 mm pair),
-``train`` (the shipped recipe, resumed, stopped with SIGINT before the deadline) and
+``train`` (the real-anatomy GPU recipe continuing the CPU run, stopped with SIGINT before the deadline) and
 ``collect``. ``--dry-run`` is the same flow on the CPU at toy sizes, in well under a minute.
 
 DIR receives few files, as a lent machine sends back at most 8: ``gpu_session.json`` (rewritten after
 every phase), ``gpu_session.log``, ``checkpoints/latest.*`` (the continued run, to copy back into
-runs/brainshapes_cpu/checkpoints) and ``details.tar.gz`` (pytest report, register summaries, training logs,
+runs/anatomy_cpu/checkpoints) and ``details.tar.gz`` (pytest report, register summaries, training logs,
 configs and the best checkpoint). The bulky work (images, fields) happens in a temporary folder.
 
 ``gpu_session.py --travel-size`` prints what a device call carrying CARRY would send (used by
-benchmarks/gpu_wheels.sh).
+benchmarks/gpu_wheels.sh); ``--pack-wheels`` shrinks the wheels in .whl/ so that the anatomy cache fits beside
+them; ``--anatomy-cache`` makes the real-anatomy cache that the train phase reads (where ../shared/data is).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import lzma
 import os
 import platform
 import re
@@ -34,6 +36,7 @@ import tarfile
 import tempfile
 import time
 import traceback
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -41,22 +44,24 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 WHEELS = REPO / ".whl"
+PACKED = ".xz"  # a wheel in .whl/ as <wheel>.xz: its files stored uncompressed, the whole compressed by xz
 SITE = Path(tempfile.gettempdir()) / "shmoareg-gpu-site"
 # Modules the engine and its tests import, and the distributions that provide them.
 REQUIRED = {"SimpleITK": "SimpleITK", "yaml": "PyYAML", "psutil": "psutil", "safetensors": "safetensors",
             "numpy": "numpy", "pytest": "pytest"}
-# The shipped recipe, its CPU run's checkpoints and the brain-shaped label map it trains on (runs/ is git-ignored,
-# so both travel with the device call).
-TRAIN_CONFIG = REPO / "Resources" / "configs" / "train_brainshapes_cpu.yaml"
-RESUME_FROM = REPO / "runs" / "brainshapes_cpu" / "checkpoints"
-BRAIN_SHAPES = "runs/data/fsaverage5_labels.nii.gz"  # the recipe's label_maps; `make brain-shapes` makes it
+# The real-anatomy recipe for the GPU, the CPU recipe whose run it continues and whose subjects' cache it reads
+# (runs/ is git-ignored and ../shared/data stays behind, so the cache and the checkpoint travel with the call).
+TRAIN_CONFIG = REPO / "Resources" / "configs" / "train_anatomy_gpu.yaml"
+CPU_CONFIG = REPO / "Resources" / "configs" / "train_anatomy_cpu.yaml"
+RESUME_FROM = REPO / "runs" / "anatomy_cpu" / "checkpoints"
+ANATOMY_CACHE = "runs/data/anatomy"  # both recipes' data.anatomy.cache_dir; --anatomy-cache makes it
 LATEST_FILES = ("latest.safetensors", "latest.json", "latest.state.pt")
-CARRY = [".whl", BRAIN_SHAPES, *(str((RESUME_FROM / name).relative_to(REPO)) for name in LATEST_FILES)]
+CARRY = [".whl", ANATOMY_CACHE, *(str((RESUME_FROM / name).relative_to(REPO)) for name in LATEST_FILES)]
 TRAVEL_LIMIT_MIB = 64
 STOP_RESERVE_SECONDS = 45   # SIGINT grace (30 s) plus collecting the outputs
 MIN_TRAIN_SECONDS = 60
 DRY_RUN_TRAINING = {("data", "shape"): [32, 32, 32], ("validation", "pairs"): 1, ("optimiser", "steps"): 3,
-                    ("checkpoint_every",): 1, ("log_every",): 1}
+                    ("optimiser", "batch_size"): 2, ("checkpoint_every",): 1, ("log_every",): 1}
 DRY_RUN_SHAPE_ZYX = (32, 32, 32)
 DRY_RUN_SPACING_MM = 2.0
 DETAIL_SUFFIXES = {".json", ".jsonl", ".yaml", ".xml", ".log"}
@@ -167,6 +172,34 @@ def use_site() -> None:
     importlib.invalidate_caches()
 
 
+def pack_wheels(folder: Path) -> list[Path]:
+    """Replace each wheel in ``folder`` by ``<wheel>.xz`` (SimpleITK's shrinks from 50 to about 28 MiB, which
+    leaves room for the anatomy cache in a device call's 64 MiB); returns the packed files."""
+    packed = []
+    for wheel in sorted(folder.glob("*.whl")):
+        target = wheel.with_name(wheel.name + PACKED)
+        partial = target.with_name(target.name + ".part")
+        with zipfile.ZipFile(wheel) as source, lzma.open(partial, "wb") as stream, \
+                zipfile.ZipFile(stream, "w", zipfile.ZIP_STORED) as stored:
+            for item in source.infolist():
+                entry = zipfile.ZipInfo(item.filename, item.date_time)
+                entry.external_attr, entry.file_size = item.external_attr, item.file_size
+                with source.open(item) as data, stored.open(entry, "w") as copy:
+                    shutil.copyfileobj(data, copy)
+        partial.replace(target)
+        wheel.unlink()
+        packed.append(target)
+    return packed
+
+
+def unpack_wheels(folder: Path, target: Path) -> None:
+    """Write the wheels that :func:`pack_wheels` packed in ``folder`` to ``target`` as wheels pip installs."""
+    target.mkdir(parents=True, exist_ok=True)
+    for packed in sorted(folder.glob(f"*.whl{PACKED}")):
+        with lzma.open(packed) as source, open(target / packed.stem, "wb") as wheel:
+            shutil.copyfileobj(source, wheel)
+
+
 def set_up(session: Session) -> dict[str, Any]:
     """Install from .whl/ whatever required module is missing (SimpleITK on the lent machines)."""
     if SITE.is_dir():
@@ -177,9 +210,12 @@ def set_up(session: Session) -> dict[str, Any]:
     names = [REQUIRED[module] for module in missing]
     if not WHEELS.is_dir():
         return {"error": f"{', '.join(names)} missing and no .whl/ folder: run benchmarks/gpu_wheels.sh where pip "
-                         "reaches PyPI and carry .whl"}
+                         "reaches PyPI (then gpu_session.sh --pack-wheels) and carry .whl"}
+    unpacked = session.work / "wheels"
+    unpack_wheels(WHEELS, unpacked)
     code = session.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-compile",
-                        "--upgrade", "--find-links", str(WHEELS), "--target", str(SITE), *names])
+                        "--upgrade", "--find-links", str(WHEELS), "--find-links", str(unpacked), "--target", str(SITE),
+                        *names])
     if code != 0:
         return {"error": f"pip could not install {', '.join(names)} from .whl/ (exit {code}); see gpu_session.log"}
     use_site()
@@ -332,8 +368,32 @@ def time_forward(session: Session) -> dict[str, Any]:
 
 
 # -- training --------------------------------------------------------------------------------------
+def dry_run_subjects(folder: Path) -> list[str]:
+    """Two stand-in subjects as anatomy cache files, so that the dry run needs no ../shared/data: the shipped
+    MNI152 sample (the reference) with its tissue classes as labels, and its mirror image."""
+    import hashlib
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from shmoareg.known_warps import tissue_labels
+    from shmoareg.training.anatomy import Subject, reference_image, save_subject
+
+    reference = reference_image()
+    classes = sitk.GetArrayFromImage(tissue_labels(reference))
+    labels = np.select([classes == 1, classes == 2, classes == 3], [24, 3, 2], 0).astype(np.int16)  # CSF, GM, WM
+    image = sitk.GetArrayFromImage(reference).astype(np.float16)
+    paths = []
+    for name, view in (("mni", np.s_[...]), ("mni-mirrored", np.s_[..., ::-1])):
+        subject = Subject(name, np.ascontiguousarray(labels[view]), np.ascontiguousarray(image[view]),
+                          hashlib.sha256(labels[view].tobytes() + image[view].tobytes()).hexdigest())
+        paths.append(folder / f"{name}-dry-run.npz")
+        save_subject(subject, paths[-1])
+    return [str(path) for path in paths]
+
+
 def dry_run_config(folder: Path) -> Path:
-    """The default recipe shrunk to 3 steps on a 32^3 grid, starting from scratch."""
+    """The GPU recipe shrunk to 3 steps of 2 pairs on a 32^3 grid, on stand-in subjects, starting from scratch."""
     import yaml
 
     values = yaml.safe_load(TRAIN_CONFIG.read_text())
@@ -343,7 +403,8 @@ def dry_run_config(folder: Path) -> Path:
             section = section.setdefault(key, {})
         section[keys[-1]] = value
     values.pop("init_from", None)  # the shipped weights are past step 3
-    values["data"]["synthetic"].pop("label_maps", None)  # a fresh clone has no runs/data: random label maps only
+    subjects = dry_run_subjects(folder / "anatomy")  # a fresh clone has neither ../shared/data nor the cache
+    values["data"]["anatomy"].update(subjects=subjects, validation_subjects=subjects, cache_dir=str(folder / "anatomy"))
     path = folder / "train_dry_run.yaml"
     path.write_text(yaml.safe_dump(values, sort_keys=False))
     return path
@@ -358,7 +419,7 @@ def checkpoint_intact(weights: Path) -> bool:
 
 
 def copy_resume_checkpoint(session: Session, checkpoints: Path) -> Optional[int]:
-    """Copy runs/brainshapes_cpu/checkpoints/latest.* to ``checkpoints``; returns its step (None when absent)."""
+    """Copy RESUME_FROM's latest.* to ``checkpoints``; returns its step (None when absent)."""
     if not all((RESUME_FROM / name).is_file() for name in LATEST_FILES):
         session.note(f"no complete {RESUME_FROM / 'latest.*'} (weights, sidecar, state): training starts from the "
                      "config's init_from")
@@ -390,7 +451,8 @@ def training_figures(output: Path, log: Path) -> dict[str, Any]:
 
 
 def train(session: Session) -> dict[str, Any]:
-    """Continue the shipped recipe (``--resume``) until SIGINT stops it before the deadline."""
+    """Continue the CPU run on the real-anatomy GPU recipe (``--resume``) until SIGINT stops it before the
+    deadline."""
     output = session.work / "train"
     config = dry_run_config(session.work) if session.dry_run else TRAIN_CONFIG
     resumed = None if session.dry_run else copy_resume_checkpoint(session, output / "checkpoints")
@@ -401,7 +463,8 @@ def train(session: Session) -> dict[str, Any]:
     code = session.run(["timeout", "--signal=INT", "--kill-after=30", "--preserve-status", str(budget),
                         sys.executable, "-m", "shmoareg", "train", "--config", str(config), "--device",
                         session.device, "--resume", "--output-dir", str(output)], capture=log)
-    recipe = "the default recipe shrunk for the dry run" if session.dry_run else str(TRAIN_CONFIG.relative_to(REPO))
+    recipe = ("the GPU recipe shrunk for the dry run, on stand-in subjects" if session.dry_run
+              else str(TRAIN_CONFIG.relative_to(REPO)))
     result: dict[str, Any] = {"config": recipe, "copied_checkpoint_step": resumed, "time_limit_seconds": budget,
                               "exit_code": code}
     result["stopped"] = {0: "finished its steps", 130: "stopped by SIGINT at the time limit"}.get(code)
@@ -454,8 +517,28 @@ def travel_size() -> int:
     print(f"carry: {json.dumps(CARRY)}")
     if total > TRAVEL_LIMIT_MIB:
         print(f"error: {total:.1f} MiB is over the {TRAVEL_LIMIT_MIB} MiB a device call carries; remove old or "
-              "unneeded wheels from .whl/", file=sys.stderr)
+              f"unneeded wheels from .whl/ and pack them (--pack-wheels), and remove earlier anatomy cache files "
+              f"from {ANATOMY_CACHE} (--anatomy-cache)",
+              file=sys.stderr)
         return 1
+    return 0
+
+
+def anatomy_cache() -> int:
+    """Cache the CPU recipe's subjects in its cache_dir (ANATOMY_CACHE; needs ../shared/data), remove the folder's
+    other files and print its size; 2 when the subjects are missing."""
+    from shmoareg.errors import InputError
+    from shmoareg.training.anatomy import make_cache
+    from shmoareg.training.config import load_config
+
+    os.chdir(REPO)  # the recipes' paths are relative to the repository root
+    anatomy = load_config(CPU_CONFIG).data.anatomy
+    try:
+        files = make_cache(anatomy)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{len(files)} subjects cached in {anatomy.cache_dir}: {mebibytes(files):.1f} MiB")
     return 0
 
 
@@ -473,6 +556,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or REPO / "benchmarks/out/gpu_session"),
                         help="output folder (default: $OUT if set, else benchmarks/out/gpu_session)")
     parser.add_argument("--travel-size", action="store_true", help="print what a device call would carry, and exit")
+    parser.add_argument("--pack-wheels", action="store_true",
+                        help="xz-compress the wheels in .whl/ (set-up unpacks them), print the travel size, and exit")
+    parser.add_argument("--anatomy-cache", action="store_true",
+                        help=f"cache the real-anatomy subjects in {ANATOMY_CACHE} (needs ../shared/data), and exit")
     parser.add_argument("--skip", nargs="+", default=[], choices=SKIPPABLE_PHASES, metavar="PHASE",
                         help=f"phases to leave out, for a short follow-up call ({', '.join(SKIPPABLE_PHASES)})")
     args = parser.parse_args(argv)
@@ -486,6 +573,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     if args.travel_size:
         return travel_size()
+    if args.pack_wheels:
+        print(f"packed {', '.join(path.name for path in pack_wheels(WHEELS)) or 'nothing (no .whl/*.whl)'}")
+        return travel_size()
+    if args.anatomy_cache:
+        return anatomy_cache()
     if not args.dry_run and not torch.cuda.is_available():
         print(f"error: torch {torch.__version__} sees no GPU; use --dry-run for the CPU rehearsal", file=sys.stderr)
         return 2

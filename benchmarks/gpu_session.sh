@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a lent GPU machine: set-up, CUDA tests, timings, then training until the time budget
 # runs out (benchmarks/gpu_session.py does the work; benchmarks/README.md, "GPU session", says how to call it).
-# Usage: benchmarks/gpu_session.sh [--dry-run] [--minutes M] [--out DIR]
+# Usage: benchmarks/gpu_session.sh [--dry-run] [--minutes M] [--out DIR] [--skip PHASE ...]
+#        benchmarks/gpu_session.sh --pack-wheels | --anatomy-cache | --travel-size   (preparing a call, here)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-}"

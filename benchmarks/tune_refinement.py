@@ -2,10 +2,10 @@
 synthetic pair the benchmark does not score.
 
 ``--real`` (issue 23: defaults are chosen on real brains with manual labels): every pair of ``compare.py``'s
-real-brain group (OASIS-TRT-20 subjects 11-20, the validation subjects, never trained on), each setting of
-``--starts`` (the refinement's coarsest level as a factor of the working grid; ``register``'s ``refine_start``)
-and ``--steps`` one ``register`` call, scored by ``compare.score``; writes ``results/refinement_real_cpu.json``
-with the per-pair and mean Dice (all, cortical, subcortical), the refinement's seconds and the total.
+real-brain group (OASIS-TRT-20 subjects 11-20, the validation subjects, never trained on; ``--pairs`` a subset),
+each ``--settings`` START:STEPS (the refinement's coarsest level as a factor of the working grid, ``register``'s
+``refine_start``, and its steps) one ``register`` call, scored by ``compare.score``; writes
+``results/refinement_real_cpu.json`` with the per-pair and mean Dice (all, cortical, subcortical), the refinement's seconds and the total.
 
 Run: ``.venv/bin/python benchmarks/tune_refinement.py [--model shmoareg] [--steps 0 10 20 30 50]
 [--network-max-voxels N ...] [--network-flips N ...] [--network-swap on|off ...] [--results FILE]``.
@@ -73,42 +73,43 @@ def run(paths: tuple[Path, Path, Path, Path], model: str, steps: int | None,
             "wall_seconds": round(time.perf_counter() - started, 2)}
 
 
-def run_real(model: str, starts: list[int], steps: list[int]) -> list[dict]:
-    """Each (start, steps) setting on every real-brain pair: per-pair scores and their means."""
+def run_real(model: str, settings: list[tuple[int, int]], names: list[str] | None) -> list[dict]:
+    """Each (start, steps) setting on the real-brain pairs (``names``, default all): per-pair scores, means."""
     pairs, missing = compare.make_pairs([compare.REAL])
+    pairs = [pair for pair in pairs if not names or pair.name in names]
     if not pairs:
-        raise SystemExit("; ".join(missing))
+        raise SystemExit("; ".join(missing) or f"no real-brain pair is named {names}")
     rows = []
-    for start in starts:
-        for count in steps:
-            per_pair = {}
-            for pair in pairs:
-                output = WORK / "real" / f"{pair.name}-{start}-{count}"
-                shutil.rmtree(output, ignore_errors=True)
-                summary = register(RegistrationRequest(pair.fixed, pair.moving, output, model=model, device="cpu",
-                                                       refine_steps=count, refine_start=start, routing_maps="none"))
-                scores = compare.score(pair, sitk.ReadTransform(str(output / "transform.h5")))
-                per_pair[pair.name] = {**{key: scores[key] for key in compare.SUMMARY_KEYS if key in scores},
-                                       "refine_seconds": summary["seconds"].get("register"),
-                                       "total_seconds": summary["seconds"]["total"],
-                                       "levels": summary["method"]["settings"]["levels"],
-                                       "network_prediction": summary.get("network_prediction")}
-                shutil.rmtree(output, ignore_errors=True)
-            means = {key: compare._finite_mean([p.get(key) for p in per_pair.values()])
-                     for key in ("mean_dice", "mean_dice_cortical", "mean_dice_subcortical", "refine_seconds",
-                                 "total_seconds")}
-            rows.append({"start": start, "steps": count, **means, "pairs": per_pair})
-            print(f"start {start} steps {count}: Dice {means['mean_dice']:.4f} (cortical "
-                  f"{means['mean_dice_cortical']:.4f}), refine {means['refine_seconds']:.1f} s, total "
-                  f"{means['total_seconds']:.1f} s", flush=True)
+    for start, count in settings:
+        per_pair = {}
+        for pair in pairs:
+            output = WORK / "real" / f"{pair.name}-{start}-{count}"
+            shutil.rmtree(output, ignore_errors=True)
+            summary = register(RegistrationRequest(pair.fixed, pair.moving, output, model=model, device="cpu",
+                                                   refine_steps=count, refine_start=start, routing_maps="none"))
+            scores = compare.score(pair, sitk.ReadTransform(str(output / "transform.h5")))
+            per_pair[pair.name] = {**{key: scores[key] for key in compare.SUMMARY_KEYS if key in scores},
+                                   "refine_seconds": summary["seconds"].get("register"),
+                                   "total_seconds": summary["seconds"]["total"],
+                                   "levels": summary["method"]["settings"]["levels"],
+                                   "network_prediction": summary.get("network_prediction")}
+            shutil.rmtree(output, ignore_errors=True)
+        means = {key: compare._finite_mean([p.get(key) for p in per_pair.values()])
+                 for key in ("mean_dice", "mean_dice_cortical", "mean_dice_subcortical", "refine_seconds",
+                             "total_seconds")}
+        rows.append({"start": start, "steps": count, **means, "pairs": per_pair})
+        print(f"start {start} steps {count}: Dice {means['mean_dice']:.4f} (cortical "
+              f"{means['mean_dice_cortical']:.4f}), refine {means['refine_seconds']:.1f} s, total "
+              f"{means['total_seconds']:.1f} s", flush=True)
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", action="store_true", help="tune on the real-brain group (see above)")
-    parser.add_argument("--starts", type=int, nargs="+", default=[2, 4],
-                        help="with --real: refinement start levels to try (factors of the working grid)")
+    parser.add_argument("--settings", nargs="+", default=["2:10", "4:20", "2:25"],
+                        help="with --real: START:STEPS settings (start level as a factor of the working grid)")
+    parser.add_argument("--pairs", nargs="+", help="with --real: the real-brain pairs to use (default: all)")
     parser.add_argument("--model", default="shmoareg", help="model name or checkpoint path")
     parser.add_argument("--steps", type=int, nargs="+", default=[0, 10, 20, 30, 50])
     parser.add_argument("--network-max-voxels", type=int, nargs="+", default=[None],
@@ -121,7 +122,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.real:
-        rows = run_real(args.model, args.starts, args.steps)
+        settings = [tuple(int(v) for v in setting.split(":")) for setting in args.settings]
+        rows = run_real(args.model, settings, args.pairs)
         REAL_RESULTS.write_text(json.dumps({"group": "compare.py real-brain group", "model": args.model,
                                             "threads": 2, "rows": rows}, indent=2) + "\n")
         return

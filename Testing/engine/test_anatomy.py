@@ -18,10 +18,10 @@ import torch
 from shmoareg.errors import InputError
 from shmoareg.known_warps import tissue_labels
 from shmoareg.resources import SAMPLE_PAIR
-from shmoareg.training.anatomy import (AnatomySource, Window, coarse_labels, dice_labels, load_subject,
-                                       reference_image, t1_like)
+from shmoareg.training.anatomy import (AnatomySource, Window, cache_path, coarse_labels, dice_labels, load_subject,
+                                       make_cache, reference_image, t1_like)
 from shmoareg.training.config import AnatomySpec, DataSpec, TrainingConfig
-from shmoareg.training.data import TRAIN, VALIDATION
+from shmoareg.training.data import TRAIN, VALIDATION, TrainingData
 from shmoareg.training.trainer import train
 from torch_threads import one_torch_thread  # noqa: F401 - autouse: one torch thread
 
@@ -88,6 +88,54 @@ def test_the_reference_scan_aligns_onto_itself_and_the_alignment_is_cached(subje
     assert len(list(subjects["cache"].glob("*.npz"))) >= 1
     again = load_subject(subjects["mni"], reference, subjects["cache"])
     assert np.array_equal(again.labels, subject.labels) and again.sha256 == subject.sha256
+
+
+def test_the_cache_file_names_its_subject_and_loads_as_the_source_files_do(subjects, tmp_path):
+    reference, cache = reference_image(), subjects["cache"]
+    entries = {name: cache_path(subjects[name], cache) for name in ("mni", "colin", "synthseg")}
+    assert entries["mni"].name.startswith(f"{subjects['mni'].parent.name}_mni-") and entries["mni"].suffix == ".npz"
+    assert entries["synthseg"].name.startswith("synthseg-")
+    for name in ("mni", "synthseg"):  # with a scan and without
+        aligned = load_subject(subjects[name], reference, cache)
+        cached = load_subject(entries[name], reference, tmp_path / "unused")
+        assert (cached.name, cached.sha256) == (aligned.name, aligned.sha256)
+        assert np.array_equal(cached.labels, aligned.labels)
+        assert (cached.image is None and aligned.image is None) or np.array_equal(cached.image, aligned.image)
+    assert not (tmp_path / "unused").exists()
+    spec = _spec(subjects, ("mni", "colin"))
+    listed = tuple(str(entries[name]) for name in ("mni", "colin"))
+    from_cache = dataclasses.replace(spec, anatomy=dataclasses.replace(spec.anatomy, subjects=listed,
+                                                                       validation_subjects=listed))
+    for stream in (TRAIN, VALIDATION):
+        expected = AnatomySource(spec, seed=4).sample(stream, 0, 1)
+        got = AnatomySource(from_cache, seed=4).sample(stream, 0, 1)
+        assert torch.equal(expected.fixed, got.fixed) and torch.equal(expected.moving_labels, got.moving_labels)
+
+
+def test_a_cache_file_of_another_version_is_refused_and_make_cache_keeps_only_the_current_files(subjects, tmp_path):
+    stale = tmp_path / "old-0123.npz"
+    np.savez_compressed(stale, name="old", labels=np.zeros((2, 2, 2), np.int16), sha256="0" * 64)
+    with pytest.raises(InputError, match="version unversioned, not .*--anatomy-cache"):
+        load_subject(stale, reference_image(), tmp_path)
+    spec = _spec(subjects, ("mni", "colin", "synthseg")).anatomy
+    earlier = [subjects["cache"] / name for name in ("0123456789abcdef01234567.pt", "synthseg-0123.npz")]
+    for path in earlier:
+        path.write_bytes(b"an earlier version")
+    files = make_cache(spec)
+    assert sorted(subjects["cache"].iterdir()) == files
+    assert [path.name.split("-")[0] for path in files] == sorted(f"{subjects['mni'].parent.name}_{name}"
+                                                                for name in ("mni", "colin")) + ["synthseg"]
+
+
+def test_pairs_are_made_on_the_sources_device_and_batched(subjects):
+    device = torch.device("cpu")  # a GPU is checked by benchmarks/gpu_session.sh; here the argument's path
+    data = TrainingData(_spec(subjects, ("colin", "synthseg")), seed=1, device=device)
+    assert all(labels.device == device for labels in data.source._labels)
+    batch = data.batch(0, 3)
+    tensors = [batch.fixed, batch.moving, batch.fixed_labels, batch.moving_labels]
+    assert all(tensor.shape == (3, 1, *SHAPE) and tensor.device == device for tensor in tensors)
+    validation = data.validation(1)[0]
+    assert all(tensor.device == device for tensor in (validation.fixed, validation.moving, validation.fixed_labels))
 
 
 def test_a_window_samples_the_reference_volume_in_the_orientation_asked():

@@ -6,8 +6,10 @@ subjects, rendered with a random contrast per label, at the scale where it is us
 * **Subjects** are label maps in FreeSurfer numbering (SynthSeg's whole-head training maps, Mindboggle's manual
   DKT31 labels), optionally with their T1 scan. Once per file, each is aligned to a common reference (the shipped
   MNI152 2 mm sample) by the engine's own affine (:func:`shmoareg.affine.initialise_affine`, on the scan or on a
-  T1-like image drawn from the labels) and resampled onto the reference grid (cached in ``cache_dir``). What is
-  left between two subjects is what ``register``'s network sees after its affine: anatomy and a small residual.
+  T1-like image drawn from the labels) and resampled onto the reference grid. What is left between two subjects
+  is what ``register``'s network sees after its affine: anatomy and a small residual. The result is cached in
+  ``cache_dir`` as ``<subject>-<key>.npz`` (:func:`cache_path`); a recipe may list such cache files instead of
+  the source files (a lent GPU receives the cache, not ../shared/data; :func:`make_cache` makes it).
 * **A pair** is two subjects cut on the same window: a cube of ``shape`` voxels at a random spacing around the
   brain's centre, in a random signed permutation of the axes (images reach ``register`` in any orientation) and a
   shared random rotation; the moving side gets a small affine residual and a random smooth deformation.
@@ -23,7 +25,9 @@ subjects, rendered with a random contrast per label, at the scale where it is us
 * **Validation** pairs are the validation subjects' real scans and manual labels, fixed pair ``i`` being
   subjects ``(i, i + 1)``, centred, at the middle spacing, in the reference orientation, unaugmented.
 
-Everything after the cached alignment is torch on the subjects' device, so on a GPU pairs are made there.
+Everything after the cached alignment is torch on the source's ``device``: the subjects are held there and pairs
+are made there. Only random draws come from CPU generators (scalars, control-point grids, and the per-voxel noise
+of :func:`render_intensities`, moved to the device once per image).
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from shmoareg.intensity import normalise
 from shmoareg.resources import SAMPLE_PAIR
 from shmoareg.synthetic import random_smooth_field, render_intensities
 from shmoareg.training.augment import rotation_matrix
-from shmoareg.training.config import DataSpec
+from shmoareg.training.config import AnatomySpec, DataSpec
 from shmoareg.training.data import VALIDATION, Sample, derive_seed
 
 Tensor = torch.Tensor
@@ -61,7 +65,8 @@ T1_LIKE = {"white": 1.0, "grey": 0.65, "fluid": 0.25, "other": 0.5}
 WHITE_LABELS = (2, 7, 41, 46)
 FLUID_LABELS = (4, 5, 14, 15, 24, 43, 44)
 GREY_LABELS = (3, 8, 10, 11, 12, 13, 17, 18, 26, 42, 47, 49, 50, 51, 52, 53, 54, 58)
-_CACHE_VERSION = "3"
+_CACHE_VERSION = "4"
+CACHE_SUFFIX = ".npz"
 
 
 @dataclass
@@ -81,8 +86,8 @@ def expand(patterns: tuple[str, ...]) -> list[Path]:
     for pattern in patterns:
         matched = sorted(glob.glob(pattern))
         if not matched:
-            raise InputError(f"no file matches {pattern!r}: the real-anatomy recipes need ../shared/data "
-                             "(see the README's training section)")
+            raise InputError(f"no file matches {pattern!r}: the real-anatomy recipes need ../shared/data, or the "
+                             "subjects' cache files made from it (see the README's training section)")
         paths += [Path(path) for path in matched]
     return paths
 
@@ -126,24 +131,75 @@ def align_subject(label_path: Path, image_path: Optional[Path], reference: sitk.
                    sitk.GetArrayFromImage(aligned).astype(np.int16), image, digest.hexdigest())
 
 
-def load_subject(entry: Path, reference: sitk.Image, cache_dir: Path) -> Subject:
-    """:func:`align_subject`, cached under ``cache_dir`` by the files' content."""
+def subject_name(entry: Path) -> str:
+    """A subject's readable name: a label-map file's name without its extension (``training_seg_01``), a subject
+    folder's parent and own name (``oasis-trt-20_01``)."""
+    if entry.is_dir():
+        folder = entry.resolve()
+        return f"{folder.parent.name}_{folder.name}"
+    return Path(entry.name.removesuffix(".gz")).stem
+
+
+def cache_path(entry: Path, cache_dir: Path) -> Path:
+    """Where :func:`load_subject` caches ``entry``: ``<subject>-<key>.npz`` in ``cache_dir``, the key a hash of the
+    subject's files and the cache version."""
     label_path, image_path = subject_files(entry)
     for path in (label_path, image_path):
         if path is not None and not path.is_file():
             raise InputError(f"training subject file {path} not found")
     key = hashlib.sha256(label_path.read_bytes() + (image_path.read_bytes() if image_path else b"")
                          + _CACHE_VERSION.encode()).hexdigest()[:24]
-    cached = cache_dir / f"{key}.npz"
-    if cached.is_file():
-        with np.load(cached, allow_pickle=False) as stored:
-            return Subject(str(stored["name"]), stored["labels"], stored["image"] if "image" in stored else None,
-                           str(stored["sha256"]))
-    subject = align_subject(label_path, image_path, reference)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    return cache_dir / f"{subject_name(entry)}-{key}{CACHE_SUFFIX}"
+
+
+def save_subject(subject: Subject, path: Path) -> None:
+    """Write ``subject`` to the cache file ``path`` (whole or not at all: a recipe may glob the folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
     image = {} if subject.image is None else {"image": subject.image}
-    np.savez_compressed(cached, name=subject.name, labels=subject.labels, sha256=subject.sha256, **image)
+    with open(partial, "wb") as stream:
+        np.savez_compressed(stream, version=_CACHE_VERSION, name=subject.name, labels=subject.labels,
+                            sha256=subject.sha256, **image)
+    partial.replace(path)
+
+
+def read_subject(path: Path) -> Subject:
+    """A subject from a cache file of :func:`save_subject`; one of another cache version is refused."""
+    with np.load(path, allow_pickle=False) as stored:
+        version = str(stored["version"]) if "version" in stored else "unversioned"
+        if version != _CACHE_VERSION:
+            raise InputError(f"{path} is an anatomy cache file of version {version}, not {_CACHE_VERSION}: make the "
+                             "cache again from the source files (benchmarks/gpu_session.sh --anatomy-cache)")
+        return Subject(str(stored["name"]), stored["labels"], stored["image"] if "image" in stored else None,
+                       str(stored["sha256"]))
+
+
+def load_subject(entry: Path, reference: sitk.Image, cache_dir: Path) -> Subject:
+    """A subject from its cache file: ``entry`` itself when it is one, else :func:`align_subject` of its source
+    files, cached in ``cache_dir`` (:func:`cache_path`)."""
+    if entry.suffix == CACHE_SUFFIX:
+        return read_subject(entry)
+    cached = cache_path(entry, cache_dir)
+    if cached.is_file():
+        return read_subject(cached)
+    subject = align_subject(*subject_files(entry), reference)
+    save_subject(subject, cached)
     return subject
+
+
+def make_cache(spec: AnatomySpec) -> list[Path]:
+    """Cache every subject that ``spec`` names by its source files and remove every other file from its
+    ``cache_dir`` (earlier versions' files): the folder then holds just what a recipe listing these subjects' cache
+    files reads (what a lent GPU is sent). Returns the cache files."""
+    reference, cache = reference_image(), Path(spec.cache_dir)
+    entries = expand(spec.subjects) + expand(spec.validation_subjects)
+    for entry in entries:
+        load_subject(entry, reference, cache)
+    kept = {cache_path(entry, cache) for entry in entries}
+    for path in cache.iterdir():
+        if path.is_file() and path not in kept:
+            path.unlink()
+    return sorted(kept)
 
 
 def reference_image() -> sitk.Image:
@@ -215,7 +271,7 @@ class AnatomySource:
     """Pairs of two different real subjects (see the module's docstring); a training data source."""
 
     def __init__(self, spec: DataSpec, seed: int, device: torch.device | str = "cpu") -> None:
-        self.spec, self.anatomy, self.seed = spec, spec.anatomy, seed
+        self.spec, self.anatomy, self.seed, self.device = spec, spec.anatomy, seed, torch.device(device)
         reference = reference_image()
         self.reference_spacing = float(reference.GetSpacing()[0])
         cache = Path(self.anatomy.cache_dir)
@@ -228,8 +284,8 @@ class AnatomySource:
             raise InputError("data.anatomy.validation_subjects needs at least two subjects (or none)")
         brain = torch.from_numpy(sitk.GetArrayFromImage(reference) > 0.1)
         self.centre = torch.stack([index.double().mean() for index in torch.nonzero(brain).unbind(1)][::-1])
-        self._labels = [self._tissue(subject, device) for subject in self.subjects]
-        self._images = [self._image(subject, device) for subject in self.subjects]
+        self._labels = [self._tissue(subject, self.device) for subject in self.subjects]
+        self._images = [self._image(subject, self.device) for subject in self.subjects]
         self._parcellated = [bool((subject.labels >= CORTEX["left"][0]).any()) for subject in self.subjects]
 
     @staticmethod
@@ -267,7 +323,7 @@ class AnatomySource:
         moving_window = self._window(spacing, residual @ pose, self.centre + jitter + shift)
         field = random_smooth_field(tuple(self.spec.shape), float(_uniform(generator, 0, anatomy.max_displacement)),
                                     seed=_child_seed(generator), control_spacing=anatomy.control_spacing,
-                                    coarse_factor=2).to(self._labels[0].device)
+                                    coarse_factor=2, device=self.device)
         fixed_labels = _sample(self._labels[first], fixed_window, "nearest").long()
         moving_labels = _sample(self._labels[second], moving_window, "nearest", field).long()
         real = (self._images[first] is not None and self._images[second] is not None
@@ -309,8 +365,7 @@ class AnatomySource:
         count = len(self.validation_subjects)
         fixed_subject, moving_subject = (self.validation_subjects[(index + k) % count] for k in (0, 1))
         window = self._window(sum(self.anatomy.spacing) / 2, torch.eye(3, dtype=torch.float64), self.centre)
-        device = self._labels[0].device
-        volumes = [torch.from_numpy(array.astype(np.float32))[None, None].to(device) for array in
+        volumes = [torch.from_numpy(array.astype(np.float32))[None, None].to(self.device) for array in
                    (fixed_subject.image, moving_subject.image, fixed_subject.labels, moving_subject.labels)]
         fixed, moving = (_sample(volume, window, "bilinear").clamp(0, 1) for volume in volumes[:2])
         fixed_labels, moving_labels = (_sample(volume, window, "nearest").long() for volume in volumes[2:])
@@ -329,7 +384,7 @@ def dice_labels(fixed: Tensor, moving: Tensor, parcels: bool) -> tuple[Tensor, T
     fixed, moving = without_extra_cerebral(fixed), without_extra_cerebral(moving)
     if not parcels:
         fixed, moving = coarse_labels(fixed), coarse_labels(moving)
-    shared = np.intersect1d(torch.unique(fixed).cpu().numpy(), torch.unique(moving).cpu().numpy())
-    shared = torch.from_numpy(shared).to(fixed.device)
+    shared = torch.unique(fixed)
+    shared = shared[torch.isin(shared, torch.unique(moving))]
     keep = lambda labels: torch.where(torch.isin(labels, shared), labels, 0)  # noqa: E731
     return keep(fixed), keep(moving)
