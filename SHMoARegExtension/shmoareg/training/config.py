@@ -98,7 +98,8 @@ class AnatomySpec:
     ``subjects`` and ``validation_subjects``: glob patterns of label-map files, of subject folders holding
     ``labels.nii.gz`` and ``t1_brain.nii.gz``, or of the ``.npz`` cache files of aligned subjects (where the
     sources are absent, e.g. on a lent GPU); each subject's alignment to the reference is cached in ``cache_dir``.
-    ``spacing``: the range of mm per training voxel. The pose: a random signed permutation of the axes (``permute_axes``), a shared rotation up to ``rotation_degrees`` per axis and a centre moved up to
+    ``spacing``: the range of mm per training voxel. The pose: a random signed permutation of the axes
+    (``permute_axes``), a shared rotation up to ``rotation_degrees`` per axis and a centre moved up to
     ``centre_jitter_mm``. The moving side's affine residual (rotation, relative scaling, translation in mm) and
     smooth deformation (``max_displacement`` window voxels at most, control points every ``control_spacing``)
     are maxima, each pair drawing its own. Images: the real scans for a share ``real_image_share`` of the pairs
