@@ -35,11 +35,12 @@ $(BRAIN_SHAPES): benchmarks/brain_shapes.py | $(STAMP)
 $(MACAQUE_SHAPES): benchmarks/macaque_shapes.py | $(STAMP)
 	$(BIN)/python benchmarks/macaque_shapes.py --output $@
 
-# Continue training the shipped shmoareg recipe from its last checkpoint (runs/ of the config), at low priority
-# on one thread so the machine stays usable; `make train TRAIN_CONFIG=Resources/configs/train_unet_cpu.yaml`
-# for the U-Net baseline. Stop it with Ctrl-C: the last checkpoint (every 250 steps) is kept.
-TRAIN_CONFIG ?= Resources/configs/train_brainshapes_cpu.yaml
-train: $(STAMP) $(BRAIN_SHAPES)
+# Continue training the shipped shmoareg recipe (real anatomy; needs ../shared/data) from its last checkpoint
+# (runs/ of the config), at low priority on one thread so the machine stays usable; `make train
+# TRAIN_CONFIG=Resources/configs/train_unet_cpu.yaml` for the U-Net baseline (the brain-shaped recipes need
+# `make brain-shapes` first). Stop it with Ctrl-C: the last checkpoint (every 250 steps) is kept.
+TRAIN_CONFIG ?= Resources/configs/train_anatomy_cpu.yaml
+train: $(STAMP)
 	OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 nice -n 19 $(BIN)/python -m shmoareg train --config $(TRAIN_CONFIG) --resume
 
 # Debian's headless Chromium for the batch report's browser test (Testing/engine/test_batch.py skips it without

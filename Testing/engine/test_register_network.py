@@ -16,7 +16,8 @@ from shmoareg.models import build_model
 from shmoareg.fields import total_displacement
 from shmoareg.grid import Grid
 from shmoareg.pipeline import RegistrationRequest, predict, prepare, register
-from shmoareg.protocol import ADAPT_LEARNING_RATE, DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_SWAP
+from shmoareg.protocol import (ADAPT_LEARNING_RATE, DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_SWAP,
+                               NETWORK_REFINE_START_FACTOR)
 from shmoareg.spatial import resize_field
 from shmoareg.synthetic import synthetic_pair, to_sitk
 
@@ -212,12 +213,13 @@ def test_bad_adaptation_requests_are_refused_before_anything_is_written(case, op
     assert not (folder / "bad-adapt").exists()
 
 
-def test_the_refinement_after_the_network_starts_at_its_resolution_or_where_asked(case):
+def test_the_refinement_after_the_network_starts_one_level_above_its_input_or_where_asked(case):
     """The shipped network (a tiny untrained one is rejected, and the refinement then starts from scratch)."""
     folder, _ = case
     shipped = {"model": "shmoareg", "refine_steps": 6, "routing_maps": "none", "network_max_voxels": 1000}
     default = register(replace(request(folder, "unused", "start-default"), **shipped))
-    coarser = register(replace(request(folder, "unused", "start-4"), **shipped, refine_start=4))
-    assert default["network_prediction"] == coarser["network_prediction"] == "used"
-    assert list(default["method"]["settings"]["levels"]) == [2, 1]  # the network saw the grid averaged 2x
-    assert list(coarser["method"]["settings"]["levels"]) == [4, 2, 1]
+    finer = register(replace(request(folder, "unused", "start-2"), **shipped, refine_start=2))
+    assert default["network_prediction"] == finer["network_prediction"] == "used"
+    # the network saw the working grid averaged 2x; the refinement starts NETWORK_REFINE_START_FACTOR above that
+    assert NETWORK_REFINE_START_FACTOR["cpu"] == 2 and list(default["method"]["settings"]["levels"]) == [4, 2, 1]
+    assert list(finer["method"]["settings"]["levels"]) == [2, 1]
