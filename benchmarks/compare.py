@@ -465,13 +465,13 @@ def group_means(results: dict, groups: dict[str, str]) -> dict[str, dict[str, di
             runs = [results[pair].get(method) for pair in run]
             if not all(result and result["status"] == "ok" for result in runs):
                 continue
-            summary = {key: _finite_mean([result.get(key, np.nan) for result in runs]) for key in SUMMARY_KEYS}
+            summary = {key: finite_mean([result.get(key, np.nan) for result in runs]) for key in SUMMARY_KEYS}
             summary["fraction_nonpositive_max"] = max(result["fraction_nonpositive"] for result in runs)
             means.setdefault(group, {})[method] = {**summary, "pairs": len(run), "group_pairs": len(pairs)}
     return means
 
 
-def _finite_mean(values: list[float]) -> float:
+def finite_mean(values: list[float]) -> float:
     """Mean of the finite values; nan when there are none (a proxy pair has no cortical labels)."""
     finite = [value for value in values if value is not None and np.isfinite(value)]
     return float(np.mean(finite)) if finite else float("nan")
@@ -613,7 +613,8 @@ def real_group_definition() -> dict:
 
 
 def run_pairs(report: dict, pairs: list[Pair], chosen_methods: list[str], repeats: int, started: str) -> None:
-    """Every method on every pair, into ``report["results"]``, one printed line each."""
+    """Every method on every pair, into ``report["results"]``, one printed line each; the report is written after
+    every run, so a stopped benchmark keeps what it measured."""
     for pair in pairs:
         by_method = report["results"].setdefault(pair.name, {})
         for method in chosen_methods:
@@ -622,6 +623,7 @@ def run_pairs(report: dict, pairs: list[Pair], chosen_methods: list[str], repeat
             print(f"{pair.name:20s} {method:24s} {result['status']:14s} "
                   f"dice={result.get('mean_dice', float('nan')):.3f} s={result.get('seconds', float('nan'))} "
                   f"scoring s={result.get('score_seconds', float('nan'))}", flush=True)
+            write_report(report)
 
 
 def write_report(report: dict) -> None:
@@ -651,7 +653,7 @@ def main() -> None:
         report["real_brain_group"] = real_group_definition()
     run_pairs(report, chosen, args.methods, args.repeats, started)
     report["total_seconds" if not args.update else "update_seconds"] = round(time.perf_counter() - start, 1)
-    write_report(report)
+    write_report(report)  # once more, with the total seconds
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ synthetic pair the benchmark does not score.
 real-brain group (OASIS-TRT-20 subjects 11-20, the validation subjects, never trained on; ``--pairs`` a subset),
 each ``--settings`` START:STEPS (the refinement's coarsest level as a factor of the working grid, ``register``'s
 ``refine_start``, and its steps) one ``register`` call, scored by ``compare.score``; writes
-``results/refinement_real_cpu.json`` with the per-pair and mean Dice (all, cortical, subcortical), the refinement's seconds and the total.
+``results/refinement_real_cpu.json`` (or ``--results``) with the per-pair and mean Dice (all, cortical,
+subcortical), the refinement's seconds and the total.
 
 Run: ``.venv/bin/python benchmarks/tune_refinement.py [--model shmoareg] [--steps 0 10 20 30 50]
 [--network-max-voxels N ...] [--network-flips N ...] [--network-swap on|off ...] [--results FILE]``.
@@ -94,7 +95,7 @@ def run_real(model: str, settings: list[tuple[int, int]], names: list[str] | Non
                                    "levels": summary["method"]["settings"]["levels"],
                                    "network_prediction": summary.get("network_prediction")}
             shutil.rmtree(output, ignore_errors=True)
-        means = {key: compare._finite_mean([p.get(key) for p in per_pair.values()])
+        means = {key: compare.finite_mean([p.get(key) for p in per_pair.values()])
                  for key in ("mean_dice", "mean_dice_cortical", "mean_dice_subcortical", "refine_seconds",
                              "total_seconds")}
         rows.append({"start": start, "steps": count, **means, "pairs": per_pair})
@@ -118,14 +119,16 @@ def main() -> None:
                         help="register's --network-flips values to try (default: the engine's)")
     parser.add_argument("--network-swap", nargs="+", choices=["on", "off"], default=[None],
                         help="register's --network-swap / --no-network-swap to try (default: the engine's)")
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--results", type=Path,
+                        help=f"where to write (default {RESULTS.name}, with --real {REAL_RESULTS.name})")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.real:
         settings = [tuple(int(v) for v in setting.split(":")) for setting in args.settings]
         rows = run_real(args.model, settings, args.pairs)
-        REAL_RESULTS.write_text(json.dumps({"group": "compare.py real-brain group", "model": args.model,
-                                            "threads": 2, "rows": rows}, indent=2) + "\n")
+        (args.results or REAL_RESULTS).write_text(json.dumps({"group": "compare.py real-brain group",
+                                                              "model": args.model, "threads": 2, "rows": rows},
+                                                             indent=2) + "\n")
         return
     paths = labelled_pair(HERE / "out" / "pair160x192x224")
     swaps = [None if swap is None else swap == "on" for swap in args.network_swap]
@@ -140,9 +143,10 @@ def main() -> None:
               f"(before {row['mean_dice_before']:.3f}), predict {row['seconds'].get('predict', 0):.1f} s, register "
               f"{row['seconds'].get('register', 0):.1f} s, total {row['seconds']['total']:.1f} s, "
               f"network share {row['network_share']}")
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps({"pair": "bench_register.py seed 11, 160x192x224 at 1 mm, with labels",
-                                        "threads": 2, "rows": rows}, indent=2) + "\n")
+    results = args.results or RESULTS
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps({"pair": "bench_register.py seed 11, 160x192x224 at 1 mm, with labels",
+                                   "threads": 2, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -146,6 +146,10 @@ def _load_network(method: RegistrationMethod, device: torch.device) -> Optional[
 def _validate(request: RegistrationRequest) -> None:
     if request.refine_steps is not None and not 0 <= request.refine_steps <= MAX_REFINE_STEPS:
         raise InputError(f"--refine-steps must be between 0 and {MAX_REFINE_STEPS}, not {request.refine_steps}")
+    levels = OptimisationSettings().levels
+    if request.refine_start is not None and request.refine_start not in levels:
+        raise InputError(f"refine_start must be one of the refinement's levels {', '.join(map(str, levels))}, "
+                         f"not {request.refine_start}")
     if request.grid_spacing is not None and not (request.grid_spacing > 0 and math.isfinite(request.grid_spacing)):
         raise InputError(f"--grid-spacing must be a positive number of millimetres, not {request.grid_spacing}")
     for option, value, least in (("--max-grid-voxels", request.max_grid_voxels, MIN_GRID_VOXELS),

@@ -51,7 +51,7 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(int(seed))
 
 
-def _child_seed(generator: torch.Generator) -> int:
+def child_seed(generator: torch.Generator) -> int:
     """A new seed drawn from ``generator``, for an independent sub-stream."""
     return int(torch.randint(0, 2**62, (1,), generator=generator))
 
@@ -137,7 +137,7 @@ def random_label_map(shape: Shape, num_labels: int = 16, *, seed: int, feature_s
     generator = _generator(seed)
     scores = _smooth_noise(generator, num_labels - 1, shape, feature_size, device)
     displacement = feature_size / 2 if warp_displacement is None else warp_displacement
-    field_seed = _child_seed(generator)
+    field_seed = child_seed(generator)
     if displacement > 0:
         field = random_smooth_field(shape, displacement, seed=field_seed,
                                     control_spacing=2 * feature_size, device=device)
@@ -244,7 +244,7 @@ def synthetic_pair(shape: Shape, seed: int, *, max_displacement: float = 4.0, nu
     """
     generator = _generator(seed)
     label_seed, field_seed, fixed_seed, moving_seed, contrast_seed = (
-        _child_seed(generator) for _ in range(5))
+        child_seed(generator) for _ in range(5))
     moving_labels = random_label_map(shape, num_labels, seed=label_seed, feature_size=feature_size,
                                      device=device)
     displacement = random_smooth_field(shape, max_displacement, seed=field_seed,

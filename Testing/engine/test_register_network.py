@@ -223,3 +223,6 @@ def test_the_refinement_after_the_network_starts_one_level_above_its_input_or_wh
     # the network saw the working grid averaged 2x; the refinement starts NETWORK_REFINE_START_FACTOR above that
     assert NETWORK_REFINE_START_FACTOR["cpu"] == 2 and list(default["method"]["settings"]["levels"]) == [4, 2, 1]
     assert list(finer["method"]["settings"]["levels"]) == [2, 1]
+    with pytest.raises(InputError, match="refine_start must be one of the refinement's levels 8, 4, 2, 1, not 3"):
+        register(replace(request(folder, "unused", "start-3"), **shipped, refine_start=3))
+    assert not (folder / "start-3").exists()

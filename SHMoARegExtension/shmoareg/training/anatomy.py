@@ -50,7 +50,7 @@ from shmoareg.grid import Grid, resample
 from shmoareg.imageio import read_image, read_label_map
 from shmoareg.intensity import normalise
 from shmoareg.resources import SAMPLE_PAIR
-from shmoareg.synthetic import random_smooth_field, render_intensities
+from shmoareg.synthetic import child_seed, random_smooth_field, render_intensities
 from shmoareg.training.augment import rotation_matrix
 from shmoareg.training.config import AnatomySpec, DataSpec
 from shmoareg.training.data import VALIDATION, Sample, derive_seed
@@ -263,10 +263,6 @@ def _uniform(generator: torch.Generator, low: float, high: float, size: int = 1)
     return low + (high - low) * torch.rand(size, generator=generator, dtype=torch.float64)
 
 
-def _child_seed(generator: torch.Generator) -> int:
-    return int(torch.randint(0, 2**62, (1,), generator=generator))
-
-
 class AnatomySource:
     """Pairs of two different real subjects (see the module's docstring); a training data source."""
 
@@ -322,7 +318,7 @@ class AnatomySource:
         shift = _uniform(generator, -1, 1, 3) * anatomy.residual_translation_mm / self.reference_spacing
         moving_window = self._window(spacing, residual @ pose, self.centre + jitter + shift)
         field = random_smooth_field(tuple(self.spec.shape), float(_uniform(generator, 0, anatomy.max_displacement)),
-                                    seed=_child_seed(generator), control_spacing=anatomy.control_spacing,
+                                    seed=child_seed(generator), control_spacing=anatomy.control_spacing,
                                     coarse_factor=2, device=self.device)
         fixed_labels = _sample(self._labels[first], fixed_window, "nearest").long()
         moving_labels = _sample(self._labels[second], moving_window, "nearest", field).long()
@@ -344,7 +340,7 @@ class AnatomySource:
         anatomy = self.anatomy
         strip = float(torch.rand(1, generator=generator)) < anatomy.strip_share
         same = float(torch.rand(1, generator=generator)) < anatomy.same_contrast_share
-        shared = _child_seed(generator) if same else None
+        shared = child_seed(generator) if same else None
         tissues = [coarse_labels(labels) for labels in (fixed_labels, moving_labels)]  # a parcel is cortex
         values = torch.unique(torch.cat([tissue.flatten() for tissue in tissues]))
         images = []
@@ -353,7 +349,7 @@ class AnatomySource:
                 labels = without_extra_cerebral(labels)
             compact = torch.searchsorted(values, labels.contiguous())  # label values 0..L-1, background first
             images.append(render_intensities(
-                compact, _child_seed(generator), contrast_seed=shared,
+                compact, child_seed(generator), contrast_seed=shared,
                 noise_std=float(_uniform(generator, 0, anatomy.noise_std)),
                 blur_sigma=float(_uniform(generator, 0, anatomy.blur_sigma)),
                 bias_strength=float(_uniform(generator, 0, anatomy.bias_strength)), gamma_std=anatomy.gamma))
