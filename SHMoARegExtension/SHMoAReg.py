@@ -2,8 +2,10 @@
 
 The module is thin: the panel collects choices into a parameter node and drives
 ``SHMoARegLib.RegistrationRunner``, which writes the inputs, runs the engine (``shmoareg``) in a
-separate PythonSlicer process and imports its results. No ``from __future__ import annotations``
-here: the parameter node wrapper reads the annotations at run time (Slicer 5.8 ships Python 3.9).
+separate PythonSlicer process and imports its results. By default that process stays loaded between
+registrations (a warm engine, started when the module is entered); the setting KEEP_ENGINE_SETTING turns it
+off. No ``from __future__ import annotations`` here: the parameter node wrapper reads the annotations at run
+time (Slicer 5.8 ships Python 3.9).
 """
 
 import logging
@@ -31,6 +33,13 @@ from SHMoARegLib.process import pythonExecutable
 from SHMoARegLib.synthetic import addSyntheticPair
 
 STATUS_TIMER_MILLISECONDS = 200
+# Application setting (QSettings, default on): keep one engine process loaded between registrations.
+KEEP_ENGINE_SETTING = "SHMoAReg/KeepEngineRunning"
+
+
+def keepEngineSetting() -> bool:
+    """Whether the warm engine is on (the setting, default on)."""
+    return slicer.util.settingsValue(KEEP_ENGINE_SETTING, True, converter=slicer.util.toBool)
 
 
 #
@@ -159,17 +168,28 @@ class SHMoARegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.uncertaintyButton.connect("clicked(bool)",
                                           lambda: self.showQualityOverlay(self._result.uncertaintyNode))
         self.ui.qualityOpacitySlider.connect("valueChanged(double)", self.onQualityOpacityChanged)
+        self.ui.keepEngineRunningCheckBox.checked = self.logic.keepEngineWarm
+        self.ui.keepEngineRunningCheckBox.connect("toggled(bool)", self.onKeepEngineToggled)
+        slicer.app.connect("aboutToQuit()", self.logic.stopEngine)
         self.ui.landmarkTableLabel.text = f"Landmark TRE (AAPM TG-132 tolerance: {SHMoARegLib.TG132_RULE})"
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         self._timer.stop()
         if self.logic is not None:
+            slicer.app.disconnect("aboutToQuit()", self.logic.stopEngine)
             self.logic.cancel()
+            self.logic.stopEngine()
         self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        if not missingRequirements():  # the engine loads in the background, for a Register that starts at once
+            self.logic.startEngine()
+
+    def onKeepEngineToggled(self, keep: bool) -> None:
+        qt.QSettings().setValue(KEEP_ENGINE_SETTING, keep)
+        self.logic.keepEngineWarm = keep
 
     def exit(self) -> None:
         # A running registration goes on (the timer keeps polling); only the GUI binding stops.
@@ -449,7 +469,7 @@ class SHMoARegLogic(SHMoARegLib.RegistrationRunner, ScriptedLoadableModuleLogic)
 
     def __init__(self, scene=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        SHMoARegLib.RegistrationRunner.__init__(self, scene or slicer.mrmlScene)
+        SHMoARegLib.RegistrationRunner.__init__(self, scene or slicer.mrmlScene, keepEngineWarm=keepEngineSetting())
         self.temporaryDirectory = slicer.app.temporaryPath
 
     def getParameterNode(self):
@@ -494,8 +514,11 @@ class SHMoARegTest(ScriptedLoadableModuleTest):
         pair = addSyntheticPair(scene)
         logic = SHMoARegLogic(scene)
         started = time.time()
-        result = logic.register(pair.fixed, pair.moving, pair.fixedSegmentation, pair.movingSegmentation,
-                                options=SHMoARegLib.RegistrationOptions(device="cpu", refineSteps=60))
+        try:
+            result = logic.register(pair.fixed, pair.moving, pair.fixedSegmentation, pair.movingSegmentation,
+                                    options=SHMoARegLib.RegistrationOptions(device="cpu", refineSteps=60))
+        finally:
+            logic.stopEngine()
         self.assertLess(time.time() - started, 60.0)
         self.assertEqual(pair.moving.GetTransformNodeID(), result.transformNode.GetID())
 

@@ -1,7 +1,8 @@
 """SHMoARegLogic: register two volumes (and segmentations, landmarks) of a scene with the engine in a separate process.
 
 Inputs are written with storage nodes to a temporary folder, the engine runs as a child
-process, and its outputs come back as nodes (see :mod:`SHMoARegLib.results`). With
+process (one per run, or with ``keepEngineWarm`` one warm engine kept between runs, :mod:`SHMoARegLib.warm`),
+and its outputs come back as nodes (see :mod:`SHMoARegLib.results`). With
 ``waitForCompletion=False`` the caller drives the run with :meth:`SHMoARegLogic.poll` from its
 main thread (the Slicer widget does it from a QTimer), so results are imported on that thread.
 """
@@ -19,11 +20,12 @@ import slicer
 
 from SHMoARegLib.landmarks import LandmarkPairs, pairLandmarks, writeLandmarks
 from SHMoARegLib.options import RegistrationOptions, engineArguments
-from shmoareg.protocol import ExitCode
-from SHMoARegLib.process import EngineProcess, defaultEngineCommand, engineEnvironment
+from shmoareg.protocol import DONE_EVENT, PROGRESS_EVENT, SERVE_COMMAND, ExitCode
+from SHMoARegLib.process import EngineProcess, EngineRun, defaultEngineCommand, engineEnvironment
 from SHMoARegLib.results import RegistrationResult, RunInputs, importResults
 from SHMoARegLib.segmentations import matchLabels, segmentInfos, writeLabelmap
 from SHMoARegLib.volumes import prealignment, writeTransform, writeVolume
+from SHMoARegLib.warm import WarmEngine
 
 ProgressCallback = Callable[[float, str], None]
 OUTPUT_FOLDER = "output"
@@ -44,7 +46,7 @@ class RegistrationCancelled(RegistrationError):
 
 @dataclass
 class _Run:
-    process: EngineProcess
+    process: EngineRun
     workDirectory: Path
     inputs: RunInputs
     options: RegistrationOptions
@@ -54,16 +56,57 @@ class _Run:
 class RegistrationRunner:
     """Registration of scene nodes with the SHMoAReg engine process; one run at a time.
 
+    With ``keepEngineWarm`` the runs go to one engine process kept between them (started by the first run or by
+    :meth:`startEngine`, ended by :meth:`stopEngine`), else each run starts its own.
     The Slicer module's logic (``SHMoARegLogic`` in ``SHMoAReg.py``) is this runner plus the parameter node.
     """
 
-    def __init__(self, scene: slicer.vtkMRMLScene, engineCommand: Optional[Sequence[str]] = None) -> None:
+    def __init__(self, scene: slicer.vtkMRMLScene, engineCommand: Optional[Sequence[str]] = None,
+                 keepEngineWarm: bool = False) -> None:
         self.scene = scene
         # Command prefix that runs the engine's CLI; None means ``<PythonSlicer or python> -m shmoareg``.
         self.engineCommand = list(engineCommand) if engineCommand else None
         # Parent folder of the runs' temporary folders; None means the system's temporary folder.
         self.temporaryDirectory: Optional[str] = None
         self._run: Optional[_Run] = None
+        self._keepEngineWarm = keepEngineWarm
+        self._engine: Optional[WarmEngine] = None
+
+    @property
+    def keepEngineWarm(self) -> bool:
+        """Whether runs go to a warm engine kept between them; turning it off ends that engine (after a running
+        registration)."""
+        return self._keepEngineWarm
+
+    @keepEngineWarm.setter
+    def keepEngineWarm(self, keep: bool) -> None:
+        self._keepEngineWarm = bool(keep)
+        if not keep and not self.isRunning:
+            self.stopEngine()
+
+    @property
+    def engineProcessId(self) -> Optional[int]:
+        """Process id of the warm engine while it runs (None without one)."""
+        return self._engine.pid if self._engine is not None and self._engine.alive else None
+
+    def startEngine(self) -> None:
+        """Start the warm engine unless it runs or ``keepEngineWarm`` is off; it loads in the background. An engine
+        that ended since the last run (killed, crashed) is replaced, and its end logged."""
+        if not self._keepEngineWarm or (self._engine is not None and self._engine.alive):
+            return
+        if self._engine is not None:
+            logging.warning("SHMoAReg: the registration engine had ended (%s); starting a new one",
+                            self._engine.endMessage())
+        self._engine = WarmEngine(self._engineCommand() + [SERVE_COMMAND], engineEnvironment())
+        self._engine.start()
+
+    def stopEngine(self) -> None:
+        """End the warm engine (a running registration is cancelled first); nothing without one."""
+        if self._engine is None:
+            return
+        self.cancel()
+        self._engine.stop()
+        self._engine = None
 
     @property
     def isRunning(self) -> bool:
@@ -101,9 +144,7 @@ class RegistrationRunner:
         landmarks = pairLandmarks(fixedLandmarks, movingLandmarks) if fixedLandmarks is not None else None
         workDirectory = Path(tempfile.mkdtemp(prefix="SHMoAReg-", dir=self.temporaryDirectory))
         try:
-            arguments = self._writeInputs(inputs, workDirectory, runOptions, landmarks)
-            process = EngineProcess(self._engineCommand() + arguments, engineEnvironment(), str(workDirectory))
-            process.start()
+            process = self._launch(self._writeInputs(inputs, workDirectory, runOptions, landmarks), workDirectory)
         except BaseException:
             shutil.rmtree(workDirectory, ignore_errors=True)
             raise
@@ -130,7 +171,7 @@ class RegistrationRunner:
         if run is None:
             return None
         for event in run.process.events(timeout):
-            if run.progressCallback is not None and event.event in ("progress", "done"):
+            if run.progressCallback is not None and event.event in (PROGRESS_EVENT, DONE_EVENT):
                 run.progressCallback(event.fraction, event.message)
             if self._run is not run:  # the callback cancelled the run
                 return None
@@ -140,16 +181,17 @@ class RegistrationRunner:
         try:
             return self._finish(run)
         finally:
-            self._cleanUp(run)
+            self._ended(run)
 
     def cancel(self) -> bool:
-        """Stop the running registration and its whole process tree; False when nothing ran."""
+        """Stop the running registration (its own process tree, or the warm engine's work on it); False when nothing
+        ran."""
         run = self._run
         if run is None:
             return False
         self._run = None
-        run.process.kill()
-        self._cleanUp(run)
+        run.process.cancel()
+        self._ended(run)
         logging.info("SHMoAReg: registration cancelled")
         return True
 
@@ -159,6 +201,16 @@ class RegistrationRunner:
 
     def _engineCommand(self) -> list[str]:
         return list(self.engineCommand) if self.engineCommand else defaultEngineCommand()
+
+    def _launch(self, arguments: list[str], workDirectory: Path) -> EngineRun:
+        """A started run of the engine ``arguments``: on the warm engine (started now if needed), else in its own
+        process."""
+        if self._keepEngineWarm:
+            self.startEngine()
+            return self._engine.submit(arguments)
+        process = EngineProcess(self._engineCommand() + arguments, engineEnvironment(), str(workDirectory))
+        process.start()
+        return process
 
     def _validate(self, inputs: RunInputs) -> None:
         for role, node in (("fixed volume", inputs.fixed), ("moving volume", inputs.moving)):
@@ -230,12 +282,14 @@ class RegistrationRunner:
             result.outputDirectory = str(outputDirectory)
         return result
 
-    @staticmethod
-    def _cleanUp(run: _Run) -> None:
+    def _ended(self, run: _Run) -> None:
+        """Remove the run's temporary files (unless kept); end the warm engine if it was turned off meanwhile."""
         if run.options.keepTemporaryFiles:
             logging.info("SHMoAReg: temporary files kept in %s", run.workDirectory)
         else:
             shutil.rmtree(run.workDirectory, ignore_errors=True)
+        if not self._keepEngineWarm:
+            self.stopEngine()
 
 
 def _errorFor(code: int, message: str, killed: bool) -> RegistrationError:

@@ -1,12 +1,15 @@
-"""The engine as a separate process: launch, JSON-lines progress on a reader thread, tree kill.
+"""The engine as a separate process: launch, JSON-lines progress on reader threads, tree kill.
 
 The engine (``python -m shmoareg register ... --progress json``) prints one JSON object per
 line on stdout and one human-readable line on stderr when it fails. Reader threads only put
-what they read into a queue; :meth:`EngineProcess.events` hands it to the calling (main) thread.
+what they read into a queue (:class:`EngineStreams`); :meth:`EngineRun.events` hands it to the calling
+(main) thread. :class:`EngineProcess` runs one registration per process; :mod:`SHMoARegLib.warm` keeps one
+``serve`` process for many.
 """
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import os
@@ -20,7 +23,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
+
+from shmoareg.protocol import ERROR_EVENT
 
 # The folder that holds the engine package ``shmoareg`` (next to SHMoARegLib).
 ENGINE_PARENT_DIRECTORY = Path(__file__).resolve().parent.parent
@@ -69,7 +74,7 @@ def engineEnvironment() -> dict[str, str]:
 
 @dataclass
 class ProgressEvent:
-    """One JSON line of the engine: ``progress``, ``done`` or ``error``."""
+    """One JSON line of the engine: ``progress``, ``done`` or ``error`` (or the warm engine's ``ready``)."""
 
     event: str
     fraction: float = 0.0
@@ -92,27 +97,27 @@ class ProgressEvent:
                    exitCode=record.get("exit_code"), record=record)
 
 
-class _Finished:
-    """Queue sentinel: the process ended and both pipes are closed."""
+class Ended:
+    """Queue item after an engine's last event: the process ended and both its output pipes are closed."""
 
     def __init__(self, returnCode: int) -> None:
         self.returnCode = returnCode
 
 
-class EngineProcess:
-    """One engine run: stdout JSON events and stderr lines collected by reader threads."""
+class EngineStreams:
+    """A launched engine process: reader threads queue its stdout events, then :class:`Ended`, and keep its last
+    stderr lines; with ``takesInput`` its stdin is a pipe for :meth:`send`, else it reads nothing."""
 
     def __init__(self, command: Sequence[str], environment: Optional[dict[str, str]] = None,
-                 workingDirectory: Optional[str] = None) -> None:
+                 workingDirectory: Optional[str] = None, takesInput: bool = False) -> None:
         self.command = list(command)
         self.environment = environment
         self.workingDirectory = workingDirectory
-        self.returnCode: Optional[int] = None
-        self.lastError: Optional[ProgressEvent] = None
+        self.takesInput = takesInput
+        self.stderrLines: deque[str] = deque(maxlen=STDERR_LINES_KEPT)
         self._process: Optional[subprocess.Popen] = None
         self._startedAt = 0.0
         self._queue: queue.Queue = queue.Queue()
-        self._stderr: deque[str] = deque(maxlen=STDERR_LINES_KEPT)
         self._threads: list[threading.Thread] = []
 
     @property
@@ -120,9 +125,14 @@ class EngineProcess:
         return self._process.pid if self._process is not None else None
 
     @property
-    def finished(self) -> bool:
-        """True once the process ended and all its output was handed out by :meth:`events`."""
-        return self.returnCode is not None
+    def running(self) -> bool:
+        """Whether the process was started and has not ended."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def returnCode(self) -> Optional[int]:
+        """The process's exit code once it has ended (None before)."""
+        return self._process.poll() if self._process is not None else None
 
     def start(self) -> None:
         """Launch the process and its reader threads."""
@@ -130,8 +140,8 @@ class EngineProcess:
         flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if os.name == "nt" else 0
         self._startedAt = time.time()
         self._process = subprocess.Popen(
-            self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, encoding="utf-8", errors="replace", bufsize=1, env=self.environment,
+            self.command, stdin=subprocess.PIPE if self.takesInput else subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", bufsize=1, env=self.environment,
             cwd=self.workingDirectory, creationflags=flags)
         stderrThread = threading.Thread(target=self._readStderr, name="SHMoAReg-stderr", daemon=True)
         stdoutThread = threading.Thread(target=self._readStdout, args=(stderrThread,), name="SHMoAReg-stdout",
@@ -144,7 +154,7 @@ class EngineProcess:
         for line in self._process.stderr:
             line = line.rstrip()
             if line:
-                self._stderr.append(line)
+                self.stderrLines.append(line)
                 logging.info("SHMoAReg engine: %s", line)
 
     def _readStdout(self, stderrThread: threading.Thread) -> None:
@@ -158,40 +168,34 @@ class EngineProcess:
             else:
                 self._queue.put(event)
         stderrThread.join()
-        self._queue.put(_Finished(self._process.wait()))
+        self._queue.put(Ended(self._process.wait()))
 
-    def events(self, timeout: float = 0.0) -> list[ProgressEvent]:
-        """Events read since the last call; waits up to ``timeout`` seconds for the first one."""
-        collected: list[ProgressEvent] = []
-        block = timeout > 0
-        while True:
-            try:
-                item = self._queue.get(block=block, timeout=timeout if block else None)
-            except queue.Empty:
-                return collected
-            block = False
-            if isinstance(item, _Finished):
-                self.returnCode = item.returnCode
-                return collected
-            if item.event == "error":
-                self.lastError = item
-            collected.append(item)
+    def take(self, timeout: float = 0.0) -> StreamItem:
+        """The next event or :class:`Ended`, waiting up to ``timeout`` seconds; None when there is none yet."""
+        try:
+            return self._queue.get(block=timeout > 0, timeout=timeout if timeout > 0 else None)
+        except queue.Empty:
+            return None
 
-    def errorMessage(self) -> str:
-        """The engine's one-line message for a failed run (error event, else last stderr line)."""
-        if self.lastError is not None and self.lastError.message:
-            return self.lastError.message
-        if self._stderr:
-            return self._stderr[-1]
-        return f"the registration process ended with exit code {self.returnCode}"
+    def send(self, line: str) -> None:
+        """Write one line to the process's stdin; OSError when it has closed it (it ended)."""
+        self._process.stdin.write(line + "\n")
+        self._process.stdin.flush()
 
-    def killedBySystem(self) -> bool:
-        """Whether the process was killed from outside (SIGKILL, e.g. by the out-of-memory killer), also when it
-        ran below Slicer's app launcher, which then exits with 1 and says "exit abnormally" instead."""
-        if self.returnCode is not None and self.returnCode < 0 and -self.returnCode == getattr(signal, "SIGKILL", 9):
-            return True
-        return (self.returnCode == 1 and self.lastError is None
-                and any(LAUNCHER_ABNORMAL_EXIT in line for line in self._stderr))
+    def closeInput(self) -> None:
+        """Close the process's stdin: an engine that reads it sees its end."""
+        try:
+            self._process.stdin.close()
+        except OSError:  # the process ended and the last write failed: nothing left to close
+            pass
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the process to end; whether it has."""
+        try:
+            self._process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def kill(self) -> None:
         """End the process and every process it started, then wait for the reader threads."""
@@ -200,7 +204,95 @@ class EngineProcess:
         killProcessTree(self._process, self._startedAt)
         for thread in self._threads:
             thread.join(KILL_WAIT_SECONDS)
-        self.events()  # collect the end sentinel so returnCode is set
+
+
+# What an engine's reader threads queue: an event, or its end; None stands for nothing yet.
+StreamItem = Union[ProgressEvent, Ended, None]
+
+
+class EngineRun(abc.ABC):
+    """What the logic reads of one registration: its events, then its exit code and one-line error."""
+
+    def __init__(self) -> None:
+        self.returnCode: Optional[int] = None
+        self.lastError: Optional[ProgressEvent] = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the run ended and all its events were handed out by :meth:`events`."""
+        return self.returnCode is not None
+
+    @property
+    @abc.abstractmethod
+    def pid(self) -> Optional[int]:
+        """Process id of the engine process that runs it."""
+
+    @abc.abstractmethod
+    def events(self, timeout: float = 0.0) -> list[ProgressEvent]:
+        """Events read since the last call; waits up to ``timeout`` seconds for the first one."""
+
+    @abc.abstractmethod
+    def cancel(self) -> None:
+        """Stop the run; returns once its engine no longer works on it."""
+
+    @abc.abstractmethod
+    def stderrLines(self) -> Sequence[str]:
+        """The engine's last stderr lines of this run."""
+
+    def errorMessage(self) -> str:
+        """The engine's one-line message for a failed run (error event, else last stderr line)."""
+        if self.lastError is not None and self.lastError.message:
+            return self.lastError.message
+        lines = self.stderrLines()
+        if lines:
+            return lines[-1]
+        return f"the registration process ended with exit code {self.returnCode}"
+
+    def killedBySystem(self) -> bool:
+        """Whether the process was killed from outside (SIGKILL, e.g. by the out-of-memory killer), also when it
+        ran below Slicer's app launcher, which then exits with 1 and says "exit abnormally" instead."""
+        if self.returnCode is not None and self.returnCode < 0 and -self.returnCode == getattr(signal, "SIGKILL", 9):
+            return True
+        return (self.returnCode == 1 and self.lastError is None
+                and any(LAUNCHER_ABNORMAL_EXIT in line for line in self.stderrLines()))
+
+
+class EngineProcess(EngineRun):
+    """One registration in its own engine process (``<engine command> register ...``)."""
+
+    def __init__(self, command: Sequence[str], environment: Optional[dict[str, str]] = None,
+                 workingDirectory: Optional[str] = None) -> None:
+        super().__init__()
+        self.streams = EngineStreams(command, environment, workingDirectory)
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.streams.pid
+
+    def start(self) -> None:
+        """Launch the process and its reader threads."""
+        self.streams.start()
+
+    def events(self, timeout: float = 0.0) -> list[ProgressEvent]:
+        collected: list[ProgressEvent] = []
+        while True:
+            item = self.streams.take(0.0 if collected else timeout)
+            if item is None:
+                return collected
+            if isinstance(item, Ended):
+                self.returnCode = item.returnCode
+                return collected
+            if item.event == ERROR_EVENT:
+                self.lastError = item
+            collected.append(item)
+
+    def cancel(self) -> None:
+        """End the process and every process it started."""
+        self.streams.kill()
+        self.events()  # collect the end so that returnCode is set
+
+    def stderrLines(self) -> Sequence[str]:
+        return self.streams.stderrLines
 
 
 def killProcessTree(process: subprocess.Popen, startedAt: float = 0.0) -> None:

@@ -9,6 +9,7 @@ hardware, seconds, the weights' sha256 and the shmoareg version. Optional traini
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -224,18 +225,48 @@ def _looks_like_path(text: str) -> bool:
     return "/" in text or os.sep in text or text.endswith((WEIGHTS_SUFFIX, SIDECAR_SUFFIX)) or Path(text).is_file()
 
 
+# Checkpoints read by resolve_model in this process, by weights path: the file stamps they were read with and the
+# model (on the CPU, in eval mode, never handed out) with its metadata. A process that registers many pairs (``serve``,
+# ``batch``) reads and checks each checkpoint once; a checkpoint whose files changed is read again.
+_LOADED: dict[Path, tuple[tuple, nn.Module, dict[str, Any]]] = {}
+
+
+def _stamp(path: Path) -> Optional[tuple[int, int, int]]:
+    """What changes when a file is written again: its modification time, size and (when replaced) inode."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size, status.st_ino
+
+
+def _load_cached(path: str | os.PathLike, device: torch.device | str) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`load_checkpoint`, read once per version of the checkpoint's files; each call gets its own copy of
+    the model and metadata, so a run that moves, adapts or trains its model leaves the next run's untouched."""
+    weights, sidecar, _ = checkpoint_paths(path)
+    stamps = (_stamp(weights), _stamp(sidecar))
+    if None in stamps:
+        return load_checkpoint(path, device)  # its error names the missing file
+    key = weights.resolve()
+    if key not in _LOADED or _LOADED[key][0] != stamps:
+        _LOADED[key] = (stamps, *load_checkpoint(weights, "cpu"))
+    _, model, metadata = _LOADED[key]
+    return copy.deepcopy(model).to(device), copy.deepcopy(metadata)
+
+
 def resolve_model(name_or_path: str, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A trained model from the shipped weights of a model name, or from a checkpoint path."""
+    """A trained model from the shipped weights of a model name, or from a checkpoint path (read once per process
+    while its files are unchanged; every call gets its own copy)."""
     if name_or_path not in MODEL_NAMES:
         if _looks_like_path(name_or_path):
-            return load_checkpoint(name_or_path, device)
+            return _load_cached(name_or_path, device)
         raise InputError(f"--model {name_or_path!r} is neither a model name ({', '.join(MODEL_NAMES)}) "
                          "nor an existing checkpoint file")
     searched = model_dirs()
     for folder in searched:
         candidate = folder / f"{name_or_path}{WEIGHTS_SUFFIX}"
         if candidate.is_file():
-            return load_checkpoint(candidate, device)
+            return _load_cached(candidate, device)
     raise InputError(f"no shipped weights exist for model {name_or_path!r} yet (looked for "
                      f"{name_or_path}{WEIGHTS_SUFFIX} in {', '.join(str(d) for d in searched)}); train one with "
                      "`shmoareg train --config C.yaml` and pass its checkpoint path (e.g. "

@@ -1,4 +1,4 @@
-"""The ``shmoareg`` command line: ``register``, ``batch``, ``train`` and ``evaluate``.
+"""The ``shmoareg`` command line: ``register``, ``batch``, ``train``, ``evaluate`` and ``serve``.
 
 Exit codes: 0 done, 1 internal error, 2 bad input, 3 out of memory, 4 no space left on the output
 folder's disk, 130 cancelled
@@ -24,7 +24,7 @@ from shmoareg.protocol import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_DEVICE, DEFA
                                DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_NETWORK_SWAP,
                                DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
                                DEVICES, INTENSITY_MODES, MAX_NETWORK_FLIPS, NETWORK_REFINE_STEPS, ROUTING_MAP_MODES,
-                               SIMILARITIES, ExitCode)
+                               SERVE_COMMAND, SIMILARITIES, ExitCode)
 from shmoareg.training.commands import add_evaluate_parser, add_train_parser
 
 
@@ -140,6 +140,16 @@ def _batch_parser(subparsers: argparse._SubParsersAction) -> None:
     add_method_options(parser)
 
 
+def _serve_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        SERVE_COMMAND, help="a warm engine: run register requests read from stdin, one at a time",
+        description="Load torch and the shipped weights once, print a JSON 'ready' line, then run the register "
+                    "requests read from stdin, one JSON object per line, answering each with register's JSON progress "
+                    "and one done or error event with its exit code. SIGINT cancels the running request; the end of "
+                    "stdin or SIGTERM ends the engine (the request format: shmoareg.protocol, README).")
+    parser.set_defaults(progress="json")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (an :class:`InputError`), not a usage block and an exit, and a
     value in exponent notation (``--window -1e3 1e3``) is a negative number, not an unknown option."""
@@ -161,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _batch_parser(subparsers)
     add_train_parser(subparsers)
     add_evaluate_parser(subparsers)
+    _serve_parser(subparsers)
     return parser
 
 
@@ -220,6 +231,7 @@ CANCELLED_MESSAGES = {
     "train": "cancelled: training stopped; the checkpoints saved so far are kept (resume with --resume)",
     "evaluate": "cancelled: evaluation stopped; finished pairs are kept under pairs/, results.csv and "
                 "results.json were not written",
+    SERVE_COMMAND: "cancelled: the engine stopped while it loaded",
 }
 
 
@@ -261,6 +273,10 @@ def _run_reporting_errors(args: argparse.Namespace, progress: Progress) -> int:
             _run_register(args, progress)
         elif args.command == "batch":
             return _run_batch(args, progress)
+        elif args.command == SERVE_COMMAND:
+            from shmoareg.serve import serve
+
+            return serve()
         else:
             args.run(args)
         return ExitCode.OK

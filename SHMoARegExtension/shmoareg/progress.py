@@ -3,7 +3,8 @@
 Each JSON line is one object: ``{"event": "progress", "stage": str, "fraction": float, "message": str}``
 where ``fraction`` is the overall fraction done (0..1, non-decreasing; a run without a network
 has no ``predict`` stage, so its fraction jumps at the end). The run ends with one
-``{"event": "done", ...}`` or ``{"event": "error", "exit_code": int, "message": str}`` line.
+``{"event": "done", "exit_code": 0, ...}`` or ``{"event": "error", "exit_code": int, "message": str}`` line
+(event names and exit codes: :mod:`shmoareg.protocol`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from typing import IO, Iterator, Optional
 
 from shmoareg.jsonio import dumps
+from shmoareg.protocol import DONE_EVENT, ERROR_EVENT, PROGRESS_EVENT, ExitCode
 
 MODES = ("json", "bar", "none")
 
@@ -62,7 +64,7 @@ class Progress:
         overall = min(1.0, self._done_before + self._weight * max(0.0, min(1.0, stage_fraction)))
         self._fraction = max(self._fraction, overall)
         if self.mode == "json":
-            self._emit({"event": "progress", "stage": self._stage, "fraction": round(self._fraction, 4),
+            self._emit({"event": PROGRESS_EVENT, "stage": self._stage, "fraction": round(self._fraction, 4),
                         "message": message})
         elif self.mode == "bar":
             filled = int(round(30 * self._fraction))
@@ -75,15 +77,15 @@ class Progress:
     def done(self, outputs: dict[str, str], message: str = "registration finished") -> None:
         """Report success with the written outputs."""
         if self.mode == "json":
-            self._emit({"event": "done", "stage": "done", "fraction": 1.0, "message": message,
-                        "outputs": outputs})
+            self._emit({"event": DONE_EVENT, "stage": "done", "fraction": 1.0, "message": message,
+                        "exit_code": int(ExitCode.OK), "outputs": outputs})
         elif self.mode == "bar":
             self.bar_stream.write("\n")
 
     def error(self, exit_code: int, message: str) -> None:
         """Report failure (the human-readable line also goes to stderr, written by the caller)."""
         if self.mode == "json":
-            self._emit({"event": "error", "stage": self._stage, "exit_code": exit_code, "message": message})
+            self._emit({"event": ERROR_EVENT, "stage": self._stage, "exit_code": exit_code, "message": message})
         elif self.mode == "bar":
             self.bar_stream.write("\n")
 

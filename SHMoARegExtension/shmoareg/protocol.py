@@ -22,6 +22,24 @@ class ExitCode(enum.IntEnum):
     CANCELLED = 130
 
 
+# Events of the JSON-lines protocol (shmoareg.progress): progress while a command runs, then one final event, done
+# (exit code OK) or error (with its exit code). The warm engine first says once that it is ready.
+PROGRESS_EVENT = "progress"
+DONE_EVENT = "done"
+ERROR_EVENT = "error"
+READY_EVENT = "ready"
+FINAL_EVENTS = (DONE_EVENT, ERROR_EVENT)
+
+# The warm engine, ``shmoareg serve``: it loads torch and the shipped weights once, prints a READY_EVENT line, then
+# reads one JSON request per line on stdin, {REQUEST_COMMAND_KEY: "register", REQUEST_ARGUMENTS_KEY: [the words that
+# follow ``shmoareg register``]}, and runs them one at a time, each answered with the events of the one-shot command
+# and exactly one final event. SIGINT cancels the running request (an error event with ExitCode.CANCELLED) and the
+# engine goes on; the end of stdin or SIGTERM ends it.
+SERVE_COMMAND = "serve"
+SERVED_COMMANDS = ("register",)
+REQUEST_COMMAND_KEY = "command"
+REQUEST_ARGUMENTS_KEY = "arguments"
+
 # The files a run writes (a network's maps under MAPS_FOLDER as <map name>.nii.gz, listed in MAPS_FILE; SHMoAReg's
 # gate maps under ROUTING_FOLDER). summary.json is moved last: its presence marks a complete set of outputs, and
 # its FILES_KEY lists the run's files.

@@ -146,3 +146,27 @@ def test_resolve_model_without_shipped_weights_or_with_a_bad_name(tmp_path, monk
         resolve_model("voxelmorph3000")
     with pytest.raises(InputError, match="checkpoint file not found"):
         resolve_model(str(tmp_path / "missing.safetensors"))
+
+
+def test_resolve_model_reads_a_checkpoint_once_and_hands_out_copies(saved, monkeypatch):
+    """Issue 24, 5: the warm engine reads its weights once; a run that changes its model leaves the next one's alone,
+    and a checkpoint written again is read again."""
+    path, model = saved
+    reads = []
+    monkeypatch.setattr(checkpoints, "load_checkpoint",
+                        lambda *args: reads.append(args) or load_checkpoint(*args))
+    first, metadata = resolve_model(str(path))
+    with torch.no_grad():
+        next(first.parameters()).add_(1.0)  # what a careless run could do to its model
+    metadata["step"] = -1
+    second, metadata = resolve_model(str(path))
+    assert len(reads) == 1 and second is not first and metadata["step"] == 7 and not second.training
+    for name, parameter in model.state_dict().items():
+        assert torch.equal(second.state_dict()[name], parameter)
+    changed = tiny()
+    with torch.no_grad():
+        next(changed.parameters()).mul_(2.0)
+    save_checkpoint(changed, path, step=8)
+    third, metadata = resolve_model(str(path))
+    assert len(reads) == 2 and metadata["step"] == 8
+    assert torch.equal(next(third.parameters()), next(changed.parameters()))

@@ -23,8 +23,9 @@ def fakeEngine(mode: str, *options: str) -> list[str]:
     return [sys.executable, str(FAKE_ENGINE), "--mode", mode, *options]
 
 
-def logicFor(scene: slicer.vtkMRMLScene, temporaryDirectory: Path, engineCommand=None) -> RegistrationRunner:
-    logic = RegistrationRunner(scene, engineCommand)
+def logicFor(scene: slicer.vtkMRMLScene, temporaryDirectory: Path, engineCommand=None,
+             keepEngineWarm: bool = False) -> RegistrationRunner:
+    logic = RegistrationRunner(scene, engineCommand, keepEngineWarm)
     logic.temporaryDirectory = str(temporaryDirectory)
     return logic
 

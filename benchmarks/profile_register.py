@@ -1,0 +1,112 @@
+"""Where a ``shmoareg register`` run spends its time: per stage, process start and exit, peak RSS.
+
+Run (needs ``../shared/data``; the real-brain pairs of ``compare.py``, 1 mm)::
+
+    .venv/bin/python benchmarks/profile_register.py --label after
+    .venv/bin/python benchmarks/profile_register.py --pairs oasis-11-12 --repeats 1 -- --similarity mind
+
+Each run is one engine process (``--progress json``, the Slicer module's protocol) started by a small stdlib-only
+launcher that time-stamps every JSON line as it arrives and reads the child's peak RSS from ``os.wait4``.
+**start** is the launch to the first progress event (interpreter, imports, argument checks), the stages are
+``summary.json``'s ``seconds``, **outside stages** is what ``register`` spent between them (the summary, publishing
+the files), and **exit** is the ``done`` event to the process's exit. Printed: the median of each over
+``--repeats`` runs of every pair, then over the pairs; written to ``benchmarks/results/profile_<label>.json``.
+Options after ``--`` go to ``register`` unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import compare
+
+RESULTS = compare.HERE / "results"
+WORK = compare.HERE / "out" / "profile"
+DEFAULT_PAIRS = ("oasis-11-12", "oasis-12-13", "oasis-13-14", "oasis-14-15")
+STAGES = ("load", "affine", "preprocess", "predict", "register", "write")
+COLUMNS = ("start", *STAGES, "outside stages", "exit", "wall", "peak MB")
+# The launcher: the engine's stdout read line by line, each JSON line stamped with its seconds since the launch.
+LAUNCHER = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[2:], stdout=subprocess.PIPE, text=True)
+events = []
+for line in child.stdout:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        continue
+    events.append([time.perf_counter() - start, record.get("event"), record.get("stage")])
+_, status, usage = os.wait4(child.pid, 0)
+json.dump({"seconds": time.perf_counter() - start, "peak_memory_mb": usage.ru_maxrss / 1024,
+           "returncode": os.waitstatus_to_exitcode(status), "events": events}, open(sys.argv[1], "w"))
+"""
+
+
+def profile_run(pair: compare.Pair, output: Path, engine_arguments: list[str]) -> dict:
+    """One timed ``register`` of ``pair`` into ``output``: seconds per column of ``COLUMNS``."""
+    output.mkdir(parents=True, exist_ok=True)
+    timing = output.parent / f"{output.name}-timing.json"
+    command = [sys.executable, "-m", "shmoareg", "register", "--fixed", str(pair.fixed), "--moving",
+               str(pair.moving), "--output-dir", str(output), "--device", "cpu", "--progress", "json",
+               *engine_arguments]
+    subprocess.run([sys.executable, "-S", "-c", LAUNCHER, str(timing), *command], env=compare.child_environment(),
+                   check=True)
+    measured = json.loads(timing.read_text())
+    if measured["returncode"] != 0:
+        raise SystemExit(f"register failed on {pair.name} (exit {measured['returncode']}); see its output above")
+    events = measured["events"]
+    first = events[0][0]
+    done = next(t for t, event, _ in events if event == "done")
+    seconds = json.loads((output / "summary.json").read_text())["seconds"]
+    run = {"start": first, **{stage: seconds.get(stage, 0.0) for stage in STAGES},
+           "outside stages": (done - first) - sum(seconds.get(stage, 0.0) for stage in STAGES),
+           "exit": measured["seconds"] - done, "wall": measured["seconds"],
+           "peak MB": measured["peak_memory_mb"]}
+    return {name: round(value, 3) for name, value in run.items()}
+
+
+def medians(runs: list[dict]) -> dict:
+    """The median of every column over ``runs``."""
+    return {column: round(statistics.median(run[column] for run in runs), 3) for column in COLUMNS}
+
+
+def table(rows: dict[str, dict]) -> str:
+    """A Markdown table: one row per pair (and the median over them), one column per entry of ``COLUMNS``."""
+    lines = ["| pair | " + " | ".join(COLUMNS) + " |", "| --- |" + " ---: |" * len(COLUMNS)]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.0f}" if c == "peak MB" else f"{row[c]:.2f}"
+                                                  for c in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", nargs="+", default=list(DEFAULT_PAIRS), help="real-brain pair names")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--label", default="latest", help="results go to benchmarks/results/profile_<label>.json")
+    parser.add_argument("engine_arguments", nargs="*", help="options for register, after --")
+    args = parser.parse_args()
+    pairs, missing = compare.real_pairs()
+    if missing:
+        raise SystemExit(missing)
+    chosen = [pair for pair in pairs if pair.name in args.pairs]
+    runs = {pair.name: [profile_run(pair, WORK / pair.name / f"run{repeat}", args.engine_arguments)
+                        for repeat in range(args.repeats)] for pair in chosen}
+    rows = {name: medians(pair_runs) for name, pair_runs in runs.items()}
+    rows["median over pairs"] = {column: round(statistics.median(row[column] for row in rows.values()), 3)
+                                 for column in COLUMNS}
+    print(table(rows))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"profile_{args.label}.json").write_text(json.dumps(
+        {"engine_arguments": args.engine_arguments, "repeats": args.repeats, "machine": compare.machine(),
+         "medians": rows, "runs": runs}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
