@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -50,7 +51,8 @@ json.dump({"seconds": time.perf_counter() - start, "peak_memory_mb": usage.ru_ma
 
 def profile_run(pair: compare.Pair, output: Path, engine_arguments: list[str]) -> dict:
     """One timed ``register`` of ``pair`` into ``output``: seconds per column of ``COLUMNS``."""
-    output.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(output, ignore_errors=True)  # a fresh folder, as a user's: replacing large files costs seconds here
+    output.mkdir(parents=True)
     timing = output.parent / f"{output.name}-timing.json"
     command = [sys.executable, "-m", "shmoareg", "register", "--fixed", str(pair.fixed), "--moving",
                str(pair.moving), "--output-dir", str(output), "--device", "cpu", "--progress", "json",

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from shmoareg.protocol import (DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_SIMILARITY,  # noqa: F401  (re-exported)
-                               DEFAULT_SMOOTHNESS, DEVICES, SIMILARITIES)
+                               DEFAULT_SMOOTHNESS, DEVICES, JACOBIAN_OUTPUT, SIMILARITIES)
 from shmoareg.resources import shipped_models
 
 # Model names for ``--model``: the networks whose weights ship, the engine's default first, and "none" (optimise on
@@ -85,7 +85,8 @@ def engineArguments(options: RegistrationOptions, fixed: Path, moving: Path, out
                  "--affine" if options.affine else "--no-affine", "--progress", "json",
                  "--routing-maps", "full" if options.importGateMaps else "experts",
                  "--similarity", options.similarity, "--smoothness", repr(float(options.smoothness)),
-                 "--uncertainty" if options.uncertainty else "--no-uncertainty"]
+                 "--uncertainty" if options.uncertainty else "--no-uncertainty",
+                 "--extra-outputs", JACOBIAN_OUTPUT]  # the module shows the Jacobian determinant among its checks
     if fixedSegmentation is not None:
         arguments += ["--fixed-seg", str(fixedSegmentation)]
     if movingSegmentation is not None:

@@ -2,44 +2,62 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 import SimpleITK as sitk
 
 from shmoareg.errors import InputError
-from shmoareg.grid import Grid, network_grid, resample
+from shmoareg.grid import Grid, resample
 
-AFFINE_SPACING_MM = 4.0
 # Voxels per axis the affine stage's coarse copies keep at least (its coarser level halves them, and ITK's
-# Gaussian smoothing needs 4): small images are registered on a finer grid than AFFINE_SPACING_MM.
+# Gaussian smoothing needs 4): small images are registered on a finer grid than the settings' spacing.
 MIN_AFFINE_VOXELS = 8
 MIN_OVERLAP = 0.05
 ALIGNED_CORRELATION = 0.999
 
 
-def affine_spacing(*images: sitk.Image) -> float:
-    """The affine stage's grid spacing: ``AFFINE_SPACING_MM``, finer when an image is too small for it."""
+@dataclass(frozen=True)
+class AffineSettings:
+    """How the affine stage registers: the coarse copies' spacing (mm), its levels (shrink factors of the coarse
+    copies, coarsest first) and the share of their voxels Mattes MI samples on each, the iterations per level and
+    the gradient descent's smallest step (it stops there)."""
+
+    spacing_mm: float = 4.0
+    shrink_factors: tuple[int, ...] = (2, 1)
+    sampling: tuple[float, ...] = (0.5, 0.2)
+    iterations: int = 100
+    min_step: float = 1e-3
+
+
+def affine_spacing(settings: AffineSettings, *images: sitk.Image) -> float:
+    """The affine stage's grid spacing: the settings', finer when an image is too small for it."""
     extents = [size * spacing for image in images for size, spacing in zip(image.GetSize(), image.GetSpacing())]
-    return min(AFFINE_SPACING_MM, min(extents) / MIN_AFFINE_VOXELS)
+    return min(settings.spacing_mm, min(extents) / MIN_AFFINE_VOXELS)
 
 
 def _downsampled(image: sitk.Image, spacing: float) -> sitk.Image:
-    coarse = max(spacing, min(image.GetSpacing()))
-    grid = network_grid(image, coarse, multiple=1)
-    smoothed = sitk.SmoothingRecursiveGaussian(image, coarse / 2.0)
-    return resample(smoothed, grid)
+    """``image`` averaged down to about ``spacing`` (whole voxels per axis: ``BinShrink``, a box average, costs a
+    hundredth of a Gaussian on the full grid), then smoothed with what the box left of a Gaussian of ``spacing / 2``."""
+    factors = [max(1, int(round(spacing / step))) for step in image.GetSpacing()]
+    shrunk = sitk.BinShrink(sitk.Cast(image, sitk.sitkFloat32), factors) if max(factors) > 1 else image
+    # A box of width w has the variance of a Gaussian of sigma w / sqrt(12); add what is missing of spacing / 2.
+    box_sigma = max(f * step for f, step in zip(factors, image.GetSpacing())) / math.sqrt(12.0)
+    sigma = math.sqrt(max((spacing / 2.0) ** 2 - box_sigma ** 2, 0.0))
+    return sitk.SmoothingRecursiveGaussian(shrunk, sigma) if sigma > 0 else shrunk
 
 
-def initialise_affine(fixed: sitk.Image, moving: sitk.Image, iterations: int = 100,
+def initialise_affine(fixed: sitk.Image, moving: sitk.Image, settings: AffineSettings = AffineSettings(),
                       on_iteration: Optional[Callable[[float], None]] = None) -> sitk.AffineTransform:
     """Affine transform mapping fixed-space points to moving-space points (resampling convention).
 
-    Runs on copies smoothed and resampled to about 4 mm (finer for small images, see
-    :func:`affine_spacing`) so it takes seconds; two levels (8 mm, 4 mm), Mattes mutual information
-    (multi-modal safe), fixed random sampling seed.
+    Runs on copies averaged down to about ``settings.spacing_mm`` (finer for small images, see
+    :func:`affine_spacing`) so it takes a fraction of a second; ``settings.shrink_factors`` levels, Mattes mutual
+    information (multi-modal safe), fixed random sampling seed.
     """
-    spacing = affine_spacing(fixed, moving)
+    spacing = affine_spacing(settings, fixed, moving)
     fixed_small = _downsampled(fixed, spacing)
     moving_small = _downsampled(moving, spacing)
     initial = sitk.CenteredTransformInitializer(
@@ -47,15 +65,15 @@ def initialise_affine(fixed: sitk.Image, moving: sitk.Image, iterations: int = 1
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.REGULAR)
-    method.SetMetricSamplingPercentage(0.5, seed=7)
+    method.SetMetricSamplingPercentagePerLevel(list(settings.sampling), seed=7)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0, minStep=1e-3, numberOfIterations=iterations, relaxationFactor=0.6)
+        learningRate=1.0, minStep=settings.min_step, numberOfIterations=settings.iterations, relaxationFactor=0.6)
     method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([2, 1])
-    method.SetSmoothingSigmasPerLevel([1.0, 0.0])
+    method.SetShrinkFactorsPerLevel(list(settings.shrink_factors))
+    method.SetSmoothingSigmasPerLevel([float(f > 1) for f in settings.shrink_factors])
     method.SetInitialTransform(initial, inPlace=False)
-    total = 2 * iterations
+    total = len(settings.shrink_factors) * settings.iterations
     if on_iteration is not None:
         count = [0]
 

@@ -23,8 +23,8 @@ from shmoareg.progress import Progress
 from shmoareg.protocol import (CROSS_CONTRAST_REFINE_STEPS, DEFAULT_DEVICE, DEFAULT_INTENSITY, DEFAULT_MODEL,
                                DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_NETWORK_SWAP,
                                DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
-                               DEVICES, INTENSITY_MODES, MAX_NETWORK_FLIPS, NETWORK_REFINE_STEPS, ROUTING_MAP_MODES,
-                               SERVE_COMMAND, SIMILARITIES, ExitCode)
+                               DEVICES, EXTRA_OUTPUTS, INTENSITY_MODES, MAX_NETWORK_FLIPS, NETWORK_REFINE_STEPS,
+                               ROUTING_MAP_MODES, SERVE_COMMAND, SIMILARITIES, ExitCode)
 from shmoareg.training.commands import add_evaluate_parser, add_train_parser
 
 
@@ -107,6 +107,10 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
                              "default; for SHMoAReg the arg-max expert per level and axis), those and SHMoAReg's "
                              "gate maps (full: one volume per level, axis and expert), or none (maps.json and "
                              "routing.json still give their statistics)")
+    parser.add_argument("--extra-outputs", nargs="+", default=[], choices=list(EXTRA_OUTPUTS), metavar="FILE",
+                        help="also write these files, on the transform's grid: jacobian (jacobian.nii, the Jacobian "
+                             "determinant; summary.json has its statistics either way) and displacement "
+                             "(displacement.nii, the field as a vector image); default: neither")
     parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES,
                         help="json: one JSON object per line on stdout; bar: a text bar on stderr")
 
@@ -123,7 +127,7 @@ def method_options(args: argparse.Namespace) -> dict[str, Any]:
                 network_swap=args.network_swap, adapt_steps=args.adapt_steps, intensity=args.intensity,
                 window=tuple(args.window) if args.window else None, diffeomorphic=args.diffeomorphic,
                 routing_maps=args.routing_maps, similarity=args.similarity, smoothness=args.smoothness,
-                uncertainty=args.uncertainty)
+                uncertainty=args.uncertainty, extra_outputs=tuple(args.extra_outputs))
 
 
 def _batch_parser(subparsers: argparse._SubParsersAction) -> None:

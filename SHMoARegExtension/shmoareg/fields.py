@@ -1,9 +1,12 @@
-"""From a network-grid voxel displacement to the written physical transform on the fixed grid.
+"""From a network-grid voxel displacement to the written physical transform.
 
 The written transform is one ITK displacement field (LPS millimetres, resampling
 convention: it maps fixed-space points to moving-space points). The affine initialisation is
-baked in: ``T(x) = A(x + u(x))``, so ``d(x) = A(x + u(x)) - x`` on the fixed image's grid.
-Outside the fixed grid ITK extrapolates a zero displacement.
+baked in: ``T(x) = A(x + u(x))``, so ``d(x) = A(x + u(x)) - x``. It is sampled on the
+*transform lattice* (:func:`transform_lattice`): the working grid's points, extended to cover the
+fixed image. Its linear interpolation equals, at every fixed voxel, the field sampled there (``u`` is
+interpolated linearly from the working grid either way, and the affine part is linear), at a fraction
+of the fixed grid's voxels. Outside the lattice ITK extrapolates a zero displacement.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ def physical_from_voxel(displacement: torch.Tensor, grid: Grid) -> np.ndarray:
 
 def total_displacement(displacement: Optional[torch.Tensor], network: Optional[Grid], fixed: Grid,
                        affine: Optional[sitk.Transform]) -> np.ndarray:
-    """``d(x) = A(x + u(x)) - x`` on the fixed grid, ``(Z, Y, X, 3)`` float64 in mm (LPS).
+    """``d(x) = A(x + u(x)) - x`` on the grid ``fixed`` (the fixed image's, or the transform lattice), ``(Z, Y, X, 3)``
+    float64 in mm (LPS).
 
     Computed as ``(A(x) - x) + M u(x)`` (``M`` the affine's matrix), so no array of every fixed
     point's coordinates is needed; ``M u`` is taken on the (smaller) network grid, as linear
@@ -43,6 +47,21 @@ def total_displacement(displacement: Optional[torch.Tensor], network: Optional[G
                         sitk.sitkLinear, extrapolate=True)
     field = sitk.GetArrayFromImage(on_fixed)
     return add_affine_displacement(field, linear, fixed) if linear is not None else field
+
+
+def transform_lattice(working: Grid, fixed: Grid) -> Grid:
+    """The written transform's grid: the points of ``working`` (which shares the fixed image's axes), extended by
+    whole voxels until it covers the fixed image to its outer voxel faces."""
+    spacing = np.asarray(working.spacing)
+    to_index = np.linalg.inv(working.direction_matrix * spacing)
+    faces = np.array(np.meshgrid(*[(-0.5, n - 0.5) for n in fixed.size], indexing="ij")).reshape(3, -1)
+    points = np.asarray(fixed.origin)[:, None] + (fixed.direction_matrix * np.asarray(fixed.spacing)) @ faces
+    indices = to_index @ (points - np.asarray(working.origin)[:, None])
+    lower = np.minimum(np.floor(indices.min(axis=1) + 1e-6), 0).astype(int)
+    upper = np.maximum(np.ceil(indices.max(axis=1) - 1e-6), np.asarray(working.size) - 1).astype(int)
+    origin = np.asarray(working.origin) + working.direction_matrix @ (lower * spacing)
+    return Grid(tuple(int(n) for n in upper - lower + 1), working.spacing, tuple(float(v) for v in origin),
+                working.direction)
 
 
 def affine_displacement(affine: sitk.AffineTransform, grid: Grid) -> np.ndarray:

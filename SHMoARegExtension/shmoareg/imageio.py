@@ -133,18 +133,17 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
 
 
 def write_transform(transform: sitk.Transform, path: str | os.PathLike) -> None:
-    """Write a transform with SimpleITK (HDF5 for ``.h5``), its library's own diagnostics kept off the terminal.
-
-    HDF5 prints a 50-line error stack straight to file descriptor 2 when a write fails (a full disk, say);
-    the failure itself still raises, and the command line reports it in one line.
-    """
-    with _native_stderr_discarded():
-        sitk.WriteTransform(transform, str(path))
+    """Write a transform with SimpleITK (HDF5 for ``.h5``)."""
+    sitk.WriteTransform(transform, str(path))
 
 
 @contextmanager
-def _native_stderr_discarded() -> Iterator[None]:
-    """Discard what C libraries write to file descriptor 2 for the duration of the block."""
+def native_stderr_discarded() -> Iterator[None]:
+    """Discard what C libraries write to file descriptor 2 for the duration of the block (from the main thread).
+
+    On a full disk HDF5 prints a 50-line error stack and NIfTI a line of its own straight to file descriptor 2;
+    the failure itself still raises, and the command line reports it in one line.
+    """
     sys.stderr.flush()
     saved = os.dup(2)
     try:

@@ -25,9 +25,11 @@ from shmoareg.nifti_check import check_nifti, is_nifti_name
 from shmoareg.protocol import COMPLETION_MARKER, FILES_KEY, OUTPUT_FOLDERS, OUTPUT_NAMES
 
 STAGING_PREFIX = ".shmoareg-staging-"
-# Bytes a run writes per fixed-image voxel, about: the field in transform.h5 (3 float64) and displacement.nii
-# (3 float32), jacobian.nii (float32), and the compressed images (about 2 bytes each).
-BYTES_PER_VOXEL = 24 + 12 + 4 + 3 * 2
+# Bytes a run writes at most, about: per voxel of the transform's lattice the field in transform.h5 (3 float64),
+# and when asked displacement.nii (3 float32) and jacobian.nii (float32); per fixed-image voxel the compressed
+# images (about 2 bytes each).
+BYTES_PER_LATTICE_VOXEL = 24 + 12 + 4
+BYTES_PER_FIXED_VOXEL = 3 * 2
 MEGABYTE = 1 << 20
 
 
@@ -94,9 +96,9 @@ class StagedOutputs:
         self.output_dir = output_dir
         self.staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=output_dir))
 
-    def ensure_space(self, fixed_voxels: int) -> None:
+    def ensure_space(self, fixed_voxels: int, lattice_voxels: int) -> None:
         """Raise :class:`NoSpace` before anything is written when the disk cannot hold the outputs."""
-        needed = BYTES_PER_VOXEL * fixed_voxels
+        needed = BYTES_PER_FIXED_VOXEL * fixed_voxels + BYTES_PER_LATTICE_VOXEL * lattice_voxels
         free = shutil.disk_usage(self.staging).free
         if free < needed:
             raise self.no_space(f"{free // MEGABYTE} MB free, the outputs need about {needed // MEGABYTE + 1} MB")

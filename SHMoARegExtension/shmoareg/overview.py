@@ -26,7 +26,8 @@ def _middle_slices(image: sitk.Image) -> list[np.ndarray]:
 
 def _image_columns(fixed: sitk.Image, moving: sitk.Image, output_dir: Path) -> list[tuple[str, list, str, tuple]]:
     warped = sitk.ReadImage(str(output_dir / WARPED_FILE))
-    jacobian = sitk.ReadImage(str(output_dir / JACOBIAN_FILE))
+    # On the transform's lattice (a folder of an earlier version: the fixed grid): shown on the fixed grid as the rest.
+    jacobian = resample(sitk.ReadImage(str(output_dir / JACOBIAN_FILE)), Grid.of(fixed), None, sitk.sitkLinear, 1.0)
     moving_on_fixed = resample(moving, Grid.of(fixed), None, sitk.sitkLinear,
                                float(sitk.GetArrayViewFromImage(moving).min()))
     fixed_slices, moving_slices, warped_slices = (_middle_slices(i) for i in (fixed, moving_on_fixed, warped))

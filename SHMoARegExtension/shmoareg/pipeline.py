@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -29,9 +30,11 @@ from shmoareg.checkpoints import resolve_model
 from shmoareg.devices import peak_memory_mb, resolve_device
 from shmoareg.errors import InputError, NoSpace
 from shmoareg.ensemble import ensemble_averaged
-from shmoareg.fields import displacement_image, displacement_transform, jacobian_image, total_displacement
+from shmoareg.fields import (displacement_image, displacement_transform, jacobian_image, total_displacement,
+                             transform_lattice)
 from shmoareg.grid import Grid, auto_spacing, foreground_box, from_array, network_grid, resample, to_tensor
-from shmoareg.imageio import check_label_grid, read_image, read_label_map, write_image, write_transform
+from shmoareg.imageio import (check_label_grid, native_stderr_discarded, read_image, read_label_map, write_image,
+                              write_transform)
 from shmoareg.intensity import field_of_view, foreground_mask, normalise
 from shmoareg.landmarks import pair_landmarks, read_labeled_landmarks
 from shmoareg.method import RegistrationMethod
@@ -46,10 +49,10 @@ from shmoareg.progress import Progress
 from shmoareg.protocol import (ADAPT_LEARNING_RATE, COMPLETION_MARKER, CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL,
                                DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_NETWORK_SWAP,
                                DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
-                               DISPLACEMENT_FILE, FILES_KEY, JACOBIAN_FILE, MAPS_FILE, MAX_ADAPT_STEPS,
-                               MAX_NETWORK_FLIPS, NETWORK_REFINE_START_FACTOR, NETWORK_REFINE_STEPS, ROUTING_FILE,
-                               ROUTING_MAP_MODES, SIMILARITIES, TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE,
-                               WARPED_SEGMENTATION_FILE)
+                               DISPLACEMENT_FILE, DISPLACEMENT_OUTPUT, EXTRA_OUTPUTS, FILES_KEY, JACOBIAN_FILE,
+                               JACOBIAN_OUTPUT, MAPS_FILE, MAX_ADAPT_STEPS, MAX_NETWORK_FLIPS,
+                               NETWORK_REFINE_START_FACTOR, NETWORK_REFINE_STEPS, ROUTING_FILE, ROUTING_MAP_MODES,
+                               SIMILARITIES, TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE)
 from shmoareg.routing_maps import write_routing_maps
 from shmoareg.similarity import choose_similarity
 from shmoareg.spatial import resize_field
@@ -64,6 +67,8 @@ MIN_GRID_VOXELS_ACROSS = 4
 # summary.json's "network_prediction": whether the refinement started from the network's field (README).
 PREDICTION_USED = "used"
 PREDICTION_REJECTED = "rejected"
+# Threads that write the outputs while the maps are computed: the transform, the warped image and segmentation.
+WRITER_THREADS = 3
 UNCERTAINTY_METHOD = ("spread (RMS distance from the mean, mm) of the registration and its refinements with the "
                       f"smoothness weight times {' and '.join(str(f) for f in SMOOTHNESS_FACTORS)}")
 TRANSFORM_CONVENTION = ("ITK displacement field transform, LPS millimetres, resampling convention: "
@@ -102,6 +107,7 @@ class RegistrationRequest:
     uncertainty: bool = False
     fixed_landmarks: Optional[Path] = None
     moving_landmarks: Optional[Path] = None
+    extra_outputs: tuple[str, ...] = ()
 
     @property
     def method(self) -> RegistrationMethod:
@@ -169,6 +175,9 @@ def _validate(request: RegistrationRequest) -> None:
     if not (request.smoothness > 0 and math.isfinite(request.smoothness)):
         raise InputError(f"--smoothness must be a positive number (default {DEFAULT_SMOOTHNESS}), "
                          f"not {request.smoothness}")
+    unknown = sorted(set(request.extra_outputs) - set(EXTRA_OUTPUTS))
+    if unknown:
+        raise InputError(f"--extra-outputs takes {', '.join(EXTRA_OUTPUTS)}, not {', '.join(map(repr, unknown))}")
     if (request.fixed_landmarks is None) != (request.moving_landmarks is None):
         raise InputError("give both --fixed-landmarks and --moving-landmarks, or neither")
 
@@ -319,8 +328,8 @@ def prepare(request: RegistrationRequest, progress: Optional[Progress] = None) -
 
 def _prepare(request: RegistrationRequest, progress: Progress, device: torch.device) -> PreparedPair:
     """:func:`prepare` for a request already validated (:func:`register` validates before it holds the folder)."""
-    network = _load_network(request.method, device)
-    with progress.stage("load", "reading images"):
+    with progress.stage("load", "reading the images and the network's weights"):
+        network = _load_network(request.method, device)
         inputs = _load(request)
     with progress.stage("affine", "affine initialisation" if request.affine else "checking overlap"):
         start = _initialise(request, inputs, progress)
@@ -403,15 +412,24 @@ class _Written:
 
 
 def _initialise(request: RegistrationRequest, inputs: _Inputs, progress: Progress) -> _Start:
-    """Normalise, find the foregrounds, initialise the affine (if asked) and check the overlap."""
-    fixed_norm = normalise(inputs.fixed, request.intensity, request.window)
-    moving_norm = normalise(inputs.moving, request.intensity, request.window)
-    fixed_mask, moving_mask = foreground_mask(fixed_norm), foreground_mask(moving_norm)
-    affine = initialise_affine(inputs.fixed, inputs.moving,
-                               on_iteration=lambda f: progress.update(f, "affine initialisation")
-                               ) if request.affine else None
+    """Normalise, find the foregrounds, initialise the affine (if asked) and check the overlap. The two images are
+    normalised in two threads while this one runs the affine, which reads the images as given (numpy's
+    percentiles and ITK's filters release the GIL)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        fixed, moving = (pool.submit(_normalised_with_foreground, image, request)
+                         for image in (inputs.fixed, inputs.moving))
+        affine = initialise_affine(inputs.fixed, inputs.moving,
+                                   on_iteration=lambda f: progress.update(f, "affine initialisation")
+                                   ) if request.affine else None
+        (fixed_norm, fixed_mask), (moving_norm, moving_mask) = fixed.result(), moving.result()
     overlap = check_overlap(fixed_mask, moving_mask, affine if affine is not None else sitk.Transform())
     return _Start(fixed_norm, moving_norm, fixed_mask, affine, overlap)
+
+
+def _normalised_with_foreground(image: sitk.Image, request: RegistrationRequest) -> tuple[sitk.Image, sitk.Image]:
+    """``image`` normalised to [0, 1] as the request says, and its foreground mask."""
+    normalised = normalise(image, request.intensity, request.window)
+    return normalised, foreground_mask(normalised)
 
 
 def _working_pair(request: RegistrationRequest, inputs: _Inputs, start: _Start, device: torch.device) -> _WorkingPair:
@@ -420,15 +438,19 @@ def _working_pair(request: RegistrationRequest, inputs: _Inputs, start: _Start, 
     _check_spacing(spacing, inputs.fixed)
     region = foreground_box(start.fixed_mask, CROP_MARGIN_MM) if request.crop else None
     grid = network_grid(inputs.fixed, spacing, region=region)
-    fixed = to_tensor(resample(start.fixed_norm, grid), device)
-    moving = to_tensor(resample(start.moving_norm, grid, start.affine), device)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # ITK's resampling releases the GIL
+        fixed, moving, fixed_view, moving_view, foreground = pool.map(lambda job: resample(*job), [
+            (start.fixed_norm, grid), (start.moving_norm, grid, start.affine),
+            (field_of_view(inputs.fixed), grid, None, sitk.sitkLinear),
+            (field_of_view(inputs.moving), grid, start.affine, sitk.sitkLinear),
+            (start.fixed_mask, grid, None, sitk.sitkNearestNeighbor)])
+    fixed, moving = to_tensor(fixed, device), to_tensor(moving, device)
     # The similarity counts where the fixed image has data and structure: an exactly flat region (the zero
     # background of a skull-stripped scan) has nothing to match, and counting it let the optimiser pull the
     # moving image's empty outside in (47 mm of background motion for an image registered to itself).
-    fixed_valid = to_tensor(resample(field_of_view(inputs.fixed), grid, None, sitk.sitkLinear), device)
-    fixed_valid = fixed_valid * structured(fixed)
-    moving_valid = to_tensor(resample(field_of_view(inputs.moving), grid, start.affine, sitk.sitkLinear), device)
-    foreground = sitk.GetArrayFromImage(resample(start.fixed_mask, grid, None, sitk.sitkNearestNeighbor))
+    fixed_valid = to_tensor(fixed_view, device) * structured(fixed)
+    moving_valid = to_tensor(moving_view, device)
+    foreground = sitk.GetArrayFromImage(foreground)
     similarity = request.similarity
     if similarity == "auto":
         similarity = choose_similarity(fixed, moving,
@@ -467,55 +489,78 @@ def _refine(request: RegistrationRequest, pair: _WorkingPair, prediction: Option
 def _write(request: RegistrationRequest, inputs: _Inputs, start: _Start, pair: _WorkingPair,
            prediction: Optional[NetworkPrediction], result: _Result, network: Optional[_Network], staged: StagedOutputs,
            progress: Progress) -> _Written:
-    """The transform, field, warped images, Jacobian, uncertainty and maps on the fixed grid, and the metrics."""
-    staged.ensure_space(int(np.prod(inputs.fixed.GetSize())))
+    """The transform (on its lattice), the warped images on the fixed grid, the extra outputs asked for, the
+    uncertainty and the maps, and the metrics. The files are written by a pool of threads while this one computes
+    the maps (ITK's filters and writers release the GIL)."""
     fixed_grid = Grid.of(inputs.fixed)
+    lattice = transform_lattice(pair.grid, fixed_grid)
+    staged.ensure_space(int(np.prod(fixed_grid.size)), int(np.prod(lattice.size)))
     fixed_foreground = sitk.GetArrayViewFromImage(start.fixed_mask)
-    field_mm = total_displacement(result.displacement, pair.grid, fixed_grid, start.affine)
-    transform = displacement_transform(field_mm, fixed_grid)
-    write_transform(transform, staged.path(TRANSFORM_FILE))
-    progress.update(0.2, "writing the displacement field")
-    # Float fields do not compress (gzip made them larger and took 5 s at 1 mm): plain NIfTI.
-    write_image(sitk.Cast(displacement_image(field_mm, fixed_grid), sitk.sitkVectorFloat32),
-                staged.path(DISPLACEMENT_FILE), compress=False)
-    background = float(sitk.GetArrayViewFromImage(inputs.moving).min())
-    write_image(resample(inputs.moving, fixed_grid, transform, sitk.sitkLinear, background), staged.path(WARPED_FILE))
-    progress.update(0.4, "writing the Jacobian determinant")
-    jacobian = jacobian_image(field_mm, fixed_grid)
-    write_image(jacobian, staged.path(JACOBIAN_FILE), compress=False)
-    metrics = jacobian_statistics(sitk.GetArrayViewFromImage(jacobian), fixed_foreground > 0)
-    if inputs.moving_segmentation is not None:
-        warped_seg = resample(inputs.moving_segmentation, fixed_grid, transform, sitk.sitkNearestNeighbor)
-        write_image(warped_seg, staged.path(WARPED_SEGMENTATION_FILE))
-        if inputs.fixed_segmentation is not None:
+    field_mm = total_displacement(result.displacement, pair.grid, lattice, start.affine)
+    transform = displacement_transform(field_mm, lattice)
+    with native_stderr_discarded(), ThreadPoolExecutor(max_workers=WRITER_THREADS) as pool:
+        writes = [pool.submit(write_transform, transform, staged.path(TRANSFORM_FILE)),
+                  pool.submit(_write_warped, inputs.moving, fixed_grid, transform, sitk.sitkLinear,
+                              float(sitk.GetArrayViewFromImage(inputs.moving).min()), staged.path(WARPED_FILE))]
+        warped_seg = None if inputs.moving_segmentation is None else pool.submit(
+            _write_warped, inputs.moving_segmentation, fixed_grid, transform, sitk.sitkNearestNeighbor, 0.0,
+            staged.path(WARPED_SEGMENTATION_FILE))
+        progress.update(0.2, "the Jacobian determinant")
+        jacobian = jacobian_image(field_mm, lattice)
+        lattice_foreground = sitk.GetArrayViewFromImage(resample(start.fixed_mask, lattice, None,
+                                                                 sitk.sitkNearestNeighbor))
+        metrics = jacobian_statistics(sitk.GetArrayViewFromImage(jacobian), lattice_foreground > 0)
+        if JACOBIAN_OUTPUT in request.extra_outputs:
+            writes.append(pool.submit(write_image, jacobian, staged.path(JACOBIAN_FILE), False))
+        if DISPLACEMENT_OUTPUT in request.extra_outputs:
+            # Float fields do not compress (gzip made them larger and took seconds): plain NIfTI.
+            writes.append(pool.submit(write_image, sitk.Cast(displacement_image(field_mm, lattice),
+                                                             sitk.sitkVectorFloat32),
+                                      staged.path(DISPLACEMENT_FILE), False))
+        if inputs.landmarks is not None:
+            metrics.update(_landmark_metrics(inputs.landmarks, transform))
+        if result.spread is not None:
+            uncertainty = resample(from_array(result.spread[0, 0].cpu().numpy() * pair.spacing, pair.grid), fixed_grid,
+                                   sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, extrapolate=True)
+            writes.append(pool.submit(write_image, sitk.Cast(uncertainty, sitk.sitkFloat32),
+                                      staged.path(UNCERTAINTY_FILE)))
+            metrics["uncertainty_mean_mm"] = float(np.mean(
+                sitk.GetArrayViewFromImage(uncertainty)[fixed_foreground > 0]))
+        share = None if network is None else 0.0
+        if result.initial is not None:
+            share = network_share(result.displacement, result.initial, pair.grid, pair.foreground)
+        maps_summary = routing_summary = None
+        if prediction is not None and prediction.maps:
+            progress.update(0.4, "the network's maps")
+            maps_summary = write_model_maps(
+                prediction.maps, prediction.map_specs, prediction.grid, fixed_grid, fixed_foreground, staged.path,
+                write_files=request.routing_maps != "none", model=network.model.name)
+            maps_summary["network_share"] = share
+            staged.write_json(MAPS_FILE, maps_summary)
+        if prediction is not None and prediction.routing.decoder_gates:
+            routing_summary = write_routing_maps(
+                prediction.routing, network.model.expert_descriptions(), prediction.grid, fixed_grid,
+                fixed_foreground, staged.path, request.routing_maps, maps_summary)
+            routing_summary["network_share"] = share
+            staged.write_json(ROUTING_FILE, routing_summary)
+        progress.update(0.6, "writing the transform and warped images")
+        for write in writes:
+            write.result()
+        if warped_seg is not None and inputs.fixed_segmentation is not None:
             metrics.update(_segmentation_metrics(
-                inputs.fixed_segmentation, inputs.moving_segmentation, warped_seg,
-                lambda f: progress.update(0.5 + 0.4 * f, "segment overlap (Dice, HD95) before and after")))
-    if inputs.landmarks is not None:
-        metrics.update(_landmark_metrics(inputs.landmarks, transform))
-    if result.spread is not None:
-        uncertainty = resample(from_array(result.spread[0, 0].cpu().numpy() * pair.spacing, pair.grid), fixed_grid,
-                               sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, extrapolate=True)
-        write_image(sitk.Cast(uncertainty, sitk.sitkFloat32), staged.path(UNCERTAINTY_FILE))
-        metrics["uncertainty_mean_mm"] = float(np.mean(sitk.GetArrayViewFromImage(uncertainty)[fixed_foreground > 0]))
-    share = None if network is None else 0.0
-    if result.initial is not None:
-        share = network_share(result.displacement, result.initial, pair.grid, pair.foreground)
-    maps_summary = routing_summary = None
-    if prediction is not None and prediction.maps:
-        progress.update(0.95, "writing the network's maps")
-        maps_summary = write_model_maps(
-            prediction.maps, prediction.map_specs, prediction.grid, fixed_grid, fixed_foreground, staged.path,
-            write_files=request.routing_maps != "none", model=network.model.name)
-        maps_summary["network_share"] = share
-        staged.write_json(MAPS_FILE, maps_summary)
-    if prediction is not None and prediction.routing.decoder_gates:
-        routing_summary = write_routing_maps(
-            prediction.routing, network.model.expert_descriptions(), prediction.grid, fixed_grid, fixed_foreground,
-            staged.path, request.routing_maps, maps_summary)
-        routing_summary["network_share"] = share
-        staged.write_json(ROUTING_FILE, routing_summary)
+                inputs.fixed_segmentation, inputs.moving_segmentation, warped_seg.result(),
+                lambda f: progress.update(0.6 + 0.4 * f, "segment overlap (Dice, HD95) before and after")))
+        elif warped_seg is not None:
+            warped_seg.result()
     return _Written(metrics, share, routing_summary)
+
+
+def _write_warped(image: sitk.Image, grid: Grid, transform: sitk.Transform, interpolator: int, background: float,
+                  path: Path) -> sitk.Image:
+    """``image`` resampled onto ``grid`` through ``transform``, written to ``path``; returns it."""
+    warped = resample(image, grid, transform, interpolator, background)
+    write_image(warped, path)
+    return warped
 
 
 def _summary(request: RegistrationRequest, inputs: _Inputs, start: _Start, pair: _WorkingPair,

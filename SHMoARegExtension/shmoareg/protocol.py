@@ -58,6 +58,11 @@ OUTPUT_NAMES = (TRANSFORM_FILE, DISPLACEMENT_FILE, WARPED_FILE, WARPED_SEGMENTAT
                 UNCERTAINTY_FILE, ROUTING_FILE, MAPS_FILE, COMPLETION_MARKER)
 OUTPUT_FOLDERS = (ROUTING_FOLDER, MAPS_FOLDER)
 FILES_KEY = "files"
+# Files ``register`` writes only when asked (``--extra-outputs``): the Jacobian determinant and the field as a vector
+# image, both on the transform's own grid (summary.json has the Jacobian's statistics either way).
+JACOBIAN_OUTPUT = "jacobian"
+DISPLACEMENT_OUTPUT = "displacement"
+EXTRA_OUTPUTS = {JACOBIAN_OUTPUT: JACOBIAN_FILE, DISPLACEMENT_OUTPUT: DISPLACEMENT_FILE}
 # A network's weights and their sidecar (shipped in shmoareg/weights as <name><suffix>, or a checkpoint).
 WEIGHTS_SUFFIX = ".safetensors"
 

@@ -59,7 +59,7 @@ def small_disk(tmp_path):
 
 def test_a_disk_that_fills_up_while_writing_is_reported_and_cleaned(pair, small_disk, capfd, monkeypatch):
     """The space check is bypassed, so the writers themselves meet the full disk (ITK, HDF5, numpy)."""
-    monkeypatch.setattr(StagedOutputs, "ensure_space", lambda self, voxels: None)
+    monkeypatch.setattr(StagedOutputs, "ensure_space", lambda self, *voxels: None)
     big = phantom_image(size=(120, 110, 100), spacing=(1.0, 1.0, 1.0), origin=(-60.0, -55.0, -50.0))
     sitk.WriteImage(big, str(pair / "fixed.nii.gz"))
     sitk.WriteImage(big, str(pair / "moving.nii.gz"))

@@ -7,7 +7,8 @@ import torch
 
 from phantoms import rotation_direction
 from shmoareg.fields import (add_affine_displacement, affine_displacement, displacement_image,
-                             displacement_transform, jacobian_image, physical_from_voxel, total_displacement)
+                             displacement_transform, jacobian_image, physical_from_voxel, sampled_field,
+                             total_displacement, transform_lattice)
 from shmoareg.grid import Grid, auto_spacing, foreground_box, network_grid
 
 DIRECTION = rotation_direction((0.2, -0.1, 0.3))
@@ -103,6 +104,35 @@ def test_total_displacement_composes_network_field_then_affine():
     field = total_displacement(voxel, network, FIXED, affine)
     shift = np.asarray(DIRECTION).reshape(3, 3) @ np.array([0.0, 1.5, 0.0]) + np.array([0.0, 0.0, 4.0])
     assert np.allclose(field, shift, atol=1e-4)
+
+
+def test_the_transform_on_its_lattice_is_the_field_at_every_fixed_voxel():
+    """The written transform (on the working grid's points, extended over the fixed image) gives, at each fixed
+    voxel inside the working grid, the field computed on the fixed grid itself: the network field interpolated
+    linearly, then the affine; and the lattice covers every fixed voxel."""
+    fixed = Grid((40, 36, 28), (1.0, 1.0, 1.3), (10.0, -5.0, 3.0), DIRECTION)
+    working = network_grid(fixed.reference_image(), 1.7, region=(np.array([8, 6, 5]), np.array([30, 28, 20])))
+    lattice = transform_lattice(working, fixed)
+    offset = np.linalg.solve(working.direction_matrix * 1.7, np.subtract(lattice.origin, working.origin))
+    assert np.allclose(offset, np.round(offset), atol=1e-9) and (offset <= 0).all()  # the working grid's points
+    assert all(a >= b for a, b in zip(lattice.size, working.size)) and lattice.spacing == working.spacing
+    voxel = torch.from_numpy(np.random.default_rng(1).normal(0, 1.0, (1, 3, *working.shape))).float()
+    affine = sitk.AffineTransform(3)
+    affine.SetMatrix([1.05, 0.02, 0, -0.03, 0.97, 0.01, 0, 0.04, 1.02])
+    affine.SetTranslation((2.0, -1.0, 3.0))
+    transform = displacement_transform(total_displacement(voxel, working, lattice, affine), lattice)
+    on_fixed = sitk.GetArrayFromImage(sampled_field(transform, fixed.reference_image()))
+    expected = total_displacement(voxel, working, fixed, affine)
+    indices = np.stack(np.meshgrid(*[np.arange(n) for n in fixed.size], indexing="ij"), -1).reshape(-1, 3)
+    points = np.asarray(fixed.origin) + indices @ (fixed.direction_matrix * np.asarray(fixed.spacing)).T
+    in_lattice = (np.linalg.solve(lattice.direction_matrix * 1.7, (points - lattice.origin).T).T)
+    assert (in_lattice > -1e-9).all() and (in_lattice < np.asarray(lattice.size) - 1 + 1e-9).all()
+    in_working = in_lattice + offset
+    inside = ((in_working >= 0) & (in_working <= np.asarray(working.size) - 1)).all(axis=1)
+    inside = inside.reshape(fixed.size[0], fixed.size[1], fixed.size[2]).transpose(2, 1, 0)
+    assert inside.mean() > 0.2 and not inside.all()  # the check covers voxels inside, and some lie outside
+    assert np.abs(on_fixed[inside] - expected[inside]).max() < 1e-5
+    assert np.prod(lattice.size) < 0.5 * np.prod(fixed.size)
 
 
 def test_written_transform_round_trips_through_itk_files(tmp_path):

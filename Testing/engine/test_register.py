@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +13,10 @@ import SimpleITK as sitk
 import torch
 
 from phantoms import phantom_image, phantom_labels, rotation_direction
-from shmoareg.resources import SAMPLE_PAIR
+from shmoareg.errors import InputError
+from shmoareg.fields import sampled_field
 from shmoareg.landmarks import write_landmarks_csv
+from shmoareg.resources import SAMPLE_PAIR
 from shmoareg.metrics import dice_per_label, mean_dice
 from shmoareg.optimise import structured
 from shmoareg.pipeline import RegistrationRequest, register
@@ -43,6 +46,17 @@ def write_pair(tmp_path, truth: sitk.Transform) -> tuple[sitk.Image, sitk.Image]
     sitk.WriteImage(fixed, str(tmp_path / "fixed.nii.gz"))
     sitk.WriteImage(moving, str(tmp_path / "moving.nrrd"))
     return fixed, moving
+
+
+def written_field(output: Path, fixed: sitk.Image) -> np.ndarray:
+    """The displacement of the run's transform.h5 at every voxel of ``fixed``, ``(Z, Y, X, 3)`` mm."""
+    return sitk.GetArrayFromImage(sampled_field(sitk.ReadTransform(str(output / "transform.h5")), fixed))
+
+
+def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    """Whether two images lie on one grid, up to NIfTI's single-precision geometry."""
+    return a.GetSize() == b.GetSize() and all(np.allclose(x, y, atol=1e-4) for x, y in (
+        (a.GetSpacing(), b.GetSpacing()), (a.GetOrigin(), b.GetOrigin()), (a.GetDirection(), b.GetDirection())))
 
 
 def interior_rmse(a: sitk.Image, b: sitk.Image, margin: int = 5) -> float:
@@ -95,7 +109,8 @@ def test_outputs_summary_segmentations_and_landmarks(tmp_path):
                                  fixed_segmentation=tmp_path / "fixed_seg.nii.gz",
                                  moving_segmentation=tmp_path / "moving_seg.nii.gz",
                                  fixed_landmarks=tmp_path / "fixed.csv", moving_landmarks=tmp_path / "moving.csv",
-                                 model="none", affine=False, device="cpu", refine_steps=80))
+                                 model="none", affine=False, device="cpu", refine_steps=80,
+                                 extra_outputs=("jacobian", "displacement")))
     out = tmp_path / "out"
     expected = {"transform.h5", "displacement.nii", "warped_moving.nii.gz", "warped_moving_seg.nii.gz",
                 "jacobian.nii", "summary.json"}
@@ -117,10 +132,25 @@ def test_outputs_summary_segmentations_and_landmarks(tmp_path):
     assert warped_seg.GetPixelID() == sitk.sitkInt32
     assert set(np.unique(sitk.GetArrayFromImage(warped_seg))) <= {0, 1, 2}
     field = sitk.ReadImage(str(out / "displacement.nii"))
-    assert field.GetNumberOfComponentsPerPixel() == 3 and field.GetSize() == fixed.GetSize()
+    written = sitk.DisplacementFieldTransform(sitk.ReadTransform(str(out / "transform.h5")))
+    lattice = written.GetDisplacementField()
+    assert field.GetNumberOfComponentsPerPixel() == 3 and same_grid(field, lattice)
+    assert np.allclose(sitk.GetArrayFromImage(field), sitk.GetArrayFromImage(lattice), atol=1e-5)  # float32 copy
+    assert same_grid(sitk.ReadImage(str(out / "jacobian.nii")), lattice)
     centre = fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in fixed.GetSize()])
-    vector = field[[int(round(v)) for v in fixed.TransformPhysicalPointToContinuousIndex(centre)]]
-    assert np.allclose(vector, truth.GetOffset(), atol=0.6)
+    assert np.allclose(np.subtract(written.TransformPoint(centre), centre), truth.GetOffset(), atol=0.6)
+
+
+def test_only_the_transform_and_warped_image_are_written_unless_more_is_asked(tmp_path):
+    fixed, _ = write_pair(tmp_path, sitk.TranslationTransform(3, (2.0, 0.0, 0.0)))
+    summary = register(RegistrationRequest(tmp_path / "fixed.nii.gz", tmp_path / "moving.nrrd", tmp_path / "out",
+                                           model="none", device="cpu", refine_steps=5))
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"transform.h5", "warped_moving.nii.gz", "summary.json"}
+    assert summary["files"] == ["transform.h5", "warped_moving.nii.gz", "summary.json"]
+    assert 0.5 < summary["metrics"]["jacobian_min"] <= 1.0 <= summary["metrics"]["jacobian_max"] < 2.0
+    with pytest.raises(InputError, match="--extra-outputs takes jacobian, displacement, not 'warp'"):
+        register(RegistrationRequest(tmp_path / "fixed.nii.gz", tmp_path / "moving.nrrd", tmp_path / "out2",
+                                     extra_outputs=("warp",)))
 
 
 def test_the_write_stage_reports_progress_per_segment(tmp_path):
@@ -152,7 +182,7 @@ def test_an_image_registered_to_itself_stays_where_it_is(tmp_path):
     assert summary["affine"]["determinant"] == pytest.approx(1.0, abs=1e-9)
     assert np.allclose(summary["affine"]["translation_mm"], 0.0, atol=1e-9)
     assert summary["network_prediction"] == "rejected" and summary["network_share"] == 0.0
-    field = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "displacement.nii")))
+    field = written_field(tmp_path / "out", sitk.ReadImage(brain))
     assert float(np.linalg.norm(field, axis=-1).max()) < 0.05 * 2.0  # a twentieth of a 2 mm voxel (was 1.5 mm)
 
 
@@ -163,7 +193,7 @@ def test_a_phantom_registered_to_itself_moves_under_a_twentieth_of_a_voxel(tmp_p
     sitk.WriteImage(fixed, str(tmp_path / "fixed.nii.gz"))
     register(RegistrationRequest(tmp_path / "fixed.nii.gz", tmp_path / "fixed.nii.gz", tmp_path / "out",
                                  model="none", device="cpu"))
-    field = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "displacement.nii")))
+    field = written_field(tmp_path / "out", fixed)
     assert float(np.linalg.norm(field, axis=-1).max()) < 0.05 * min(fixed.GetSpacing())  # mm
 
 

@@ -28,7 +28,8 @@ from shmoareg.failures import describe_failure
 from shmoareg.outputs import OutputFolder, StagedOutputs
 from shmoareg.pipeline import RegistrationRequest
 from shmoareg.progress import Progress
-from shmoareg.protocol import OVERVIEW_FILE, REPORT_FILE, RESULTS_CSV_FILE, RESULTS_JSON_FILE, THUMBNAIL_FILE, ExitCode
+from shmoareg.protocol import (JACOBIAN_OUTPUT, OVERVIEW_FILE, REPORT_FILE, RESULTS_CSV_FILE, RESULTS_JSON_FILE,
+                               THUMBNAIL_FILE, ExitCode)
 from shmoareg.training.distributed import launch_rank
 
 REPORT_WEIGHT = 0.05  # share of the progress bar for the tables and the report (the pairs have the rest)
@@ -49,6 +50,8 @@ def run_batch(pairs: Sequence[PairRow], pairs_table: Path, output_dir: str | os.
     """Register ``pairs`` (read from ``pairs_table``) with the register ``options``; returns the outcome on rank 0
     and None on the other ranks."""
     output_dir = Path(output_dir)
+    # Each pair's overview shows the Jacobian determinant: every pair writes it.
+    options = {**options, "extra_outputs": tuple(sorted({*options.get("extra_outputs", ()), JACOBIAN_OUTPUT}))}
     jobs = [PairJob(pair.identifier, RegistrationRequest(
         fixed=pair.fixed, moving=pair.moving, output_dir=output_dir / pair.identifier,
         fixed_segmentation=pair.fixed_seg, moving_segmentation=pair.moving_seg,
