@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
 from shmoareg.affine import AffineSettings, initialise_affine
 from shmoareg.grid import Grid, resample
@@ -30,10 +31,10 @@ import compare
 
 SETTINGS = {
     "default": AffineSettings(),
-    "sampling 0.5 0.5": AffineSettings(sampling=(0.5, 0.5)),
-    "sampling 0.5 0.1": AffineSettings(sampling=(0.5, 0.1)),
-    "sampling 0.2 0.1": AffineSettings(sampling=(0.2, 0.1)),
-    "levels 4 2 1, sampling 1 0.5 0.2": AffineSettings(shrink_factors=(4, 2, 1), sampling=(1.0, 0.5, 0.2)),
+    "iterations 60 40": AffineSettings(iterations=(60, 40)),
+    "iterations 40 30": AffineSettings(iterations=(40, 30)),
+    "16000 samples, iterations 60 40": AffineSettings(samples=16000, iterations=(60, 40)),
+    "4000 samples, iterations 60 40": AffineSettings(samples=4000, iterations=(60, 40)),
 }
 SUBJECTS = {"train": tuple(range(1, 11)), "validation": compare.VALIDATION_SUBJECTS}
 
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(2)
+    torch.set_num_threads(2)
     images = {subject: [sitk.ReadImage(str(path)) for path in compare.subject_files(subject)]
               for subject in SUBJECTS[args.subjects]}
     results: dict[str, dict] = {}
