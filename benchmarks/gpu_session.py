@@ -3,7 +3,8 @@
 Run it through ``benchmarks/gpu_session.sh [--dry-run] [--minutes M] [--out DIR]``, which sets
 PYTHONPATH; benchmarks/README.md ("GPU session") says how to prepare the wheels and call it.
 Phases: ``setup`` (wheels from .whl/ for what the machine lacks), ``cuda_tests`` (pytest -m cuda),
-``register`` (1 mm 160x192x224 pair), ``forward`` (both networks at 160x192x224, float32 and
+``register`` (1 mm 160x192x224 pair, a fresh process each run), ``warm_register`` (the same pair end to end on the
+warm engine, ``shmoareg serve``), ``forward`` (both networks at 160x192x224, float32 and
 bfloat16), ``adapt`` (test-time adaptation on a labelled 1 mm pair),
 ``train`` (the real-anatomy GPU recipe continuing the CPU run, stopped with SIGINT before the deadline) and
 ``collect``. ``--dry-run`` is the same flow on the CPU at toy sizes, in well under a minute.
@@ -67,6 +68,9 @@ DRY_RUN_SPACING_MM = 2.0
 DETAIL_SUFFIXES = {".json", ".jsonl", ".yaml", ".xml", ".log"}
 OUTPUTS = ("gpu_session.json", "gpu_session.log", "details.tar.gz", "checkpoints")
 CUDA_TESTS_TIMEOUT_SECONDS = 300
+# The warm_register phase: requests to one warm engine, and issue 24's end-to-end target on the GPU.
+WARM_REQUESTS = 3
+WARM_TARGET_SECONDS = 2.0
 # The adapt phase's (--adapt-steps, --refine-steps) runs; None: register's default refinement.
 ADAPT_SETTINGS = ((0, 0), (25, 0), (100, 0), (0, None), (25, None))
 DRY_RUN_ADAPT_SETTINGS = ((0, 0), (2, 0))
@@ -287,6 +291,42 @@ def time_register(session: Session) -> dict[str, Any]:
             for i in range(repeats)]
     session.note(f"$ {runs[0]['command']} (in a fresh process, {repeats}x)")
     return {"pair": pair, "device": session.device, "runs": [register_figures(run) for run in runs]}
+
+
+def time_warm_register(session: Session) -> dict[str, Any]:
+    """Issue 24, point 7: the 1 mm benchmark pair end to end on the warm engine (``shmoareg serve``, as the Slicer
+    module keeps it), every stage that can run on the device there (affine, prediction, refinement): seconds from
+    the request to its done event, for each of ``WARM_REQUESTS`` requests (the first also warms the kernels)."""
+    import bench_register
+    import warm_engine
+    from shmoareg.protocol import (FINAL_EVENTS, READY_EVENT, REQUEST_ARGUMENTS_KEY, REQUEST_COMMAND_KEY,
+                                   SERVE_COMMAND)
+
+    if session.dry_run:
+        fixed, moving, _, _ = small_pair(session.work / "small_pair")
+    else:
+        fixed, moving = bench_register.make_pair(session.work / "pair160x192x224")
+    engine = subprocess.Popen([sys.executable, "-m", "shmoareg", SERVE_COMMAND], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        warm_engine.until(engine, (READY_EVENT,))
+        runs = []
+        for index in range(WARM_REQUESTS):
+            output = session.work / f"warm-register-{index}"
+            words = ["--fixed", str(fixed), "--moving", str(moving), "--output-dir", str(output),
+                     "--device", session.device]
+            started = time.perf_counter()
+            engine.stdin.write(json.dumps({REQUEST_COMMAND_KEY: "register", REQUEST_ARGUMENTS_KEY: words}) + "\n")
+            engine.stdin.flush()
+            final = warm_engine.until(engine, FINAL_EVENTS)
+            run = {"end_to_end_seconds": round(time.perf_counter() - started, 3), "exit_code": final.get("exit_code")}
+            if final.get("exit_code") == 0:
+                run["stage_seconds"] = json.loads((output / "summary.json").read_text())["seconds"]
+            runs.append(run)
+    finally:
+        engine.stdin.close()
+        engine.wait(timeout=60)
+    return {"device": session.device, "target_seconds": WARM_TARGET_SECONDS, "runs": runs}
 
 
 def time_adaptation(session: Session) -> dict[str, Any]:
@@ -543,7 +583,8 @@ def anatomy_cache() -> int:
 
 
 PHASES: dict[str, Callable[[Session], dict[str, Any]]] = {
-    "setup": set_up, "cuda_tests": cuda_tests, "register": time_register, "forward": time_forward,
+    "setup": set_up, "cuda_tests": cuda_tests, "register": time_register, "warm_register": time_warm_register,
+    "forward": time_forward,
     "adapt": time_adaptation, "train": train, "collect": collect}
 SKIPPABLE_PHASES = [name for name in PHASES if name not in ("setup", "collect")]  # the set-up and collection always run
 

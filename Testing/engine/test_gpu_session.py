@@ -19,7 +19,7 @@ from shmoareg.training.anatomy import cache_path, expand, subject_name
 from shmoareg.training.config import load_config
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_session.sh"
-PHASES = ["setup", "cuda_tests", "register", "forward", "adapt", "train", "collect"]
+PHASES = ["setup", "cuda_tests", "register", "warm_register", "forward", "adapt", "train", "collect"]
 MOST_FILES_BACK = 8  # a lent machine sends back at most 8 files from $OUT
 
 
@@ -63,6 +63,15 @@ def test_register_and_forward_timings_are_positive(session):
     assert all(m["float32_seconds"] > 0 and m["bfloat16_seconds"] > 0 for m in phases["forward"]["models"])
 
 
+def test_the_warm_register_phase_times_each_request_on_one_engine(session):
+    warm = json.loads((session / "gpu_session.json").read_text())["phases"]["warm_register"]
+    assert len(warm["runs"]) == 3 and all(run["exit_code"] == 0 for run in warm["runs"])
+    for run in warm["runs"]:
+        stages = run["stage_seconds"]
+        assert {"load", "affine", "preprocess", "predict", "register", "write"} <= set(stages)
+        assert stages["total"] <= run["end_to_end_seconds"]  # the request's wait includes the whole run
+
+
 def test_the_adapt_phase_records_dice_and_adaptation_seconds_per_setting(session):
     runs = json.loads((session / "gpu_session.json").read_text())["phases"]["adapt"]["runs"]
     assert [(run["adapt_steps"], run["refine_steps"]) for run in runs] == [(0, 0), (2, 0)]
@@ -89,7 +98,7 @@ def test_few_enough_files_come_back(session):
 def test_skipped_phases_do_not_run(tmp_path):
     environment = {**os.environ, "PYTHON": sys.executable}
     result = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--out", str(tmp_path),
-                             "--skip", "cuda_tests", "register", "forward", "adapt", "train"],
+                             "--skip", "cuda_tests", "register", "warm_register", "forward", "adapt", "train"],
                             env=environment, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert list(json.loads((tmp_path / "gpu_session.json").read_text())["phases"]) == ["setup", "collect"]
