@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from shmoareg.errors import InputError
 from shmoareg.grid import Grid, resample
+from shmoareg.optimise import Adam
 
 # Voxels per axis the affine stage's coarse copies keep at least (its coarser level halves them, and ITK's
 # Gaussian smoothing needs 4): small images are registered on a finer grid than the settings' spacing.
@@ -126,11 +127,8 @@ def _fit_level(fixed: sitk.Image, moving: sitk.Image, matrix: torch.Tensor, tran
     last_index = torch.tensor(moving.GetSize(), dtype=torch.float32, device=device) - 1
     centre_t = torch.tensor(centre, dtype=torch.float32, device=device)
     parameters = [matrix.float().to(device).requires_grad_(), translation.float().to(device).requires_grad_()]
-    optimiser = torch.optim.Adam([{"params": parameters[:1], "lr": settings.matrix_step},
-                                  {"params": parameters[1:], "lr": settings.translation_step_mm}])
-    schedule = torch.optim.lr_scheduler.ExponentialLR(optimiser, STEP_DECAY)
+    optimisers = [Adam(parameters[0], settings.matrix_step), Adam(parameters[1], settings.translation_step_mm)]
     for _ in range(iterations):
-        optimiser.zero_grad()
         mapped = (points - centre_t) @ parameters[0].T + centre_t + parameters[1]
         index = (mapped - moving_origin) @ to_index.T
         inside = ((index >= 0) & (index <= last_index)).all(dim=1)
@@ -142,8 +140,9 @@ def _fit_level(fixed: sitk.Image, moving: sitk.Image, matrix: torch.Tensor, tran
         moving_bins, moving_weights = _bin_weights(((sampled - low) / (high - low)).clamp(0, 1), settings.bins)
         loss = -_mutual_information(fixed_bins, (moving_bins, moving_weights * inside[:, None]), settings.bins)
         loss.backward()
-        optimiser.step()
-        schedule.step()
+        for optimiser in optimisers:
+            optimiser.step()
+            optimiser.learning_rate *= STEP_DECAY
         on_step()
     return parameters[0].detach().double().cpu(), parameters[1].detach().double().cpu()
 
