@@ -91,9 +91,17 @@ def test_engines_tre_is_the_distance_through_the_mrml_transform(registered):
         assert after.GetValue(row) == pytest.approx(expected, abs=0.05) and expected < 1.5
 
 
-def test_jacobian_volume_is_on_the_fixed_grid(registered):
+def test_jacobian_volume_is_on_the_transforms_grid_over_the_fixed_image(registered):
+    """The engine writes the field and its Jacobian on the working grid's points, extended over the fixed image."""
     _, pair, result, _, _, _ = registered
-    assert sameGeometry(result.jacobianNode, pair.fixed)
+    grid = result.transformNode.GetTransformFromParent().GetDisplacementGrid()
+    assert result.jacobianNode.GetImageData().GetDimensions() == grid.GetDimensions()
+    assert np.allclose(result.jacobianNode.GetSpacing(), grid.GetSpacing(), atol=1e-4)
+    jacobianBounds, fixedBounds = [0.0] * 6, [0.0] * 6
+    result.jacobianNode.GetRASBounds(jacobianBounds)
+    pair.fixed.GetRASBounds(fixedBounds)
+    assert all(j <= f + 1e-3 for j, f in zip(jacobianBounds[0::2], fixedBounds[0::2]))
+    assert all(j >= f - 1e-3 for j, f in zip(jacobianBounds[1::2], fixedBounds[1::2]))
     values = slicer.util.arrayFromVolume(result.jacobianNode)
     assert values.dtype == np.float32 and 0.0 < np.median(values) < 2.0
 
