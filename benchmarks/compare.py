@@ -103,7 +103,8 @@ start = time.perf_counter()
 child = subprocess.Popen(sys.argv[2:])
 _, status, usage = os.wait4(child.pid, 0)
 json.dump({"seconds": time.perf_counter() - start, "peak_memory_mb": usage.ru_maxrss / 1024,
-           "returncode": os.waitstatus_to_exitcode(status)}, open(sys.argv[1], "w"))
+           "cpu_seconds": usage.ru_utime + usage.ru_stime, "returncode": os.waitstatus_to_exitcode(status)},
+          open(sys.argv[1], "w"))
 """
 
 
@@ -237,14 +238,14 @@ def make_pairs(groups: list[str]) -> tuple[list[Pair], list[str]]:
     return pairs, missing
 
 
-def child_environment() -> dict[str, str]:
+def child_environment(threads: int = methods.THREADS) -> dict[str, str]:
     """Environment of the method processes: the same thread count for torch, OpenMP and ITK."""
-    threads = str(methods.THREADS)
-    return {**os.environ, "OMP_NUM_THREADS": threads, "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": threads}
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": str(threads)}
 
 
-def run_timed(command: list[str], folder: Path) -> dict:
-    """Run a command through the small ``MEASURE`` launcher: wall seconds, exit code, peak RSS (MB).
+def run_timed(command: list[str], folder: Path, threads: int = methods.THREADS) -> dict:
+    """Run a command through the small ``MEASURE`` launcher on ``threads`` threads: wall seconds, CPU seconds (user
+    and system, all threads), exit code, peak RSS (MB).
 
     The launcher, not this process, forks the method: on Linux a child's ``ru_maxrss`` starts at
     the RSS of the process it was forked from, and this one holds torch and the scoring arrays.
@@ -252,10 +253,10 @@ def run_timed(command: list[str], folder: Path) -> dict:
     timing = folder / "timing.json"
     with open(folder / "log.txt", "w") as log:
         subprocess.run([sys.executable, "-S", "-c", MEASURE, str(timing), *command], stdout=log,
-                       stderr=subprocess.STDOUT, env=child_environment(), check=True)
+                       stderr=subprocess.STDOUT, env=child_environment(threads), check=True)
     measured = json.loads(timing.read_text())
-    return {"seconds": round(measured["seconds"], 2), "peak_memory_mb": round(measured["peak_memory_mb"], 1),
-            "returncode": measured["returncode"]}
+    return {"seconds": round(measured["seconds"], 2), "cpu_seconds": round(measured["cpu_seconds"], 2),
+            "peak_memory_mb": round(measured["peak_memory_mb"], 1), "returncode": measured["returncode"]}
 
 
 Box = tuple[slice, slice, slice]

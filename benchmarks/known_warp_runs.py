@@ -1,11 +1,13 @@
 """Runs of ``register`` on known-warp cases (``shmoareg.known_warps``) and what they are scored by.
 
-Shared by ``bench_similarity.py``, ``bench_smoothness.py`` and ``bench_uncertainty.py``. Every run is
-``register`` in this process (one torch thread), with its own output folder under ``benchmarks/out``.
+Shared by ``bench_known_warps.py`` and ``cross_contrast.py``. A run of :func:`run` is ``register`` in this
+process (one torch thread), with its own output folder under ``benchmarks/out``; :func:`scores` reads a finished
+run's folder, wherever it ran.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import torch
 from shmoareg.known_warps import KnownWarpCase, end_point_error, error_map
 from shmoareg.metrics import dice_per_label, mean_dice
 from shmoareg.pipeline import RegistrationRequest, register
-from shmoareg.protocol import TRANSFORM_FILE, UNCERTAINTY_FILE
+from shmoareg.protocol import COMPLETION_MARKER, TRANSFORM_FILE, UNCERTAINTY_FILE
 
 import sources
 
@@ -44,15 +46,21 @@ def run(case: KnownWarpCase, name: str, **options) -> dict:
     output = folder / name
     torch.set_num_threads(1)
     started = time.perf_counter()
-    summary = register(RegistrationRequest(paths["fixed"], paths["moving"], output, device="cpu", **options))
+    register(RegistrationRequest(paths["fixed"], paths["moving"], output, device="cpu", **options))
     seconds = time.perf_counter() - started
-    transform = sitk.ReadTransform(str(output / TRANSFORM_FILE))
-    return {"case": case.name, "contrast": case.contrast, "run": name, "options": options,
-              "similarity_used": summary["method"]["similarity"], "refine_steps": summary["method"]["refine_steps"],
-              "epe_mm": end_point_error(case, transform), "dice": label_dice(case, transform),
-              "sdlogj": summary["metrics"]["sdlogj"],
-              "folding_percent": 100 * summary["metrics"]["fraction_nonpositive"],
-              "seconds": round(seconds, 2), "stage_seconds": summary["seconds"], "output": str(output)}
+    return {"case": case.name, "contrast": case.contrast, "run": name, "options": options, **scores(case, output),
+            "seconds": round(seconds, 2), "output": str(output)}
+
+
+def scores(case: KnownWarpCase, output: Path) -> dict:
+    """What a finished ``register`` into ``output`` used and reached on ``case``: the similarity, the refinement
+    steps, end-point error, Dice, Jacobian statistics and the seconds per stage (``summary.json``)."""
+    summary = json.loads((Path(output) / COMPLETION_MARKER).read_text())
+    transform = sitk.ReadTransform(str(Path(output) / TRANSFORM_FILE))
+    return {"similarity_used": summary["method"]["similarity"], "refine_steps": summary["method"]["refine_steps"],
+            "epe_mm": end_point_error(case, transform), "dice": label_dice(case, transform),
+            "sdlogj": summary["metrics"]["sdlogj"], "folding_percent": 100 * summary["metrics"]["fraction_nonpositive"],
+            "stage_seconds": summary["seconds"]}
 
 
 def before(case: KnownWarpCase) -> dict:

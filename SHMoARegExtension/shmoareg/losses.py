@@ -8,14 +8,43 @@ import torch
 import torch.nn.functional as F
 
 
+SPATIAL_DIMS = (2, 3, 4)
+
+
+def _window_sums(volumes: torch.Tensor, dim: int, half: int) -> torch.Tensor:
+    """Sum over ``2 * half + 1`` neighbours along ``dim`` (zero padding), added in ascending order of the offset."""
+    size = volumes.shape[dim]
+    sums = torch.zeros_like(volumes)
+    for offset in range(-min(half, size - 1), min(half, size - 1) + 1):
+        length = size - abs(offset)
+        sums.narrow(dim, max(-offset, 0), length).add_(volumes.narrow(dim, max(offset, 0), length))
+    return sums
+
+
+class _BoxMean(torch.autograd.Function):
+    """The box mean and its adjoint (the same filter: it is symmetric), each one pass of sums per axis.
+
+    The numbers of a zero padding and a 1D ``avg_pool3d`` per axis, forward and backward (the sums run in the
+    pool's order, and its backward divides before it sums), in a third of their time on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, volumes: torch.Tensor, window: int) -> torch.Tensor:
+        ctx.window = window
+        for dim in SPATIAL_DIMS:
+            volumes = _window_sums(volumes, dim, window // 2).div_(window)
+        return volumes
+
+    @staticmethod
+    def backward(ctx, gradient: torch.Tensor) -> tuple[torch.Tensor, None]:
+        for dim in reversed(SPATIAL_DIMS):
+            gradient = _window_sums(gradient / ctx.window, dim, ctx.window // 2)
+        return gradient, None
+
+
 def box_mean(volumes: torch.Tensor, window: int) -> torch.Tensor:
-    """Mean over ``window``^3 boxes (zero padding), as three separable 1D average pools."""
-    half = window // 2
-    for axis, kernel in enumerate(((window, 1, 1), (1, window, 1), (1, 1, window))):
-        padding = [0, 0] * 3
-        padding[2 * (2 - axis)] = padding[2 * (2 - axis) + 1] = half  # F.pad lists the last axis first
-        volumes = F.avg_pool3d(F.pad(volumes, padding), kernel, stride=1)
-    return volumes
+    """Mean over ``window``^3 boxes (zero padding: a box reaching outside counts zeros there), separably per axis."""
+    return _BoxMean.apply(volumes, window)
 
 
 def weighted_mean(values: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -29,7 +58,7 @@ class LocalNCC(torch.nn.Module):
     """Negative squared local normalised cross-correlation over ``window``^3 boxes; -1 is perfect.
 
     The same quantity as MONAI's ``LocalNormalizedCrossCorrelationLoss`` (rectangular kernel;
-    a test checks they agree), computed with pooling, which is about four times faster on CPU.
+    a test checks they agree), computed with separable box means, several times faster on CPU than its convolution.
     An optional ``weight`` map (e.g. where both images have data) restricts the mean.
     """
 
@@ -76,13 +105,10 @@ def bending_energy(field: torch.Tensor) -> torch.Tensor:
     return total / 9.0
 
 
-def _shift(volumes: torch.Tensor, offset: tuple[int, int, int]) -> torch.Tensor:
-    """``volumes`` sampled at ``p + offset`` (offset in (z, y, x) voxels), edges replicated."""
-    reach = max(abs(o) for o in offset)
-    if reach == 0:
-        return volumes
-    padded = F.pad(volumes, [reach] * 6, mode="replicate")
-    z, y, x = volumes.shape[2:]
+def _shifted(padded: torch.Tensor, reach: int, offset: tuple[int, int, int]) -> torch.Tensor:
+    """The volume at ``p + offset`` (offset in (z, y, x) voxels, at most ``reach``), a view of the volume padded by
+    ``reach`` on every side."""
+    z, y, x = (n - 2 * reach for n in padded.shape[2:])
     dz, dy, dx = (reach + o for o in offset)
     return padded[:, :, dz:dz + z, dy:dy + y, dx:dx + x]
 
@@ -102,11 +128,12 @@ def mind_ssc(image: torch.Tensor, radius: int = 1, dilation: int = 2, epsilon: f
     ``D_c = mean_patch (I(p + a_c) - I(p + b_c))^2`` and ``V`` the mean of the 12 ``D_c`` at the voxel
     (floored for flat regions), scaled so the largest channel is 1. Invariant to ``I -> s * I + t``.
     """
-    distances = torch.cat([box_mean((_shift(image, a) - _shift(image, b)) ** 2, 2 * radius + 1)
-                           for a, b in _ssc_pairs(dilation)], dim=1)
+    padded = F.pad(image, [dilation] * 6, mode="replicate")  # edges replicated
+    distances = box_mean(torch.cat([(_shifted(padded, dilation, a) - _shifted(padded, dilation, b)) ** 2
+                                    for a, b in _ssc_pairs(dilation)], dim=1), 2 * radius + 1)
     variance = distances.mean(dim=1, keepdim=True)
-    floor = epsilon + 1e-3 * variance.mean(dim=(2, 3, 4), keepdim=True)
-    descriptor = torch.exp(-distances / torch.maximum(variance, floor))
+    floor = epsilon + 1e-3 * variance.mean(dim=SPATIAL_DIMS, keepdim=True)
+    descriptor = torch.exp(distances / -torch.maximum(variance, floor))
     return descriptor / descriptor.amax(dim=1, keepdim=True)
 
 
@@ -159,7 +186,6 @@ def soft_dice_loss(warped_onehot: torch.Tensor, fixed_onehot: torch.Tensor, epsi
 
     A channel empty in both maps counts as a perfect match; 0 means identical maps.
     """
-    dims = (2, 3, 4)
-    overlap = torch.sum(warped_onehot * fixed_onehot, dim=dims)
-    total = torch.sum(warped_onehot, dim=dims) + torch.sum(fixed_onehot, dim=dims)
+    overlap = torch.sum(warped_onehot * fixed_onehot, dim=SPATIAL_DIMS)
+    total = torch.sum(warped_onehot, dim=SPATIAL_DIMS) + torch.sum(fixed_onehot, dim=SPATIAL_DIMS)
     return 1.0 - torch.mean((2.0 * overlap + epsilon) / (total + epsilon))

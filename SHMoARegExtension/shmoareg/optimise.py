@@ -212,8 +212,13 @@ def similarity_loss(settings: OptimisationSettings, fixed: torch.Tensor, moving:
         return lambda displacement, weight: scale * weighted_mean(
             ngf_per_voxel(warp(moving, displacement), fixed_gradient, fixed_edge, moving_edge), weight)
     fixed_descriptor, moving_descriptor = (mind_ssc(image, dilation=MIND_DILATION) for image in (fixed, moving))
-    return lambda displacement, weight: scale * weighted_mean(
-        (warp(moving_descriptor, displacement) - fixed_descriptor).square().mean(dim=1, keepdim=True), weight)
+    # Channels last on CPU: grid_sample then reads a sample's 12 channels from one place (the same numbers, a quarter
+    # less time; not measured on a GPU).
+    if moving.device.type == "cpu":
+        moving_descriptor = moving_descriptor.contiguous(memory_format=torch.channels_last_3d)
+    # Per voxel, the mean squared difference of the descriptors: mse_loss is one pass forward and one backward.
+    return lambda displacement, weight: scale * weighted_mean(F.mse_loss(
+        warp(moving_descriptor, displacement), fixed_descriptor, reduction="none").mean(dim=1, keepdim=True), weight)
 
 
 def structured(image: torch.Tensor, window: int = 3, epsilon: float = 1e-8) -> torch.Tensor:
