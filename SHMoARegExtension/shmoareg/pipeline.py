@@ -332,7 +332,7 @@ def _prepare(request: RegistrationRequest, progress: Progress, device: torch.dev
         network = _load_network(request.method, device)
         inputs = _load(request)
     with progress.stage("affine", "affine initialisation" if request.affine else "checking overlap"):
-        start = _initialise(request, inputs, progress, device)
+        start = _initialise(request, inputs, progress)
     with progress.stage("preprocess", "resampling onto the network grid"):
         pair = _working_pair(request, inputs, start, device)
     return PreparedPair(request, device, network, inputs, start, pair)
@@ -411,17 +411,14 @@ class _Written:
     routing_summary: Optional[dict]
 
 
-def _initialise(request: RegistrationRequest, inputs: _Inputs, progress: Progress, device: torch.device) -> _Start:
-    """Normalise, find the foregrounds, initialise the affine (if asked) and check the overlap. The two images are
-    normalised in two threads while this one runs the affine (on ``device``), which reads the images as given
-    (numpy's percentiles, ITK's filters and torch release the GIL)."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        fixed, moving = (pool.submit(_normalised_with_foreground, image, request)
-                         for image in (inputs.fixed, inputs.moving))
-        affine = initialise_affine(inputs.fixed, inputs.moving,
-                                   on_iteration=lambda f: progress.update(f, "affine initialisation"),
-                                   device=device) if request.affine else None
-        (fixed_norm, fixed_mask), (moving_norm, moving_mask) = fixed.result(), moving.result()
+def _initialise(request: RegistrationRequest, inputs: _Inputs, progress: Progress) -> _Start:
+    """Normalise, find the foregrounds, initialise the affine (if asked) and check the overlap. (Normalising in
+    threads beside the affine made the stage slower on two cores: ITK's registration runs two threads itself.)"""
+    fixed_norm, fixed_mask = _normalised_with_foreground(inputs.fixed, request)
+    moving_norm, moving_mask = _normalised_with_foreground(inputs.moving, request)
+    affine = initialise_affine(inputs.fixed, inputs.moving,
+                               on_iteration=lambda f: progress.update(f, "affine initialisation")
+                               ) if request.affine else None
     overlap = check_overlap(fixed_mask, moving_mask, affine if affine is not None else sitk.Transform())
     return _Start(fixed_norm, moving_norm, fixed_mask, affine, overlap)
 
