@@ -17,7 +17,7 @@ from shmoareg.jsonio import dumps
 from shmoareg.overview import write_overview
 from shmoareg.pipeline import RegistrationRequest, register
 from shmoareg.progress import Progress
-from shmoareg.protocol import DEFAULT_MODEL
+from shmoareg.protocol import DEFAULT_MODEL, JACOBIAN_OUTPUT
 from shmoareg.resources import SAMPLE_PAIR
 from shmoareg.synthetic import synthetic_pair, to_sitk
 
@@ -50,7 +50,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary = register(RegistrationRequest(inputs["fixed"], inputs["moving"], result_dir,
                                            fixed_segmentation=inputs.get("fixed_seg"),
                                            moving_segmentation=inputs.get("moving_seg"),
-                                           model=args.model, device=args.device), Progress("bar"))
+                                           model=args.model, device=args.device,
+                                           extra_outputs=(JACOBIAN_OUTPUT,)),  # the overview shows it
+                       Progress("bar"))
     overview = write_overview(sitk.ReadImage(str(inputs["fixed"])), sitk.ReadImage(str(inputs["moving"])),
                               result_dir, args.output_dir / "overview.png")
     keys = ("mean_dice_before", "mean_dice", "fraction_nonpositive", "sdlogj")
