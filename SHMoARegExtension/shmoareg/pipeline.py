@@ -543,12 +543,11 @@ def _write(request: RegistrationRequest, inputs: _Inputs, start: _Start, pair: _
         progress.update(0.6, "writing the transform and warped images")
         for write in writes:
             write.result()
-        if warped_seg is not None and inputs.fixed_segmentation is not None:
+        warped_segmentation = warped_seg.result() if warped_seg is not None else None
+        if warped_segmentation is not None and inputs.fixed_segmentation is not None:
             metrics.update(_segmentation_metrics(
-                inputs.fixed_segmentation, inputs.moving_segmentation, warped_seg.result(),
+                inputs.fixed_segmentation, inputs.moving_segmentation, warped_segmentation,
                 lambda f: progress.update(0.6 + 0.4 * f, "segment overlap (Dice, HD95) before and after")))
-        elif warped_seg is not None:
-            warped_seg.result()
     return _Written(metrics, share, routing_summary)
 
 
