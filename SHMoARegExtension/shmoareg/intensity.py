@@ -12,20 +12,27 @@ from shmoareg.protocol import INTENSITY_MODES
 
 CT_WINDOW = (-1000.0, 1000.0)
 MR_PERCENTILES = (0.5, 99.5)
+# Percentiles are taken on at most about this many voxels, every n-th one (n odd, so rows do not alias): the
+# same window to a fraction of a percent, at a tenth of the time on a 1 mm head.
+PERCENTILE_VOXELS = 1_000_000
 
 
 def detect_modality(image: sitk.Image) -> str:
     """``ct`` when the values look like Hounsfield units (air near -1000), else ``mr``."""
-    values = sitk.GetArrayViewFromImage(image)
-    low = float(np.percentile(values, 1))
-    return "ct" if low <= -900.0 and float(values.max()) >= 200.0 else "mr"
+    low = float(np.percentile(_every_nth_voxel(image), 1))
+    return "ct" if low <= -900.0 and float(sitk.GetArrayViewFromImage(image).max()) >= 200.0 else "mr"
+
+
+def _every_nth_voxel(image: sitk.Image) -> np.ndarray:
+    """A regular sample of ``image``'s values, at most about ``PERCENTILE_VOXELS`` of them."""
+    values = sitk.GetArrayViewFromImage(image).ravel()
+    return values[::(values.size // PERCENTILE_VOXELS) | 1]
 
 
 def normalise(image: sitk.Image, mode: str = "auto", window: Optional[tuple[float, float]] = None) -> sitk.Image:
     """Map intensities to [0, 1]: a user ``window``, a CT window, or robust MR percentiles."""
     if mode not in INTENSITY_MODES:
         raise InputError(f"unknown intensity mode {mode!r}; use one of {', '.join(INTENSITY_MODES)}")
-    values = sitk.GetArrayFromImage(image).astype(np.float32)
     if window is not None:
         low, high = window
     elif mode == "none":
@@ -33,15 +40,13 @@ def normalise(image: sitk.Image, mode: str = "auto", window: Optional[tuple[floa
     elif (detect_modality(image) if mode == "auto" else mode) == "ct":
         low, high = CT_WINDOW
     else:
+        values = _every_nth_voxel(image).astype(np.float32)
         low = float(np.percentile(values, MR_PERCENTILES[0]))
         above = values[values > low]
         high = float(np.percentile(above, MR_PERCENTILES[1])) if above.size else low
     if not high > low:
         raise InputError(f"intensity window [{low:g}, {high:g}] is empty; give --window LOW HIGH with LOW < HIGH")
-    scaled = np.clip((values - low) / (high - low), 0.0, 1.0)
-    result = sitk.GetImageFromArray(scaled)
-    result.CopyInformation(image)
-    return result
+    return sitk.IntensityWindowing(sitk.Cast(image, sitk.sitkFloat32), low, high, 0.0, 1.0)
 
 
 def foreground_mask(normalised: sitk.Image) -> sitk.Image:

@@ -69,6 +69,9 @@ PREDICTION_USED = "used"
 PREDICTION_REJECTED = "rejected"
 # Threads that write the outputs while the maps are computed: the transform, the warped image and segmentation.
 WRITER_THREADS = 3
+# The moving foreground of the overlap check is found on blocks of this many voxels a side (fewer on an axis
+# that would keep fewer than this many blocks).
+OVERLAP_BLOCK = 4
 UNCERTAINTY_METHOD = ("spread (RMS distance from the mean, mm) of the registration and its refinements with the "
                       f"smoothness weight times {' and '.join(str(f) for f in SMOOTHNESS_FACTORS)}")
 TRANSFORM_CONVENTION = ("ITK displacement field transform, LPS millimetres, resampling convention: "
@@ -413,20 +416,19 @@ class _Written:
 
 def _initialise(request: RegistrationRequest, inputs: _Inputs, progress: Progress) -> _Start:
     """Normalise, find the foregrounds, initialise the affine (if asked) and check the overlap. (Normalising in
-    threads beside the affine made the stage slower on two cores: ITK's registration runs two threads itself.)"""
-    fixed_norm, fixed_mask = _normalised_with_foreground(inputs.fixed, request)
-    moving_norm, moving_mask = _normalised_with_foreground(inputs.moving, request)
+    threads beside the affine made the stage slower on two cores: ITK's registration runs two threads itself.)
+    The moving foreground only feeds the overlap check, so it is found on a copy averaged over blocks of
+    ``OVERLAP_BLOCK`` voxels a side (filling the holes of a 1 mm mask took 0.35 s)."""
+    fixed_norm = normalise(inputs.fixed, request.intensity, request.window)
+    moving_norm = normalise(inputs.moving, request.intensity, request.window)
+    fixed_mask = foreground_mask(fixed_norm)
+    blocks = [max(1, min(OVERLAP_BLOCK, size // OVERLAP_BLOCK)) for size in moving_norm.GetSize()]
+    moving_mask = foreground_mask(sitk.BinShrink(moving_norm, blocks))
     affine = initialise_affine(inputs.fixed, inputs.moving,
                                on_iteration=lambda f: progress.update(f, "affine initialisation")
                                ) if request.affine else None
     overlap = check_overlap(fixed_mask, moving_mask, affine if affine is not None else sitk.Transform())
     return _Start(fixed_norm, moving_norm, fixed_mask, affine, overlap)
-
-
-def _normalised_with_foreground(image: sitk.Image, request: RegistrationRequest) -> tuple[sitk.Image, sitk.Image]:
-    """``image`` normalised to [0, 1] as the request says, and its foreground mask."""
-    normalised = normalise(image, request.intensity, request.window)
-    return normalised, foreground_mask(normalised)
 
 
 def _working_pair(request: RegistrationRequest, inputs: _Inputs, start: _Start, device: torch.device) -> _WorkingPair:
