@@ -60,7 +60,8 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
                         "0 uses the network prediction alone); with --model none from 1/8 up (default: "
                         f"{DEFAULT_REFINE_STEPS['cpu']} on CPU, {DEFAULT_REFINE_STEPS['cuda']} on GPU)")
     parser.add_argument("--affine", action=argparse.BooleanOptionalAction, default=True,
-                        help="affine initialisation (centre of mass then Mattes MI affine; default on)")
+                        help="affine initialisation (centre of mass, a rotation search, then Mattes MI affine; "
+                             "default on)")
     parser.add_argument("--diffeomorphic", action=argparse.BooleanOptionalAction, default=True,
                         help="optimise a velocity field integrated by scaling and squaring (default on)")
     parser.add_argument("--similarity", default=DEFAULT_SIMILARITY, choices=SIMILARITIES,
