@@ -191,14 +191,18 @@ def _run_register(args: argparse.Namespace, progress: Progress) -> None:
             require_file(getattr(args, attribute), role)
     import SimpleITK as sitk
 
-    from shmoareg.pipeline import RegistrationRequest, register
+    from shmoareg.request import RegistrationRequest
+    from shmoareg.start import StartInBackground
 
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's warnings would break the one-line protocol
     request = RegistrationRequest(
         fixed=args.fixed, moving=args.moving, output_dir=args.output_dir,
         fixed_segmentation=args.fixed_seg, moving_segmentation=args.moving_seg,
         fixed_landmarks=args.fixed_landmarks, moving_landmarks=args.moving_landmarks, **method_options(args))
-    summary = register(request, progress)
+    early = StartInBackground(request)  # reads the images and runs the affine while torch is imported
+    from shmoareg.pipeline import register
+
+    summary = register(request, progress, early)
     if args.progress != "json":
         print(f"done in {summary['seconds']['total']:.1f} s; outputs in {args.output_dir}")
 

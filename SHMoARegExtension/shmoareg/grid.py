@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import SimpleITK as sitk
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ def resample(image: sitk.Image, grid: Grid, transform: sitk.Transform | None = N
 
 def to_tensor(image: sitk.Image, device: torch.device | str = "cpu") -> torch.Tensor:
     """A SimpleITK scalar image as a ``(1, 1, Z, Y, X)`` tensor (float32, or int64 for integer images)."""
+    import torch  # here, not at the top: the stages before the network use this module while torch loads
     array = sitk.GetArrayFromImage(image)
     tensor = torch.from_numpy(array.astype(np.float32) if array.dtype.kind == "f" else array.astype(np.int64))
     return tensor[None, None].to(device)

@@ -1,11 +1,11 @@
 """``register``: from two image files to a transform, warped images, Jacobian and a summary.
 
 :func:`register` runs a :class:`~shmoareg.method.RegistrationMethod` (network then refinement, refinement
-alone, network alone) as a sequence of named stages, each a function below: load (:func:`_load`),
-initialise (:func:`_initialise`: normalise, foregrounds, affine, overlap), the working grid
+alone, network alone) as a sequence of named stages: load and initialise (:mod:`shmoareg.start`: read,
+normalise, foregrounds, affine, overlap; torch-free, and begun in a thread by the command line), the working grid
 (:func:`_working_pair`), predict (:func:`_predict`, with a network), refine (:func:`_refine`), write
 (:func:`_write`, through a staging folder) and summarise (:func:`_summary`). Each stage hands the next a
-small record (``_Start``, ``_WorkingPair``, ``NetworkPrediction``, ``_Result``, ``_Written``).
+small record (``Start``, ``_WorkingPair``, ``NetworkPrediction``, ``_Result``, ``_Written``).
 :func:`prepare` and :func:`predict` run the stages up to the network's prediction alone, writing nothing.
 """
 
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from shmoareg import __version__
 from shmoareg.adaptation import adapted_to_pair
-from shmoareg.affine import check_overlap, describe, initialise_affine
+from shmoareg.affine import describe
 from shmoareg.checkpoints import resolve_model
 from shmoareg.devices import peak_memory_mb, resolve_device
 from shmoareg.errors import InputError, NoSpace
@@ -33,10 +33,8 @@ from shmoareg.ensemble import ensemble_averaged
 from shmoareg.fields import (displacement_image, displacement_transform, jacobian_image, total_displacement,
                              transform_lattice)
 from shmoareg.grid import Grid, auto_spacing, foreground_box, from_array, network_grid, resample, to_tensor
-from shmoareg.imageio import (check_label_grid, native_stderr_discarded, read_image, read_label_map, write_image,
-                              write_transform)
-from shmoareg.intensity import field_of_view, foreground_mask, normalise
-from shmoareg.landmarks import pair_landmarks, read_labeled_landmarks
+from shmoareg.imageio import native_stderr_discarded, write_image, write_transform
+from shmoareg.intensity import field_of_view
 from shmoareg.method import RegistrationMethod
 from shmoareg.metrics import dice_per_label, hd95_per_label, jacobian_statistics, mean_dice, target_registration_error
 from shmoareg.model_maps import write_model_maps
@@ -46,16 +44,18 @@ from shmoareg.optimise import (OptimisationSettings, improves_similarity, levels
                                structured)
 from shmoareg.outputs import OutputFolder, StagedOutputs
 from shmoareg.progress import Progress
-from shmoareg.protocol import (ADAPT_LEARNING_RATE, COMPLETION_MARKER, CROSS_CONTRAST_REFINE_STEPS, DEFAULT_MODEL,
+from shmoareg.protocol import (ADAPT_LEARNING_RATE, COMPLETION_MARKER, CROSS_CONTRAST_REFINE_STEPS,
                                DEFAULT_NETWORK_FLIPS, DEFAULT_NETWORK_MAX_VOXELS, DEFAULT_NETWORK_SWAP,
-                               DEFAULT_REFINE_STEPS, DEFAULT_ROUTING_MAPS, DEFAULT_SIMILARITY, DEFAULT_SMOOTHNESS,
+                               DEFAULT_REFINE_STEPS, DEFAULT_SMOOTHNESS,
                                DISPLACEMENT_FILE, DISPLACEMENT_OUTPUT, EXTRA_OUTPUTS, FILES_KEY, JACOBIAN_FILE,
                                JACOBIAN_OUTPUT, MAPS_FILE, MAX_ADAPT_STEPS, MAX_NETWORK_FLIPS,
                                NETWORK_REFINE_START_FACTOR, NETWORK_REFINE_STEPS, ROUTING_FILE, ROUTING_MAP_MODES,
                                SIMILARITIES, TRANSFORM_FILE, UNCERTAINTY_FILE, WARPED_FILE, WARPED_SEGMENTATION_FILE)
+from shmoareg.request import RegistrationRequest
 from shmoareg.routing_maps import write_routing_maps
 from shmoareg.similarity import choose_similarity
 from shmoareg.spatial import resize_field
+from shmoareg.start import Inputs, Start, StartInBackground, initialise, load_inputs
 from shmoareg.uncertainty import SMOOTHNESS_FACTORS, ensemble_spread
 
 # The working grid covers the fixed image's foreground (Otsu) and this margin, not its empty border.
@@ -69,62 +69,10 @@ PREDICTION_USED = "used"
 PREDICTION_REJECTED = "rejected"
 # Threads that write the outputs while the maps are computed: the transform, the warped image and segmentation.
 WRITER_THREADS = 3
-# The moving foreground of the overlap check is found on blocks of this many voxels a side (fewer on an axis
-# that would keep fewer than this many blocks).
-OVERLAP_BLOCK = 4
 UNCERTAINTY_METHOD = ("spread (RMS distance from the mean, mm) of the registration and its refinements with the "
                       f"smoothness weight times {' and '.join(str(f) for f in SMOOTHNESS_FACTORS)}")
 TRANSFORM_CONVENTION = ("ITK displacement field transform, LPS millimetres, resampling convention: "
                         "maps fixed-space points to moving-space points")
-
-
-@dataclass
-class RegistrationRequest:
-    """Everything ``register`` needs; paths may be strings or Paths. ``refine_start``: the coarsest level (a factor
-    of the working grid: 1, 2, 4, 8) of the refinement after a network (default: ``NETWORK_REFINE_START_FACTOR``
-    times the network's input factor)."""
-
-    fixed: Path
-    moving: Path
-    output_dir: Path
-    fixed_segmentation: Optional[Path] = None
-    moving_segmentation: Optional[Path] = None
-    model: str = DEFAULT_MODEL
-    device: str = "auto"
-    refine_steps: Optional[int] = None
-    refine_start: Optional[int] = None
-    affine: bool = True
-    grid_spacing: Optional[float] = None
-    max_grid_voxels: int = 2_000_000
-    crop: bool = True
-    network_max_voxels: Optional[int] = None
-    network_flips: Optional[int] = None
-    network_swap: Optional[bool] = None
-    adapt_steps: int = 0
-    intensity: str = "auto"
-    window: Optional[tuple[float, float]] = None
-    diffeomorphic: bool = True
-    similarity: str = DEFAULT_SIMILARITY
-    smoothness: float = DEFAULT_SMOOTHNESS
-    routing_maps: str = DEFAULT_ROUTING_MAPS
-    uncertainty: bool = False
-    fixed_landmarks: Optional[Path] = None
-    moving_landmarks: Optional[Path] = None
-    extra_outputs: tuple[str, ...] = ()
-
-    @property
-    def method(self) -> RegistrationMethod:
-        """The composition ``model`` and ``refine_steps`` describe (network, refinement, or both)."""
-        return RegistrationMethod.from_options(self.model, self.refine_steps)
-
-
-@dataclass
-class _Inputs:
-    fixed: sitk.Image
-    moving: sitk.Image
-    fixed_segmentation: Optional[sitk.Image] = None
-    moving_segmentation: Optional[sitk.Image] = None
-    landmarks: Optional[tuple[np.ndarray, np.ndarray, list[str]]] = None
 
 
 @dataclass
@@ -185,20 +133,6 @@ def _validate(request: RegistrationRequest) -> None:
         raise InputError("give both --fixed-landmarks and --moving-landmarks, or neither")
 
 
-def _load(request: RegistrationRequest) -> _Inputs:
-    inputs = _Inputs(read_image(request.fixed, "fixed image"), read_image(request.moving, "moving image"))
-    if request.fixed_segmentation is not None:
-        inputs.fixed_segmentation = read_label_map(request.fixed_segmentation, "fixed segmentation")
-        check_label_grid(inputs.fixed_segmentation, inputs.fixed, "fixed segmentation", "fixed image")
-    if request.moving_segmentation is not None:
-        inputs.moving_segmentation = read_label_map(request.moving_segmentation, "moving segmentation")
-        check_label_grid(inputs.moving_segmentation, inputs.moving, "moving segmentation", "moving image")
-    if request.fixed_landmarks is not None:
-        inputs.landmarks = pair_landmarks(read_labeled_landmarks(request.fixed_landmarks),
-                                          read_labeled_landmarks(request.moving_landmarks))
-    return inputs
-
-
 def _geometry(image: sitk.Image) -> dict:
     return {"size": list(image.GetSize()), "spacing": list(image.GetSpacing()),
             "origin": list(image.GetOrigin()), "direction": list(image.GetDirection())}
@@ -251,11 +185,13 @@ def _landmark_metrics(landmarks: tuple[np.ndarray, np.ndarray, list[str]], trans
             "tre_before_per_point_mm": before.tolist(), "tre_per_point_mm": after.tolist()}
 
 
-def register(request: RegistrationRequest, progress: Optional[Progress] = None) -> dict:
+def register(request: RegistrationRequest, progress: Optional[Progress] = None,
+             early: Optional[StartInBackground] = None) -> dict:
     """Register ``request.moving`` onto ``request.fixed`` and write the outputs; returns the summary.
 
-    Raises :class:`InputError` for bad input; nothing is written to the output folder unless
-    the whole run succeeds.
+    ``early``: the request's first stages already begun in a thread (the command line begins them before it
+    imports torch); without it they run here. Raises :class:`InputError` for bad input; nothing is written to the
+    output folder unless the whole run succeeds.
     """
     progress = progress or Progress("none")
     started = time.perf_counter()
@@ -263,15 +199,16 @@ def register(request: RegistrationRequest, progress: Optional[Progress] = None) 
     with OutputFolder(request.output_dir) as folder:
         folder.check_inputs([request.fixed, request.moving, request.fixed_segmentation, request.moving_segmentation,
                              request.fixed_landmarks, request.moving_landmarks])
-        return _register(request, progress, folder.path, started)
+        return _register(request, progress, folder.path, started, early)
 
 
-def _register(request: RegistrationRequest, progress: Progress, output_dir: Path, started: float) -> dict:
+def _register(request: RegistrationRequest, progress: Progress, output_dir: Path, started: float,
+              early: Optional[StartInBackground]) -> dict:
     """The stages of :func:`register` once the output folder is held."""
     device = resolve_device(request.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    prepared = _prepare(request, progress, device)
+    prepared = _prepare(request, progress, device, early)
     network, inputs, start, pair = prepared.network, prepared.inputs, prepared.start, prepared.pair
     prediction = None
     if network is not None and request.adapt_steps:
@@ -317,8 +254,8 @@ class PreparedPair:
     request: RegistrationRequest
     device: torch.device
     network: Optional[_Network]
-    inputs: _Inputs
-    start: _Start
+    inputs: Inputs
+    start: Start
     pair: _WorkingPair
 
 
@@ -329,13 +266,16 @@ def prepare(request: RegistrationRequest, progress: Optional[Progress] = None) -
     return _prepare(request, progress or Progress("none"), resolve_device(request.device))
 
 
-def _prepare(request: RegistrationRequest, progress: Progress, device: torch.device) -> PreparedPair:
-    """:func:`prepare` for a request already validated (:func:`register` validates before it holds the folder)."""
+def _prepare(request: RegistrationRequest, progress: Progress, device: torch.device,
+             early: Optional[StartInBackground] = None) -> PreparedPair:
+    """:func:`prepare` for a request already validated (:func:`register` validates before it holds the folder);
+    the inputs and the start from ``early`` when it is given."""
     with progress.stage("load", "reading the images and the network's weights"):
         network = _load_network(request.method, device)
-        inputs = _load(request)
+        inputs = early.inputs() if early is not None else load_inputs(request)
     with progress.stage("affine", "affine initialisation" if request.affine else "checking overlap"):
-        start = _initialise(request, inputs, progress)
+        start = early.start() if early is not None else initialise(
+            request, inputs, lambda f: progress.update(f, "affine initialisation"))
     with progress.stage("preprocess", "resampling onto the network grid"):
         pair = _working_pair(request, inputs, start, device)
     return PreparedPair(request, device, network, inputs, start, pair)
@@ -366,17 +306,6 @@ def predict(prepared: PreparedPair, moving: Optional[torch.Tensor] = None) -> Ne
     return _predict(prepared.network.model, pair.fixed, pair.moving if moving is None else moving, pair.grid,
                     _network_max_voxels(request, prepared.device.type), _network_flips(request, prepared.device.type),
                     _network_swap(request, prepared.device.type))
-
-
-@dataclass
-class _Start:
-    """Where the deformable registration starts: the normalised images, the fixed foreground, the affine."""
-
-    fixed_norm: sitk.Image
-    moving_norm: sitk.Image
-    fixed_mask: sitk.Image
-    affine: Optional[sitk.AffineTransform]
-    overlap: float
 
 
 @dataclass
@@ -414,24 +343,7 @@ class _Written:
     routing_summary: Optional[dict]
 
 
-def _initialise(request: RegistrationRequest, inputs: _Inputs, progress: Progress) -> _Start:
-    """Normalise, find the foregrounds, initialise the affine (if asked) and check the overlap. (Normalising in
-    threads beside the affine made the stage slower on two cores: ITK's registration runs two threads itself.)
-    The moving foreground only feeds the overlap check, so it is found on a copy averaged over blocks of
-    ``OVERLAP_BLOCK`` voxels a side (filling the holes of a 1 mm mask took 0.35 s)."""
-    fixed_norm = normalise(inputs.fixed, request.intensity, request.window)
-    moving_norm = normalise(inputs.moving, request.intensity, request.window)
-    fixed_mask = foreground_mask(fixed_norm)
-    blocks = [max(1, min(OVERLAP_BLOCK, size // OVERLAP_BLOCK)) for size in moving_norm.GetSize()]
-    moving_mask = foreground_mask(sitk.BinShrink(moving_norm, blocks))
-    affine = initialise_affine(inputs.fixed, inputs.moving,
-                               on_iteration=lambda f: progress.update(f, "affine initialisation")
-                               ) if request.affine else None
-    overlap = check_overlap(fixed_mask, moving_mask, affine if affine is not None else sitk.Transform())
-    return _Start(fixed_norm, moving_norm, fixed_mask, affine, overlap)
-
-
-def _working_pair(request: RegistrationRequest, inputs: _Inputs, start: _Start, device: torch.device) -> _WorkingPair:
+def _working_pair(request: RegistrationRequest, inputs: Inputs, start: Start, device: torch.device) -> _WorkingPair:
     """Both images resampled onto the working grid (the moving one through the affine)."""
     spacing = request.grid_spacing or auto_spacing(inputs.fixed, request.max_grid_voxels)
     _check_spacing(spacing, inputs.fixed)
@@ -485,7 +397,7 @@ def _refine(request: RegistrationRequest, pair: _WorkingPair, prediction: Option
     return _Result(displacement, settings, initial, status)
 
 
-def _write(request: RegistrationRequest, inputs: _Inputs, start: _Start, pair: _WorkingPair,
+def _write(request: RegistrationRequest, inputs: Inputs, start: Start, pair: _WorkingPair,
            prediction: Optional[NetworkPrediction], result: _Result, network: Optional[_Network], staged: StagedOutputs,
            progress: Progress) -> _Written:
     """The transform (on its lattice), the warped images on the fixed grid, the extra outputs asked for, the
@@ -561,7 +473,7 @@ def _write_warped(image: sitk.Image, grid: Grid, transform: sitk.Transform, inte
     return warped
 
 
-def _summary(request: RegistrationRequest, inputs: _Inputs, start: _Start, pair: _WorkingPair,
+def _summary(request: RegistrationRequest, inputs: Inputs, start: Start, pair: _WorkingPair,
              prediction: Optional[NetworkPrediction], result: _Result, network: Optional[_Network], written: _Written,
              device: torch.device, progress: Progress, started: float) -> dict:
     """The content of ``summary.json`` (its list of files is added once everything is written)."""
