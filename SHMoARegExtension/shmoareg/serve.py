@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 from shmoareg import __version__
 from shmoareg.cli import CANCELLED_MESSAGES, _report, _run_reporting_errors, build_parser
