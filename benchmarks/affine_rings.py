@@ -29,11 +29,6 @@ RESULTS = compare.HERE / "results" / "affine_rings_cpu.json"
 TRAINING_SUBJECTS = tuple(range(1, 11))
 
 
-def ring(subjects: tuple[int, ...]) -> list[tuple[int, int]]:
-    """``subjects`` as a ring of (fixed, moving) pairs: each subject to the next, the last to the first."""
-    return [(fixed, subjects[(index + 1) % len(subjects)]) for index, fixed in enumerate(subjects)]
-
-
 def measure(fixed: int, moving: int, repeats: int) -> dict:
     """The affine of one pair: its median seconds and its affine-only Dice."""
     pair = compare.real_pair(fixed, moving)
@@ -57,7 +52,7 @@ def main() -> None:
     _, missing = compare.real_pairs()
     if missing:
         raise SystemExit(f"the real-brain rings are missing: {missing}")
-    rings = {"validation (11-20)": compare.REAL_PAIRS, "training (01-10)": ring(TRAINING_SUBJECTS)}
+    rings = {"validation (11-20)": compare.REAL_PAIRS, "training (01-10)": compare.ring(TRAINING_SUBJECTS)}
     results = {name: [measure(fixed, moving, args.repeats) for fixed, moving in members]
                for name, members in rings.items()}
     RESULTS.write_text(json.dumps({"machine": compare.machine(), "repeats": args.repeats, "rings": results},

@@ -86,9 +86,14 @@ SYNTHETIC_CONTROL_SPACING_MM = 16.0
 BOTH_WAYS_RESOLUTION = "1mm"  # the proxy inter-subject pair is also run the other way round at this resolution
 REAL_DATA = HERE.parent.parent / "shared" / "data" / "oasis-trt-20"  # ../shared/data/README.md; never copied here
 VALIDATION_SUBJECTS = tuple(range(11, 21))  # the team's validation split: never trained on
-# A ring of (fixed, moving): 11->12, 12->13, ..., 19->20, 20->11.
-REAL_PAIRS = [(fixed, VALIDATION_SUBJECTS[(index + 1) % len(VALIDATION_SUBJECTS)])
-              for index, fixed in enumerate(VALIDATION_SUBJECTS)]
+
+
+def ring(subjects: tuple[int, ...]) -> list[tuple[int, int]]:
+    """``subjects`` as a ring of (fixed, moving) pairs: each subject to the next, the last to the first."""
+    return [(fixed, subjects[(index + 1) % len(subjects)]) for index, fixed in enumerate(subjects)]
+
+
+REAL_PAIRS = ring(VALIDATION_SUBJECTS)  # 11->12, 12->13, ..., 19->20, 20->11
 CORTICAL = (1000, 3000)  # DKT31 cortical labels: 1000s left, 2000s right; the subcortical ones lie below
 REAL, PROXY = "real-brain", "proxy"
 GROUPS = {"real": REAL, "proxy": PROXY}

@@ -22,7 +22,7 @@ ALIGNED_CORRELATION = 0.999
 # The rotation search: Euler angles on a grid of ROTATION_STEPS steps of ROTATION_STEP_DEGREES each way about
 # every axis (5 x 5 x 5 starts, up to 20 degrees), scored by Mattes MI on the coarse level. Native-space brains
 # differ by up to ~30 degrees; gradient descent from the moments alone fell into a wrong optimum on two of the
-# ten real-brain validation pairs (benchmarks/README.md, "A faster affine").
+# ten real-brain validation pairs (benchmarks/README.md, "Affine, second pass").
 ROTATION_STEPS = 2
 ROTATION_STEP_DEGREES = 10.0
 HISTOGRAM_BINS = 32
@@ -43,7 +43,7 @@ class _Level:
 
 # 8 mm from the rotation search's optimum, then a short polish at 4 mm from there. Chosen on the real-brain
 # validation pairs against the former two levels of 100 iterations on half the voxels (affine-only Dice
-# 0.383 -> 0.394, 3.9 -> 0.7 s; benchmarks/README.md, "A faster affine"). Sample counts, not shares, so a run
+# 0.383 -> 0.397, 3.9 -> 0.6 s; benchmarks/affine_rings.py, benchmarks/README.md "Affine, second pass"). Sample counts, not shares, so a run
 # costs the same at any image size: on a 1 mm brain they are a quarter of the 8 mm and a tenth of the 4 mm voxels.
 LEVELS = (_Level(2, 1.0, 6000, 100, 1.0), _Level(1, 0.0, 18000, 10, 0.25))
 SEARCH_SAMPLES = 6000
