@@ -1,4 +1,5 @@
-"""A network's per-voxel maps: ``maps.json`` and ``maps/<name>.nii.gz``, all on the fixed image's grid.
+"""A network's per-voxel maps: ``maps.json`` and ``maps/<name>.nii.gz``, each on its level's grid in the fixed
+image's frame (before issue 24: on the fixed image's grid); a volume node keeps the file's geometry either way.
 
 ``maps.json`` lists every map the network offers (``maps``: name, file, kind, level, spacing_mm, units,
 description, axis) with, for a categorical map, its categories (value, name, colour ``#rrggbb``, share of

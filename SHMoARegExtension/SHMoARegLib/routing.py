@@ -1,6 +1,6 @@
 """SHMoAReg's expert routing: ``routing.json`` and the gate maps.
 
-Layout written by the engine (all maps on the fixed image's grid)::
+Layout written by the engine (each map on its level's grid in the fixed image's frame)::
 
     routing.json                              experts, utilisation, moa_utilisation, network_share
     routing/level{L}_{a}_gate{E}.nii.gz       gate probability of expert E (1-based), with gate maps asked for

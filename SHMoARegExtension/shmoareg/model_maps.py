@@ -1,25 +1,27 @@
-"""A network's per-voxel maps (its :class:`~shmoareg.models.base.MapSpec` list), written on the fixed image's grid.
+"""A network's per-voxel maps (its :class:`~shmoareg.models.base.MapSpec` list), written on the network's own grids.
 
-Every map of the prediction becomes ``maps/<name>.nii.gz`` on the fixed image's grid, and ``maps.json`` lists
+Every map of the prediction becomes ``maps/<name>.nii.gz`` on its level's grid (one voxel per network voxel, in
+the fixed image's frame, so a viewer overlays it on the fixed image by its geometry), and ``maps.json`` lists
 them all: name, file, kind, level (and that level's spacing), units, description, displacement axis, and
 
-- for a categorical map (value ``v`` = category ``v``, 1-based; 0 outside the fixed foreground), each
-  category's name, colour (:data:`CATEGORY_COLOURS`, in order) and share of the fixed foreground's voxels;
+- for a categorical map (value ``v`` = category ``v``, 1-based; 0 where no fixed-foreground voxel lies nearest
+  to the network voxel), each category's name, colour (:data:`CATEGORY_COLOURS`, in order) and share of the
+  fixed foreground's voxels;
 - for a scalar map, its colour map (:func:`colour_map_for`) and the mean, minimum, maximum and percentiles
   (:data:`MAP_PERCENTILES`) of its values over the fixed foreground.
 
-Level 1 is the network input's grid (the working grid, or that grid averaged down 2x when the network saw it
-so); level ``L`` is that grid averaged down ``2**(L-1)`` times, cell-centred (:meth:`Grid.coarsened`).
-Categorical maps are placed nearest, scalar maps linearly; scalar maps are written everywhere, rounded to
-:data:`SCALAR_SIGNIFICANT_DIGITS` significant digits of their largest magnitude (which keeps the files small).
+Shares and statistics count every fixed-foreground voxel once, with the value of the network voxel nearest to
+it (:func:`foreground_per_cell`), so they do not depend on the network's resolution. Level 1 is the network
+input's grid (the working grid, or that grid averaged down 2x when the network saw it so); level ``L`` is that
+grid averaged down ``2**(L-1)`` times, cell-centred (:meth:`Grid.coarsened`). Scalar maps are written everywhere,
+rounded to :data:`SCALAR_SIGNIFICANT_DIGITS` significant digits of their largest magnitude (which keeps the files
+small). Runs before this version wrote the same maps resampled onto the fixed image's grid; both load by geometry.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -41,32 +43,12 @@ LENGTH_UNITS = ("mm", "cm", "m", "um", "voxel", "voxels")
 # it is written in mm.
 NETWORK_VOXELS = "voxels"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-CONVENTIONS = ("every map on the fixed image's grid; level 1 is the network input's resolution (the working grid, or "
-               "it averaged down 2x), level L is 2^(L-1) times coarser; categorical maps: value v is category v "
-               "(1-based), 0 outside the fixed foreground, placed nearest; scalar maps: placed linearly, written "
-               f"everywhere, rounded to {SCALAR_SIGNIFICANT_DIGITS} significant digits of their largest magnitude; "
-               "shares and statistics over the fixed foreground (Otsu)")
-
-
-def place_on_fixed(values: torch.Tensor, network: Grid, fixed: Grid, mode: str) -> torch.Tensor:
-    """Maps ``values`` ``(C, z, y, x)`` on ``network`` sampled at every voxel of ``fixed``: ``(C, Z, Y, X)``.
-
-    ``mode`` is ``linear`` (trilinear) or ``nearest``; beyond ``network``'s outer voxel centres its border
-    values extend, as ``grid_sample`` with border padding would sample. The grids share their axes (a network
-    grid is built in the fixed image's frame), so the sampling is separable, axis by axis: a gather for
-    ``nearest``, a small interpolation matrix for ``linear``, without a coordinate per fixed voxel and axis.
-    """
-    if mode not in ("linear", "nearest"):
-        raise ValueError(f"unknown placement mode {mode!r}; use linear or nearest")
-    x, y, z = _network_indices(network, fixed)
-    if mode == "nearest":
-        nearest = [torch.from_numpy(index).to(values.device) for index in _nearest_indices(network, fixed)]
-        return values.index_select(3, nearest[2]).index_select(2, nearest[1]).index_select(1, nearest[0])
-    x, y, z = (_linear_weights(index, network.size[axis]).to(values) for axis, index in enumerate((x, y, z)))
-    placed = torch.matmul(y, values @ x.T)  # (C, z, Y, X)
-    channels, _, rows, columns = placed.shape
-    return torch.matmul(z, placed.reshape(channels, placed.shape[1], rows * columns)).reshape(
-        channels, z.shape[0], rows, columns)
+CONVENTIONS = ("every map on its level's grid in the fixed image's frame; level 1 is the network input's resolution "
+               "(the working grid, or it averaged down 2x), level L is 2^(L-1) times coarser; categorical maps: value "
+               "v is category v (1-based), 0 where no fixed-foreground (Otsu) voxel lies nearest; scalar maps: "
+               f"written everywhere, rounded to {SCALAR_SIGNIFICANT_DIGITS} significant digits of their largest "
+               "magnitude; shares and statistics over the fixed foreground's voxels, each with its nearest network "
+               "voxel's value")
 
 
 def _network_indices(network: Grid, fixed: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -100,17 +82,6 @@ def foreground_per_cell(inside: np.ndarray, network: Grid, fixed: Grid) -> np.nd
     return counts.numpy()
 
 
-def _linear_weights(index: np.ndarray, size: int) -> torch.Tensor:
-    """``(len(index), size)`` weights sampling a line of ``size`` voxels linearly at ``index`` (in [0, size - 1])."""
-    lower = np.floor(index).astype(int)
-    fraction = index - lower
-    weights = np.zeros((len(index), size))
-    rows = np.arange(len(index))
-    weights[rows, lower] = 1.0 - fraction
-    weights[rows, np.minimum(lower + 1, size - 1)] += fraction
-    return torch.from_numpy(weights)
-
-
 def level_grid(network: Grid, level: int, shape: tuple[int, ...]) -> Grid:
     """The grid of a network's level ``level`` whose tensors have spatial ``shape`` (Z, Y, X): the network input's
     grid averaged down ``2**(level - 1)`` times, cell-centred (level 1 is the network input's grid)."""
@@ -136,9 +107,9 @@ def map_file(name: str) -> str:
 def write_model_maps(maps: dict[str, torch.Tensor], specs: list[MapSpec], network: Grid, fixed: Grid,
                      foreground: np.ndarray, output_path: Callable[[str], Any], write_files: bool = True,
                      model: Optional[str] = None) -> dict[str, Any]:
-    """Put every map of ``maps`` (``(B, 1, Z_l, Y_l, X_l)``, batch item 0, described by ``specs``) on ``fixed``'s
-    grid, write it through ``output_path(relative path)`` unless ``write_files`` is False, and return the content
-    of ``maps.json``. ``network`` is the network input's grid (level 1), ``foreground`` the fixed foreground on
+    """Write every map of ``maps`` (``(B, 1, Z_l, Y_l, X_l)``, batch item 0, described by ``specs``) on its level's
+    grid through ``output_path(relative path)`` unless ``write_files`` is False, and return the content of
+    ``maps.json``. ``network`` is the network input's grid (level 1), ``foreground`` the fixed foreground on
     ``fixed``'s grid (``(Z, Y, X)``, nonzero inside)."""
     by_name = {spec.name: spec for spec in specs}
     if len(by_name) != len(specs):
@@ -154,34 +125,29 @@ def write_model_maps(maps: dict[str, torch.Tensor], specs: list[MapSpec], networ
     groups: dict[tuple[int, tuple[int, ...], str], list[MapSpec]] = {}
     for spec in specs:
         groups.setdefault((spec.level, tuple(maps[spec.name].shape[2:]), spec.kind), []).append(spec)
+    cells_by_grid: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
     entries: dict[str, dict[str, Any]] = {}
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as writer:  # gzip runs outside the GIL
-        pending: list[Future] = []
-        for (level, shape, kind), group in groups.items():
-            grid = level_grid(network, level, shape)
-            stacked = torch.cat([maps[spec.name][0] for spec in group]).float()  # (C, z, y, x)
+    for (level, shape, kind), group in groups.items():
+        grid = level_grid(network, level, shape)
+        if (level, shape) not in cells_by_grid:
+            cells_by_grid[level, shape] = foreground_per_cell(inside, grid, fixed)
+        cells = cells_by_grid[level, shape]
+        stacked = torch.cat([maps[spec.name][0] for spec in group]).float()  # (C, z, y, x)
+        if kind == "categorical":
+            stacked = _category_values(group, stacked)
+        for spec, values in zip(group, stacked.cpu().numpy()):
+            units = spec.units
             if kind == "categorical":
-                stacked = _category_values(group, stacked)
-                cells = foreground_per_cell(inside, grid, fixed)
-            mode = "nearest" if kind == "categorical" else "linear"
-            placed = place_on_fixed(stacked, grid, fixed, mode).cpu().numpy()
-            for spec, values, network_values in zip(group, placed, stacked.cpu().numpy()):
-                units = spec.units
-                if kind == "categorical":
-                    image_values, details = _categorical(spec, values, network_values, cells, inside)
-                else:
-                    if units == NETWORK_VOXELS:
-                        values, units = values * float(np.mean(network.spacing)), "mm"
-                    image_values, details = _scalar(values, units, inside)
-                entry = {"name": spec.name, "file": map_file(spec.name) if write_files else None, "kind": spec.kind,
-                         "level": spec.level, "spacing_mm": list(grid.spacing), "units": units,
-                         "description": spec.description, "axis": spec.axis, **details}
-                entries[spec.name] = entry
-                if write_files:
-                    pending.append(writer.submit(write_image, from_array(image_values, fixed),
-                                                 output_path(map_file(spec.name))))
-        for write in pending:
-            write.result()  # re-raises a failed write
+                image_values, details = _categorical(spec, values, cells)
+            else:
+                if units == NETWORK_VOXELS:
+                    values, units = values * float(np.mean(network.spacing)), "mm"
+                image_values, details = _scalar(values, units, cells)
+            entries[spec.name] = {"name": spec.name, "file": map_file(spec.name) if write_files else None,
+                                  "kind": spec.kind, "level": spec.level, "spacing_mm": list(grid.spacing),
+                                  "units": units, "description": spec.description, "axis": spec.axis, **details}
+            if write_files:
+                write_image(from_array(image_values, grid), output_path(map_file(spec.name)))
     return {"model": model, "maps": [entries[spec.name] for spec in specs],
             "network_input": {"size": list(network.size), "spacing_mm": list(network.spacing)},
             "foreground_voxels": int(inside.sum()), "conventions": CONVENTIONS}
@@ -199,30 +165,31 @@ def _category_values(group: list[MapSpec], stacked: torch.Tensor) -> torch.Tenso
     return values.to(torch.uint8 if most < 256 else torch.int32)
 
 
-def _categorical(spec: MapSpec, values: np.ndarray, network_values: np.ndarray, cells: np.ndarray,
-                 inside: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-    """The map's voxels on the fixed grid (0 outside the foreground) and its categories with their shares of the
-    foreground, counted on the network's grid (``cells``: foreground voxels nearest to each network voxel)."""
+def _categorical(spec: MapSpec, values: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """The map's voxels (0 where ``cells``, the fixed-foreground voxels nearest to each network voxel, is 0) and its
+    categories with their shares of the foreground."""
     count = len(spec.categories)
-    values = values.astype(np.uint8 if count < 256 else np.uint16)
-    values[~inside] = 0
-    counts = np.bincount(network_values.ravel(), weights=cells.ravel(), minlength=count + 1)[1:]
+    values = np.where(cells > 0, values, 0).astype(np.uint8 if count < 256 else np.uint16)
+    counts = np.bincount(values.ravel(), weights=cells.ravel(), minlength=count + 1)[1:]
     shares = counts / max(int(cells.sum()), 1)
     categories = [{"value": value, "name": name, "colour": category_colour(value), "share": float(share)}
                   for value, (name, share) in enumerate(zip(spec.categories, shares), start=1)]
     return values, {"categories": categories}
 
 
-def _scalar(values: np.ndarray, units: str, inside: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-    """The map's voxels (rounded) and the statistics of those inside the foreground."""
+def _scalar(values: np.ndarray, units: str, cells: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """The map's voxels (rounded) and the statistics of the fixed foreground's voxels, each voxel taking the value
+    of its nearest network voxel (``cells``: how many foreground voxels lie nearest to each)."""
     values = _rounded(values.astype(np.float32))
-    chosen = values[inside].astype(np.float64)
-    chosen = chosen[np.isfinite(chosen)]
+    chosen = np.isfinite(values) & (cells > 0)
+    weights, chosen_values = cells[chosen].astype(np.float64), values[chosen].astype(np.float64)
     statistics: dict[str, Optional[float]] = {"mean": None, "min": None, "max": None,
                                                **{f"p{p}": None for p in MAP_PERCENTILES}}
-    if chosen.size:
-        statistics.update(mean=float(chosen.mean()), min=float(chosen.min()), max=float(chosen.max()))
-        statistics.update({f"p{p}": float(v) for p, v in zip(MAP_PERCENTILES, np.percentile(chosen, MAP_PERCENTILES))})
+    if chosen_values.size:
+        statistics.update(mean=float(np.average(chosen_values, weights=weights)), min=float(chosen_values.min()),
+                          max=float(chosen_values.max()))
+        percentiles = np.percentile(chosen_values, MAP_PERCENTILES, weights=weights, method="inverted_cdf")
+        statistics.update({f"p{p}": float(v) for p, v in zip(MAP_PERCENTILES, percentiles)})
     return values, {"colour_map": colour_map_for(units), "statistics": statistics}
 
 

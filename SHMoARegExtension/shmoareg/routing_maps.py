@@ -3,14 +3,13 @@
 The arg-max expert per decoder level ``L`` (1 = the network input's resolution) and axis ``a`` in x, y, z is
 one of the network's maps (``maps/level{L}_{a}_expert.nii.gz``, :mod:`shmoareg.model_maps`);
 ``routing.json``'s utilisation is those maps' shares per expert (fractions of fixed-foreground voxels, each
-list sums to 1). ``routing/level{L}_{a}_gate{E}.nii.gz`` is the probability of expert ``E`` (1-based), rounded
-to 0.01 and 0 outside the fixed foreground (which keeps the files small), on the fixed image's grid.
+list sums to 1). ``routing/level{L}_{a}_gate{E}.nii.gz`` is the probability of expert ``E`` (1-based) on the
+level's grid, like the maps, rounded to 0.01 and 0 where no fixed-foreground voxel lies nearest (which keeps the
+files small).
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 
 from shmoareg.grid import Grid, from_array
 from shmoareg.imageio import write_image
-from shmoareg.model_maps import level_grid, place_on_fixed
+from shmoareg.model_maps import foreground_per_cell, level_grid
 from shmoareg.models.base import AXES, RoutingRecord
 from shmoareg.models.shmoareg_net import expert_map_name
 from shmoareg.protocol import ROUTING_FOLDER, ROUTING_MAP_MODES
@@ -54,12 +53,8 @@ def write_routing_maps(routing: RoutingRecord, experts: list[dict[str, Any]], ne
     inside = np.asarray(foreground) > 0
     levels = sorted(routing.decoder_gates)
     if mode == "full":
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as writer:  # gzip runs outside the GIL
-            pending: list[Future] = []
-            for level in levels:
-                _write_gates(level, routing.decoder_gates[level], network, fixed, inside, output_path, writer, pending)
-            for write in pending:
-                write.result()  # re-raises a failed write
+        for level in levels:
+            _write_gates(level, routing.decoder_gates[level], network, fixed, inside, output_path)
     return {
         "experts": experts,
         "levels": {str(level): {"spacing_mm": network.spacing[0] * 2 ** (level - 1)} for level in levels},
@@ -67,19 +62,18 @@ def write_routing_maps(routing: RoutingRecord, experts: list[dict[str, Any]], ne
         "moa_utilisation": routing.moa_utilisation(),
         "maps": mode,
         "conventions": "utilisation: shares of the arg-max expert maps (maps.json) over the fixed foreground; "
-                       "gate maps: probabilities rounded to 0.01, 0 outside the fixed foreground, on the fixed "
-                       "image's grid; level 1 is the network input's resolution",
+                       "gate maps: probabilities rounded to 0.01 on the level's grid, 0 where no fixed-foreground "
+                       "voxel lies nearest; level 1 is the network input's resolution",
     }
 
 
 def _write_gates(level: int, gates: torch.Tensor, network: Grid, fixed: Grid, inside: np.ndarray,
-                 output_path: Callable[[str], Any], writer: ThreadPoolExecutor, pending: list[Future]) -> None:
-    """Resample one level's gates ``(B, 3, E, z, y, x)`` linearly to the fixed grid and queue their files on
-    ``writer`` (appending the futures to ``pending``)."""
+                 output_path: Callable[[str], Any]) -> None:
+    """Write one level's gates ``(B, 3, E, z, y, x)`` on the level's grid, 0 where no fixed-foreground voxel of
+    ``inside`` lies nearest."""
     grid = level_grid(network, level, tuple(gates.shape[3:]))
+    covered = foreground_per_cell(inside, grid, fixed) > 0
     for axis, name in enumerate(AXES):
-        probabilities = place_on_fixed(gates[0, axis].float(), grid, fixed, "linear").cpu().numpy()  # (E, Z, Y, X)
-        for expert, gate in enumerate(probabilities):
-            rounded = np.where(inside, np.round(gate, 2), 0.0).astype(np.float32)
-            pending.append(writer.submit(write_image, from_array(rounded, fixed),
-                                         output_path(gate_map_file(level, name, expert + 1))))
+        for expert, gate in enumerate(gates[0, axis].float().cpu().numpy()):
+            rounded = np.where(covered, np.round(gate, 2), 0.0).astype(np.float32)
+            write_image(from_array(rounded, grid), output_path(gate_map_file(level, name, expert + 1)))

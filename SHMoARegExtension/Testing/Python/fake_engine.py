@@ -5,13 +5,14 @@ Usage: ``fake_engine.py --mode MODE register --fixed F --moving M --output-dir D
 - ``routing``: a translation by ``--translation X Y Z`` (LPS mm, default none) as a displacement-field
   transform, warped images, ``jacobian.nii`` holding :func:`jacobianField` (not the translation's,
   which is 1), ``uncertainty.nii.gz`` holding :func:`uncertaintyField` with ``--uncertainty``, and
-  SHMoAReg-style maps on the fixed grid: the arg-max expert maps ``maps/level{L}_{a}_expert.nii.gz`` listed
+  SHMoAReg-style maps on their levels' grids (:func:`levelReference`, as the engine writes them): the arg-max
+  expert maps ``maps/level{L}_{a}_expert.nii.gz`` listed
   in ``maps.json`` (their shares are :func:`utilisation`), the gate maps ``routing/level{L}_{a}_gate{E}.nii.gz``
   and ``routing.json``, with the network share in ``routing.json`` and ``summary.json``. Summary
   metrics: Jacobian statistics of :func:`jacobianField`; with both segmentations those of
   :func:`segmentMetrics`; with both landmark files the TRE of the translation, points paired by label.
 - ``maps``: like ``routing`` but the maps of another kind of network (:data:`OTHER_MAPS`: one categorical,
-  two scalar) and no ``routing.json``.
+  two scalar) and no ``routing.json``, on the fixed grid (as engines before issue 24 wrote every map).
 - ``corrupt``: like ``routing`` but one map is not an image (the import must fail part-way).
 - ``crash``: a progress line, a partial output file, one stderr line, exit code 1.
 - ``hang``: starts a child process, reports its pid as a progress message, then waits forever.
@@ -99,6 +100,17 @@ def categories(names, shares) -> list[dict]:
             for value, (name, share) in enumerate(zip(names, shares), start=1)]
 
 
+def levelReference(fixed: sitk.Image, level: int) -> sitk.Image:
+    """The grid of this stand-in's level-``level`` maps: the fixed grid averaged down ``2**level`` times,
+    cell-centred (the engine's level 1 is its network input, coarser than the fixed image)."""
+    factor = 2 ** level
+    reference = sitk.Image([-(-n // factor) for n in fixed.GetSize()], sitk.sitkUInt8)
+    reference.SetSpacing([spacing * factor for spacing in fixed.GetSpacing()])
+    reference.SetDirection(fixed.GetDirection())
+    reference.SetOrigin(fixed.TransformContinuousIndexToPhysicalPoint([(factor - 1) / 2] * 3))
+    return reference
+
+
 def writeMaps(out: Path, fixed: sitk.Image, mode: str) -> None:
     """The maps of ``mode`` (``routing``/``corrupt``: SHMoAReg's, ``maps``: :data:`OTHER_MAPS`) and maps.json."""
     (out / MAPS_FOLDER).mkdir(parents=True, exist_ok=True)
@@ -115,9 +127,10 @@ def writeMaps(out: Path, fixed: sitk.Image, mode: str) -> None:
     else:
         names = [expert["name"] for expert in EXPERTS]
         for level in LEVELS:
+            reference = levelReference(fixed, level)
             for axisIndex, axis in enumerate(AXES):
-                experts = expertMap(shape, 2 - axisIndex)  # x is the last array axis
-                writeLike(experts, fixed, out / MAPS_FOLDER / f"level{level}_{axis}_expert.nii.gz")
+                experts = expertMap(sitk.GetArrayViewFromImage(reference).shape, 2 - axisIndex)  # x: last array axis
+                writeLike(experts, reference, out / MAPS_FOLDER / f"level{level}_{axis}_expert.nii.gz")
                 entries.append(mapEntry(f"level{level}_{axis}_expert", "categorical", level, axis=axis,
                                         categories=categories(names, utilisation()[str(level)][axis])))
     if mode == "corrupt":
@@ -216,11 +229,12 @@ def writeOutputs(args: argparse.Namespace, mode: str) -> None:
     if mode != "maps":
         (out / ROUTING_FOLDER).mkdir(exist_ok=True)
         for level in GATE_LEVELS:
+            reference = levelReference(fixed, level)
             for axisIndex, axis in enumerate(AXES):
-                experts = expertMap(shape, 2 - axisIndex)
+                experts = expertMap(sitk.GetArrayViewFromImage(reference).shape, 2 - axisIndex)
                 for expert in range(1, len(EXPERTS) + 1):
                     gate = np.where(experts == expert, 0.8, 0.1).astype(np.float32)
-                    writeLike(gate, fixed, out / ROUTING_FOLDER / f"level{level}_{axis}_gate{expert}.nii.gz")
+                    writeLike(gate, reference, out / ROUTING_FOLDER / f"level{level}_{axis}_gate{expert}.nii.gz")
         routing = {"experts": EXPERTS, "utilisation": utilisation(), "moa_utilisation": {"3": [0.5, 0.5]},
                    "network_share": NETWORK_SHARE}
         (out / ROUTING_FILE).write_text(json.dumps(routing))

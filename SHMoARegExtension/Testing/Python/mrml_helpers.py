@@ -48,6 +48,17 @@ def sameGeometry(a: slicer.vtkMRMLVolumeNode, b: slicer.vtkMRMLVolumeNode) -> bo
             and np.allclose(ijkToRas(a), ijkToRas(b), atol=1e-4))
 
 
+def onGridInFrameOf(node: slicer.vtkMRMLVolumeNode, fixed: slicer.vtkMRMLVolumeNode, spacing) -> bool:
+    """``node``'s voxels are ``spacing`` mm (per axis, or one number) along ``fixed``'s axes and its centre lies inside
+    ``fixed``: how the engine writes a network's maps, on the network's own grids in the fixed image's frame."""
+    axes, fixedAxes = ijkToRas(node)[:3, :3], ijkToRas(fixed)[:3, :3]
+    sizes, fixedSizes = np.linalg.norm(axes, axis=0), np.linalg.norm(fixedAxes, axis=0)
+    dimensions, fixedDimensions = (np.asarray(volume.GetImageData().GetDimensions()) for volume in (node, fixed))
+    centre = np.linalg.inv(ijkToRas(fixed)) @ ijkToRas(node) @ np.array([*((dimensions - 1) / 2), 1.0])
+    return (np.allclose(axes / sizes, fixedAxes / fixedSizes, atol=1e-4) and np.allclose(sizes, spacing, atol=1e-4)
+            and bool(np.all(np.abs(centre[:3] - (fixedDimensions - 1) / 2) < fixedDimensions / 2)))
+
+
 def segmentArrays(segmentation: slicer.vtkMRMLSegmentationNode,
                   reference: slicer.vtkMRMLVolumeNode) -> dict[str, np.ndarray]:
     """Binary array of each segment (by name) on ``reference``'s grid."""

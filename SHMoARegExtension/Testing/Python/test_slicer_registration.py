@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 import slicer
 
-from mrml_helpers import FAST, addPointList, dice, logicFor, sameGeometry, segmentArrays
+from mrml_helpers import FAST, addPointList, dice, logicFor, onGridInFrameOf, sameGeometry, segmentArrays
 from SHMoARegLib import routingKey
 from SHMoARegLib.evaluation import LANDMARK_COLUMN, TRE_AFTER_COLUMN, TRE_BEFORE_COLUMN
 from SHMoARegLib.scene import folderChildren, subjectHierarchy
@@ -152,9 +152,9 @@ def test_outputs_are_on_the_fixed_grid_in_one_folder(registered):
     assert set(result.mapNodes) == {routingKey(level, axis) for level in (1, 2, 3, 4) for axis in "xyz"}
     assert result.gateNodes == {} and [info.name for info in result.maps] == list(result.mapNodes)
     assert result.utilisationTableNode.GetNumberOfRows() == 12
-    for node in result.mapNodes.values():
-        assert node.IsA("vtkMRMLLabelMapVolumeNode")
-        assert sameGeometry(node, pair.fixed)
+    for info in result.maps:  # each on its level's grid, in the fixed volume's frame
+        assert result.mapNodes[info.name].IsA("vtkMRMLLabelMapVolumeNode")
+        assert onGridInFrameOf(result.mapNodes[info.name], pair.fixed, info.spacingMm)
 
 
 def test_progress_reaches_the_end_in_order(registered):

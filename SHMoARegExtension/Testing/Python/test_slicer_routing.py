@@ -11,7 +11,7 @@ import pytest
 import slicer
 
 import fake_engine
-from mrml_helpers import fakeEngine, logicFor, sameGeometry
+from mrml_helpers import fakeEngine, logicFor, onGridInFrameOf, sameGeometry
 from SHMoARegLib import RegistrationOptions, describeNetworkShare, routingKey
 from SHMoARegLib.colors import INFERNO_NAME, SLICER_INFERNO_ID, SLICER_VIRIDIS_ID, VIRIDIS_NAME
 from SHMoARegLib.maps import hexToRgb, readMapsInfo
@@ -33,11 +33,15 @@ def otherMaps(scene, pair, tmp_path):
     return logicFor(scene, tmp_path, fakeEngine("maps")).register(pair.fixed, pair.moving)
 
 
-def test_maps_and_gates_are_on_the_fixed_grid(routed, pair):
+def test_maps_and_gates_load_on_their_own_grids_in_the_fixed_frame(routed, pair, otherMaps):
     assert set(routed.mapNodes) == {routingKey(level, axis) for level in fake_engine.LEVELS for axis in "xyz"}
     assert set(routed.gateNodes) == {routingKey(level, axis, expert) for level in fake_engine.GATE_LEVELS
                                      for axis in "xyz" for expert in (1, 2, 3)}
-    for node in [*routed.mapNodes.values(), *routed.gateNodes.values()]:
+    fixedSpacing = np.asarray(pair.fixed.GetSpacing())
+    for key, node in [*routed.mapNodes.items(), *routed.gateNodes.items()]:
+        level = int(key.split("_")[0].removeprefix("level"))
+        assert onGridInFrameOf(node, pair.fixed, fixedSpacing * 2 ** level), key
+    for node in otherMaps.mapNodes.values():  # maps on the fixed grid, as engines before issue 24 wrote them
         assert sameGeometry(node, pair.fixed)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import slicer
 
-from mrml_helpers import logicFor, sameGeometry
+from mrml_helpers import logicFor, onGridInFrameOf
 from SHMoARegLib import RegistrationOptions
 from SHMoARegLib.options import MODELS
 
@@ -28,7 +28,7 @@ def test_a_sibling_network_registers_and_its_maps_load(scene, pair, tmp_path, mo
         expected = next(kind for pattern, kind in KINDS[model].items() if pattern in info.name)
         assert info.kind == expected
         assert node.IsA("vtkMRMLLabelMapVolumeNode") == (expected == "categorical")
-        assert sameGeometry(node, pair.fixed)
+        assert onGridInFrameOf(node, pair.fixed, info.spacingMm)
         colors = node.GetDisplayNode().GetColorNode()
         assert colors is not None
         if expected == "categorical":
