@@ -276,3 +276,12 @@ def test_a_length_in_network_voxels_is_written_in_mm(tmp_path):
     assert entry["units"] == "mm" and entry["colour_map"] == "inferno"
     assert entry["statistics"]["mean"] == pytest.approx(6.0) and entry["statistics"]["max"] == pytest.approx(6.0)
     assert np.allclose(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / entry["file"]))), 6.0)
+
+
+def test_foreground_per_cell_counts_past_255_fixed_voxels_along_an_axis():
+    """A fine fixed image under a coarse network voxel: 300 fixed voxels along z nearest to each network voxel."""
+    identity = tuple(np.eye(3).ravel())
+    fixed = Grid((2, 3, 600), (1.0, 1.0, 0.1), (0.0, 0.0, 0.0), identity)
+    network = Grid((2, 3, 2), (1.0, 1.0, 30.0), (0.0, 0.0, 14.95), identity)
+    counts = foreground_per_cell(np.ones(fixed.shape, bool), network, fixed)
+    assert counts.shape == (2, 3, 2) and (counts == 300).all()
