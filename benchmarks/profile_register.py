@@ -11,7 +11,10 @@ launcher that time-stamps every JSON line as it arrives and reads the child's pe
 ``summary.json``'s ``seconds``, **outside stages** is what ``register`` spent between them (the summary, publishing
 the files), and **exit** is the ``done`` event to the process's exit. Printed: the median of each over
 ``--repeats`` runs of every pair, then over the pairs; written to ``benchmarks/results/profile_<label>.json``.
-Options after ``--`` go to ``register`` unchanged.
+Options after ``--`` go to ``register`` unchanged. ``--warm`` measures the Slicer module's path instead: one warm
+engine per pair (``shmoareg serve``, started and made ready before the first request, as the module keeps it), each
+run a request written to its stdin; **start** is then the request to its first progress event, **exit** is 0 (the
+engine stays), and **peak MB** the engine's peak RSS so far (``VmHWM``).
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import compare
+import warm_engine
+from shmoareg.protocol import FINAL_EVENTS, READY_EVENT, REQUEST_ARGUMENTS_KEY, REQUEST_COMMAND_KEY, SERVE_COMMAND
 
 RESULTS = compare.HERE / "results"
 WORK = compare.HERE / "out" / "profile"
@@ -65,12 +71,53 @@ def profile_run(pair: compare.Pair, output: Path, engine_arguments: list[str]) -
     events = measured["events"]
     first = events[0][0]
     done = next(t for t, event, _ in events if event == "done")
+    return _columns(output, first, done, measured["seconds"], measured["peak_memory_mb"])
+
+
+def _columns(output: Path, first: float, done: float, wall: float, peak_mb: float) -> dict:
+    """The columns of one run from its event times (seconds since the launch or request) and ``summary.json``."""
     seconds = json.loads((output / "summary.json").read_text())["seconds"]
     run = {"start": first, **{stage: seconds.get(stage, 0.0) for stage in STAGES},
            "outside stages": (done - first) - sum(seconds.get(stage, 0.0) for stage in STAGES),
-           "exit": measured["seconds"] - done, "wall": measured["seconds"],
-           "peak MB": measured["peak_memory_mb"]}
+           "exit": wall - done, "wall": wall, "peak MB": peak_mb}
     return {name: round(value, 3) for name, value in run.items()}
+
+
+def profile_warm_runs(pair: compare.Pair, outputs: list[Path], engine_arguments: list[str]) -> list[dict]:
+    """Timed registrations of ``pair`` into each of ``outputs`` on one warm engine, as the Slicer module runs them."""
+    engine = subprocess.Popen([*warm_engine.ENGINE, SERVE_COMMAND], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, bufsize=1, env=compare.child_environment())
+    runs = []
+    try:
+        warm_engine.until(engine, (READY_EVENT,))
+        for output in outputs:
+            shutil.rmtree(output, ignore_errors=True)
+            output.mkdir(parents=True)
+            words = [*warm_engine.register_words(pair.fixed, pair.moving, output), *engine_arguments]
+            sent = time.perf_counter()
+            engine.stdin.write(json.dumps({REQUEST_COMMAND_KEY: "register", REQUEST_ARGUMENTS_KEY: words}) + "\n")
+            engine.stdin.flush()
+            first = None
+            while (event := warm_engine.next_event(engine))["event"] not in FINAL_EVENTS:
+                first = first if first is not None else time.perf_counter() - sent
+            done = time.perf_counter() - sent
+            if event["event"] != "done":
+                raise SystemExit(f"register failed on {pair.name} in the warm engine: {event}")
+            runs.append(_columns(output, first, done, done, _peak_mb(engine.pid)))
+            time.sleep(1.0)  # a user's next click: the engine frees the last request's memory meanwhile
+        engine.stdin.close()
+        engine.wait(60)
+    finally:
+        engine.kill()
+    return runs
+
+
+def _peak_mb(pid: int) -> float:
+    """A live process's peak resident memory (``VmHWM``) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def medians(runs: list[dict]) -> dict:
@@ -92,21 +139,26 @@ def main() -> None:
     parser.add_argument("--pairs", nargs="+", default=list(DEFAULT_PAIRS), help="real-brain pair names")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--label", default="latest", help="results go to benchmarks/results/profile_<label>.json")
+    parser.add_argument("--warm", action="store_true", help="on one warm engine per pair (the Slicer module's path)")
     parser.add_argument("engine_arguments", nargs="*", help="options for register, after --")
     args = parser.parse_args()
     pairs, missing = compare.real_pairs()
     if missing:
         raise SystemExit(missing)
     chosen = [pair for pair in pairs if pair.name in args.pairs]
-    runs = {pair.name: [profile_run(pair, WORK / pair.name / f"run{repeat}", args.engine_arguments)
-                        for repeat in range(args.repeats)] for pair in chosen}
+    outputs = {pair.name: [WORK / pair.name / f"run{repeat}" for repeat in range(args.repeats)] for pair in chosen}
+    if args.warm:
+        runs = {pair.name: profile_warm_runs(pair, outputs[pair.name], args.engine_arguments) for pair in chosen}
+    else:
+        runs = {pair.name: [profile_run(pair, output, args.engine_arguments) for output in outputs[pair.name]]
+                for pair in chosen}
     rows = {name: medians(pair_runs) for name, pair_runs in runs.items()}
     rows["median over pairs"] = {column: round(statistics.median(row[column] for row in rows.values()), 3)
                                  for column in COLUMNS}
     print(table(rows))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"profile_{args.label}.json").write_text(json.dumps(
-        {"engine_arguments": args.engine_arguments, "repeats": args.repeats, "machine": compare.machine(),
+        {"engine_arguments": args.engine_arguments, "repeats": args.repeats, "warm_engine": args.warm, "machine": compare.machine(),
          "medians": rows, "runs": runs}, indent=2) + "\n")
 
 

@@ -61,18 +61,21 @@ def load_inputs(request: RegistrationRequest) -> Inputs:
 
 def initialise(request: RegistrationRequest, inputs: Inputs,
                on_iteration: Optional[Callable[[float], None]] = None) -> Start:
-    """Normalise, find the foregrounds, initialise the affine (if asked) and check the overlap. (Normalising in
-    threads beside the affine made the stage slower on two cores: ITK's registration runs two threads itself.)
-    The moving foreground only feeds the overlap check, so it is found on a copy averaged over blocks of
-    ``OVERLAP_BLOCK`` voxels a side (filling the holes of a 1 mm mask took 0.35 s)."""
-    fixed_norm = normalise(inputs.fixed, request.intensity, request.window)
-    moving_norm = normalise(inputs.moving, request.intensity, request.window)
-    fixed_mask = foreground_mask(fixed_norm)
-    blocks = [max(1, min(OVERLAP_BLOCK, size // OVERLAP_BLOCK)) for size in moving_norm.GetSize()]
-    moving_mask = foreground_mask(sitk.BinShrink(moving_norm, blocks))
-    affine = initialise_affine(inputs.fixed, inputs.moving, on_iteration) if request.affine else None
-    overlap = check_overlap(fixed_mask, moving_mask, affine if affine is not None else sitk.Transform())
-    return Start(fixed_norm, moving_norm, fixed_mask, affine, overlap)
+    """Normalise, find the foregrounds, initialise the affine (if asked) and check the overlap. The affine works on
+    the images as read, so it runs in a thread beside the normalising and the masks (1.19 -> 1.04 s on a 1 mm pair
+    on two cores; with the former affine, two ITK threads of pure registration, it had been slower). The moving
+    foreground only feeds the overlap check, so it is found on a copy averaged over blocks of ``OVERLAP_BLOCK``
+    voxels a side (filling the holes of a 1 mm mask took 0.35 s)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shmoareg-affine") as pool:
+        affine = pool.submit(initialise_affine, inputs.fixed, inputs.moving, on_iteration) if request.affine else None
+        fixed_norm = normalise(inputs.fixed, request.intensity, request.window)
+        moving_norm = normalise(inputs.moving, request.intensity, request.window)
+        fixed_mask = foreground_mask(fixed_norm)
+        blocks = [max(1, min(OVERLAP_BLOCK, size // OVERLAP_BLOCK)) for size in moving_norm.GetSize()]
+        moving_mask = foreground_mask(sitk.BinShrink(moving_norm, blocks))
+        transform = affine.result() if affine is not None else None
+    overlap = check_overlap(fixed_mask, moving_mask, transform if transform is not None else sitk.Transform())
+    return Start(fixed_norm, moving_norm, fixed_mask, transform, overlap)
 
 
 class StartInBackground:
