@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from shmoareg.fields import physical_from_voxel
 from shmoareg.grid import Grid
 
 
@@ -28,11 +27,13 @@ def network_share(final: torch.Tensor, network: torch.Tensor, grid: Grid, foregr
     (nothing to explain, an empty mask included) gives 1.0 when the network's field is zero
     there too and 0.0 otherwise, the limits of the formula.
     """
-    inside = np.asarray(foreground) > 0
-    final_mm = physical_from_voxel(final, grid)[inside]
-    network_mm = physical_from_voxel(network, grid)[inside]
-    residual = float(np.square(final_mm - network_mm).sum())
-    total = float(np.square(final_mm).sum())
+    # A grid's direction is a rotation, which keeps lengths: |u| in mm is |u_voxel * spacing| (torch, no copy of the
+    # fields in physical coordinates; a tenth of the time on a 1 mm head's working grid).
+    inside = torch.from_numpy(np.ascontiguousarray(np.asarray(foreground) > 0)).to(final.device)
+    scale = torch.tensor(grid.spacing, dtype=torch.float64, device=final.device).view(3, 1)
+    final_mm = final[0].double()[:, inside] * scale
+    residual = float(torch.square(final_mm - network[0].double()[:, inside] * scale).sum())
+    total = float(torch.square(final_mm).sum())
     if total == 0.0:
         return 1.0 if residual == 0.0 else 0.0
     return float(np.clip(1.0 - residual / total, 0.0, 1.0))
