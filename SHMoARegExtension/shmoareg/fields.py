@@ -21,10 +21,15 @@ from shmoareg.grid import Grid, from_array, resample
 from shmoareg.spatial import jacobian_determinant
 
 
-def physical_from_voxel(displacement: torch.Tensor, grid: Grid) -> np.ndarray:
-    """Voxel field ``(1, 3, Z, Y, X)`` on ``grid`` -> physical LPS vectors ``(Z, Y, X, 3)`` in mm."""
-    voxel = displacement[0].detach().cpu().double().numpy().transpose(1, 2, 3, 0)
-    return (voxel * np.asarray(grid.spacing)) @ grid.direction_matrix.T
+def physical_from_voxel(displacement: torch.Tensor, grid: Grid, then: Optional[np.ndarray] = None) -> np.ndarray:
+    """Voxel field ``(1, 3, Z, Y, X)`` on ``grid`` -> physical LPS vectors ``(Z, Y, X, 3)`` in mm (float64), mapped
+    by the 3x3 matrix ``then`` after when it is given (one matrix product in torch, threaded)."""
+    matrix = grid.direction_matrix * np.asarray(grid.spacing)
+    if then is not None:
+        matrix = np.asarray(then) @ matrix
+    voxel = displacement[0].detach().cpu().double()
+    vectors = torch.from_numpy(np.ascontiguousarray(matrix)) @ voxel.reshape(3, -1)
+    return vectors.T.reshape(*voxel.shape[1:], 3).numpy()
 
 
 def total_displacement(displacement: Optional[torch.Tensor], network: Optional[Grid], fixed: Grid,
@@ -39,14 +44,32 @@ def total_displacement(displacement: Optional[torch.Tensor], network: Optional[G
     linear = sitk.AffineTransform(affine) if affine is not None else None
     if displacement is None:
         return affine_displacement(linear, fixed) if linear is not None else np.zeros((*fixed.shape, 3))
-    vectors = physical_from_voxel(displacement, network)
-    if linear is not None:
-        vectors = vectors @ np.asarray(linear.GetMatrix()).reshape(3, 3).T
+    vectors = physical_from_voxel(displacement, network,
+                                  np.asarray(linear.GetMatrix()).reshape(3, 3) if linear is not None else None)
     # A grid cropped to the fixed foreground ends inside the image: extend its border values.
-    on_fixed = resample(from_array(vectors, network, is_vector=True), fixed, sitk.Transform(3, sitk.sitkIdentity),
-                        sitk.sitkLinear, extrapolate=True)
-    field = sitk.GetArrayFromImage(on_fixed)
+    padding = extension_padding(network, fixed)
+    if padding is not None:  # the transform lattice: the network grid's own points, extended
+        field = np.pad(vectors, [*padding, (0, 0)], mode="edge")
+    else:
+        field = sitk.GetArrayFromImage(resample(from_array(vectors, network, is_vector=True), fixed,
+                                                sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, extrapolate=True))
     return add_affine_displacement(field, linear, fixed) if linear is not None else field
+
+
+def extension_padding(inner: Grid, outer: Grid) -> Optional[list[tuple[int, int]]]:
+    """When ``outer`` is ``inner`` extended by whole voxels (same spacing and axes, containing it), the voxels
+    added before and after it along z, y and x; else None. Linear resampling from ``inner`` with its border values
+    extended is then ``inner``'s values padded with its edges (a copy instead of an interpolation per voxel)."""
+    if not (np.allclose(inner.spacing, outer.spacing, rtol=1e-9, atol=0)
+            and np.allclose(inner.direction, outer.direction, atol=1e-12)):
+        return None
+    offset = np.linalg.solve(outer.direction_matrix * np.asarray(outer.spacing),
+                             np.asarray(inner.origin) - np.asarray(outer.origin))
+    before = np.rint(offset)
+    after = np.asarray(outer.size) - np.asarray(inner.size) - before
+    if not np.allclose(offset, before, atol=1e-6) or (before < 0).any() or (after < 0).any():
+        return None
+    return [(int(b), int(a)) for b, a in zip(before[::-1], after[::-1])]
 
 
 def transform_lattice(working: Grid, fixed: Grid) -> Grid:

@@ -7,9 +7,9 @@ import torch
 
 from phantoms import rotation_direction
 from shmoareg.fields import (add_affine_displacement, affine_displacement, displacement_image,
-                             displacement_transform, jacobian_image, physical_from_voxel, sampled_field,
-                             total_displacement, transform_lattice)
-from shmoareg.grid import Grid, auto_spacing, foreground_box, network_grid
+                             displacement_transform, extension_padding, jacobian_image, physical_from_voxel,
+                             sampled_field, total_displacement, transform_lattice)
+from shmoareg.grid import Grid, auto_spacing, foreground_box, from_array, network_grid, resample
 
 DIRECTION = rotation_direction((0.2, -0.1, 0.3))
 FIXED = Grid((30, 25, 20), (1.2, 0.8, 2.5), (10.0, -5.0, 3.0), DIRECTION)
@@ -156,3 +156,21 @@ def test_jacobian_image_of_a_scaling_is_its_determinant():
     field = points @ (np.diag([1.2, 0.9, 1.1]) - np.eye(3)).T
     jacobian = sitk.GetArrayFromImage(jacobian_image(field, FIXED))
     assert np.allclose(jacobian, 1.2 * 0.9 * 1.1, atol=1e-4)
+
+
+def test_on_its_lattice_the_field_is_the_working_grids_values_padded_with_its_edges():
+    """The lattice path (edge padding) gives what linear resampling with border extension gives, and a grid that
+    is not a whole-voxel extension of the working grid takes the resampling path."""
+    fixed = Grid((40, 36, 28), (1.0, 1.0, 1.3), (10.0, -5.0, 3.0), DIRECTION)
+    working = network_grid(fixed.reference_image(), 1.7, region=(np.array([8, 6, 5]), np.array([30, 28, 20])))
+    lattice = transform_lattice(working, fixed)
+    padding = extension_padding(working, lattice)
+    assert padding is not None and any(before > 0 for before, _ in padding) and any(after > 0 for _, after in padding)
+    shifted = Grid(lattice.size, lattice.spacing, tuple(np.add(lattice.origin, 0.4)), lattice.direction)
+    assert extension_padding(working, shifted) is None and extension_padding(working, fixed) is None
+    voxel = torch.from_numpy(np.random.default_rng(2).normal(0, 1.0, (1, 3, *working.shape))).float()
+    padded = total_displacement(voxel, working, lattice, None)
+    vectors = physical_from_voxel(voxel, working)
+    resampled = sitk.GetArrayFromImage(resample(from_array(vectors, working, is_vector=True), lattice,
+                                                sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, extrapolate=True))
+    assert np.abs(padded - resampled).max() < 1e-9
