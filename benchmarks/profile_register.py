@@ -12,8 +12,9 @@ launcher that time-stamps every JSON line as it arrives and reads the child's pe
 the files), and **exit** is the ``done`` event to the process's exit. Printed: the median of each over
 ``--repeats`` runs of every pair, then over the pairs; written to ``benchmarks/results/profile_<label>.json``.
 Options after ``--`` go to ``register`` unchanged. ``--warm`` measures the Slicer module's path instead: one warm
-engine per pair (``shmoareg serve``, started and made ready before the first request, as the module keeps it), each
-run a request written to its stdin; **start** is then the request to its first progress event, **exit** is 0 (the
+engine per pair (``shmoareg serve``, started and made ready before the first request, as the module keeps it), the
+images given as the module gives them (uncompressed NRRD, written once beforehand), each run a request written to
+its stdin; **start** is then the request to its first progress event, **exit** is 0 (the
 engine stays), and **peak MB** the engine's peak RSS so far (``VmHWM``).
 """
 
@@ -27,6 +28,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import SimpleITK as sitk
 
 import compare
 import warm_engine
@@ -85,6 +88,8 @@ def _columns(output: Path, first: float, done: float, wall: float, peak_mb: floa
 
 def profile_warm_runs(pair: compare.Pair, outputs: list[Path], engine_arguments: list[str]) -> list[dict]:
     """Timed registrations of ``pair`` into each of ``outputs`` on one warm engine, as the Slicer module runs them."""
+    fixed, moving = (_as_slicer_writes(image, outputs[0].parent / f"{role}.nrrd")
+                     for role, image in (("fixed", pair.fixed), ("moving", pair.moving)))
     engine = subprocess.Popen([*warm_engine.ENGINE, SERVE_COMMAND], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, bufsize=1, env=compare.child_environment())
     runs = []
@@ -93,7 +98,7 @@ def profile_warm_runs(pair: compare.Pair, outputs: list[Path], engine_arguments:
         for output in outputs:
             shutil.rmtree(output, ignore_errors=True)
             output.mkdir(parents=True)
-            words = [*warm_engine.register_words(pair.fixed, pair.moving, output), *engine_arguments]
+            words = [*warm_engine.register_words(fixed, moving, output), *engine_arguments]
             sent = time.perf_counter()
             engine.stdin.write(json.dumps({REQUEST_COMMAND_KEY: "register", REQUEST_ARGUMENTS_KEY: words}) + "\n")
             engine.stdin.flush()
@@ -110,6 +115,13 @@ def profile_warm_runs(pair: compare.Pair, outputs: list[Path], engine_arguments:
     finally:
         engine.kill()
     return runs
+
+
+def _as_slicer_writes(image: Path, path: Path) -> Path:
+    """``image`` written to ``path`` as the Slicer module writes a volume for the engine: NRRD, uncompressed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(sitk.ReadImage(str(image)), str(path), False)
+    return path
 
 
 def _peak_mb(pid: int) -> float:
