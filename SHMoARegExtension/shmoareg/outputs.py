@@ -95,6 +95,7 @@ class StagedOutputs:
     def __init__(self, output_dir: Path) -> None:
         self.output_dir = output_dir
         self.staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=output_dir))
+        self._checked: set[str] = set()
 
     def ensure_space(self, fixed_voxels: int, lattice_voxels: int) -> None:
         """Raise :class:`NoSpace` before anything is written when the disk cannot hold the outputs."""
@@ -106,8 +107,11 @@ class StagedOutputs:
     def no_space(self, detail: str) -> NoSpace:
         """The error for a full disk under the output folder (the staging folder is removed)."""
         self.discard()
-        return NoSpace(f"no space left on the disk of {self.output_dir} ({detail}); free some space or choose "
-                       "another --output-dir (nothing was written)")
+        return NoSpace(self._no_space_message(detail))
+
+    def _no_space_message(self, detail: str) -> str:
+        return (f"no space left on the disk of {self.output_dir} ({detail}); free some space or choose another "
+                "--output-dir (nothing was written)")
 
     def full_disk(self, error: BaseException) -> bool:
         """Whether a failed write was the disk filling up (ITK's writers do not say; their errors carry no errno)."""
@@ -116,13 +120,24 @@ class StagedOutputs:
         return isinstance(error, RuntimeError) and shutil.disk_usage(self.output_dir).free < MEGABYTE
 
     def check_written(self) -> None:
-        """Every staged NIfTI file is complete (ITK's writer does not report a short write on a full disk)."""
+        """Every staged NIfTI file is complete (ITK's writer does not report a short write on a full disk); those
+        already checked by :meth:`check_file` are not read again. On a file cut short the staging folder is removed."""
         for relative in self.files():
-            if is_nifti_name(Path(relative)):
+            if is_nifti_name(Path(relative)) and relative not in self._checked:
                 try:
-                    check_nifti(self.staging / relative, "output")
-                except InputError:
-                    raise self.no_space(f"{relative} was cut short") from None
+                    self.check_file(relative)
+                except NoSpace:
+                    self.discard()
+                    raise
+
+    def check_file(self, relative: str) -> None:
+        """Check one staged NIfTI file as :meth:`check_written` does (e.g. in the thread that wrote it, beside other
+        work); raises :class:`NoSpace` when it was cut short, leaving the staging folder to the caller."""
+        try:
+            check_nifti(self.staging / relative, "output")
+        except InputError:
+            raise NoSpace(self._no_space_message(f"{relative} was cut short")) from None
+        self._checked.add(relative)
 
     def path(self, name: str) -> Path:
         """Where to write output ``name`` (a relative path) while staging."""

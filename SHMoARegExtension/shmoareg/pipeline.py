@@ -412,10 +412,10 @@ def _write(request: RegistrationRequest, inputs: Inputs, start: Start, pair: _Wo
     with native_stderr_discarded(), ThreadPoolExecutor(max_workers=WRITER_THREADS) as pool:
         writes = [pool.submit(write_transform, transform, staged.path(TRANSFORM_FILE)),
                   pool.submit(_write_warped, inputs.moving, fixed_grid, transform, sitk.sitkLinear,
-                              float(sitk.GetArrayViewFromImage(inputs.moving).min()), staged.path(WARPED_FILE))]
+                              float(sitk.GetArrayViewFromImage(inputs.moving).min()), staged, WARPED_FILE)]
         warped_seg = None if inputs.moving_segmentation is None else pool.submit(
             _write_warped, inputs.moving_segmentation, fixed_grid, transform, sitk.sitkNearestNeighbor, 0.0,
-            staged.path(WARPED_SEGMENTATION_FILE))
+            staged, WARPED_SEGMENTATION_FILE)
         progress.update(0.2, "the Jacobian determinant")
         jacobian = jacobian_image(field_mm, lattice)
         lattice_foreground = sitk.GetArrayViewFromImage(resample(start.fixed_mask, lattice, None,
@@ -466,10 +466,12 @@ def _write(request: RegistrationRequest, inputs: Inputs, start: Start, pair: _Wo
 
 
 def _write_warped(image: sitk.Image, grid: Grid, transform: sitk.Transform, interpolator: int, background: float,
-                  path: Path) -> sitk.Image:
-    """``image`` resampled onto ``grid`` through ``transform``, written to ``path``; returns it."""
+                  staged: StagedOutputs, name: str) -> sitk.Image:
+    """``image`` resampled onto ``grid`` through ``transform``, written as output ``name`` and checked there (in the
+    writing thread, beside the other work of the stage); returns it."""
     warped = resample(image, grid, transform, interpolator, background)
-    write_image(warped, path)
+    write_image(warped, staged.path(name))
+    staged.check_file(name)
     return warped
 
 

@@ -17,8 +17,8 @@ from shmoareg.intensity import foreground_mask, normalise
 from shmoareg.landmarks import pair_landmarks, read_labeled_landmarks
 from shmoareg.request import RegistrationRequest
 
-# The moving foreground of the overlap check is found on blocks of this many voxels a side (fewer on an axis
-# that would keep fewer than this many blocks).
+# The overlap check compares the foregrounds on blocks of this many voxels a side (fewer on an axis that would
+# keep fewer than this many blocks).
 OVERLAP_BLOCK = 4
 
 
@@ -65,17 +65,23 @@ def initialise(request: RegistrationRequest, inputs: Inputs,
     the images as read, so it runs in a thread beside the normalising and the masks (1.19 -> 1.04 s on a 1 mm pair
     on two cores; with the former affine, two ITK threads of pure registration, it had been slower). The moving
     foreground only feeds the overlap check, so it is found on a copy averaged over blocks of ``OVERLAP_BLOCK``
-    voxels a side (filling the holes of a 1 mm mask took 0.35 s)."""
+    voxels a side (filling the holes of a 1 mm mask took 0.35 s), and the check compares it with the fixed
+    foreground averaged over the same blocks (resampling onto the 1 mm grid took 0.08 s)."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shmoareg-affine") as pool:
         affine = pool.submit(initialise_affine, inputs.fixed, inputs.moving, on_iteration) if request.affine else None
         fixed_norm = normalise(inputs.fixed, request.intensity, request.window)
         moving_norm = normalise(inputs.moving, request.intensity, request.window)
         fixed_mask = foreground_mask(fixed_norm)
-        blocks = [max(1, min(OVERLAP_BLOCK, size // OVERLAP_BLOCK)) for size in moving_norm.GetSize()]
-        moving_mask = foreground_mask(sitk.BinShrink(moving_norm, blocks))
+        moving_mask = foreground_mask(sitk.BinShrink(moving_norm, _overlap_blocks(moving_norm)))
         transform = affine.result() if affine is not None else None
-    overlap = check_overlap(fixed_mask, moving_mask, transform if transform is not None else sitk.Transform())
+    overlap = check_overlap(sitk.BinShrink(fixed_mask, _overlap_blocks(fixed_mask)), moving_mask,
+                            transform if transform is not None else sitk.Transform())
     return Start(fixed_norm, moving_norm, fixed_mask, transform, overlap)
+
+
+def _overlap_blocks(image: sitk.Image) -> list[int]:
+    """The blocks (voxels a side, per axis) the overlap check averages ``image`` over."""
+    return [max(1, min(OVERLAP_BLOCK, size // OVERLAP_BLOCK)) for size in image.GetSize()]
 
 
 class StartInBackground:

@@ -45,6 +45,19 @@ def test_a_nifti_output_cut_short_is_a_full_disk(tmp_path):
     assert not staged.staging.exists()
 
 
+def test_a_file_checked_where_it_was_written_is_not_read_again(tmp_path):
+    """The warped image is checked by the thread that wrote it; a cut-short file fails that check with the full-disk
+    error, and check_written does not read a checked file a second time."""
+    staged = StagedOutputs(tmp_path)
+    sitk.WriteImage(sitk.Image(16, 16, 16, sitk.sitkFloat32), str(staged.path("warped.nii.gz")))
+    staged.check_file("warped.nii.gz")
+    staged.path("warped.nii.gz").write_bytes(staged.path("warped.nii.gz").read_bytes()[:100])
+    staged.check_written()  # checked once already: not read again
+    with pytest.raises(NoSpace, match="warped.nii.gz was cut short"):
+        staged.check_file("warped.nii.gz")
+    assert staged.staging.exists()  # the caller's error path removes it
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 3 MB tmpfs (needs root; skipped where it cannot be mounted)."""
