@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -83,7 +84,9 @@ def test_out_of_memory_maps_to_exit_code_3(pair, monkeypatch, capsys):
     assert "out of memory" in capsys.readouterr().err
 
 
-def test_a_crash_gives_exit_code_1_one_line_and_a_traceback_file(pair, monkeypatch, capsys):
+def test_a_crash_gives_exit_code_1_one_line_and_a_traceback_file(pair, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the traceback file goes to the test's folder
+
     def broken(*args, **kwargs):
         raise ZeroDivisionError("boom")
 

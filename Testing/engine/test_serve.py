@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -144,6 +145,7 @@ def test_a_failing_request_is_reported_and_the_next_one_runs(tmp_path, monkeypat
     """An internal failure (exit 1, traceback file) and an out-of-memory error (exit 3, today's advice) in one
     request each; the engine answers them and the requests after them."""
     failures = [ZeroDivisionError("boom"), RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the traceback file goes to the test's folder
 
     def failing(*args, **kwargs):
         raise failures.pop(0)
