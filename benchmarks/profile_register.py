@@ -33,7 +33,7 @@ import SimpleITK as sitk
 
 import compare
 import warm_engine
-from shmoareg.protocol import FINAL_EVENTS, READY_EVENT, REQUEST_ARGUMENTS_KEY, REQUEST_COMMAND_KEY, SERVE_COMMAND
+from shmoareg.protocol import FINAL_EVENTS, READY_EVENT, SERVE_COMMAND
 
 RESULTS = compare.HERE / "results"
 WORK = compare.HERE / "out" / "profile"
@@ -99,9 +99,7 @@ def profile_warm_runs(pair: compare.Pair, outputs: list[Path], engine_arguments:
             shutil.rmtree(output, ignore_errors=True)
             output.mkdir(parents=True)
             words = [*warm_engine.register_words(fixed, moving, output), *engine_arguments]
-            sent = time.perf_counter()
-            engine.stdin.write(json.dumps({REQUEST_COMMAND_KEY: "register", REQUEST_ARGUMENTS_KEY: words}) + "\n")
-            engine.stdin.flush()
+            sent = warm_engine.send_register(engine, words)
             first = None
             while (event := warm_engine.next_event(engine))["event"] not in FINAL_EVENTS:
                 first = first if first is not None else time.perf_counter() - sent
@@ -170,8 +168,8 @@ def main() -> None:
     print(table(rows))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"profile_{args.label}.json").write_text(json.dumps(
-        {"engine_arguments": args.engine_arguments, "repeats": args.repeats, "warm_engine": args.warm, "machine": compare.machine(),
-         "medians": rows, "runs": runs}, indent=2) + "\n")
+        {"engine_arguments": args.engine_arguments, "repeats": args.repeats, "warm_engine": args.warm,
+         "machine": compare.machine(), "medians": rows, "runs": runs}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,15 @@ def until(process: subprocess.Popen, events: tuple[str, ...]) -> dict:
             return event
 
 
+def send_register(engine: subprocess.Popen, words: list[str]) -> float:
+    """Write a ``register`` request with the command-line ``words`` to the warm engine; returns when it was sent
+    (``time.perf_counter``)."""
+    sent = time.perf_counter()
+    engine.stdin.write(json.dumps({REQUEST_COMMAND_KEY: "register", REQUEST_ARGUMENTS_KEY: words}) + "\n")
+    engine.stdin.flush()
+    return sent
+
+
 def cancel(process: subprocess.Popen) -> None:
     """SIGINT, then the request's final event, which must be a cancel."""
     process.send_signal(signal.SIGINT)
@@ -89,9 +98,7 @@ def warm(fixed: Path, moving: Path, repeats: int, pause: float) -> dict:
         for repeat in range(repeats):
             words = register_words(fixed, moving, WORK / f"warm-{repeat}")
             time.sleep(pause)
-            sent = time.perf_counter()
-            engine.stdin.write(json.dumps({REQUEST_COMMAND_KEY: "register", REQUEST_ARGUMENTS_KEY: words}) + "\n")
-            engine.stdin.flush()
+            sent = send_register(engine, words)
             until(engine, (PROGRESS_EVENT,))
             seconds.append(time.perf_counter() - sent)
             cancel(engine)

@@ -43,8 +43,9 @@ class _Level:
 
 # 8 mm from the rotation search's optimum, then a short polish at 4 mm from there. Chosen on the real-brain
 # validation pairs against the former two levels of 100 iterations on half the voxels (affine-only Dice
-# 0.383 -> 0.397, 3.9 -> 0.6 s; benchmarks/affine_rings.py, benchmarks/README.md "Affine, second pass"). Sample counts, not shares, so a run
-# costs the same at any image size: on a 1 mm brain they are a quarter of the 8 mm and a tenth of the 4 mm voxels.
+# 0.383 -> 0.397, 3.9 -> 0.6 s; benchmarks/affine_rings.py, benchmarks/README.md "Affine, second pass"). Sample
+# counts, not shares, so a run costs the same at any image size: on a 1 mm brain they are a quarter of the 8 mm
+# and a tenth of the 4 mm voxels.
 LEVELS = (_Level(2, 1.0, 6000, 100, 1.0), _Level(1, 0.0, 18000, 10, 0.25))
 SEARCH_SAMPLES = 6000
 

@@ -51,8 +51,9 @@ def total_displacement(displacement: Optional[torch.Tensor], network: Optional[G
     if padding is not None:  # the transform lattice: the network grid's own points, extended
         field = np.pad(vectors, [*padding, (0, 0)], mode="edge")
     else:
-        field = sitk.GetArrayFromImage(resample(from_array(vectors, network, is_vector=True), fixed,
-                                                sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, extrapolate=True))
+        on_fixed = resample(from_array(vectors, network, is_vector=True), fixed, sitk.Transform(3, sitk.sitkIdentity),
+                            sitk.sitkLinear, extrapolate=True)
+        field = sitk.GetArrayFromImage(on_fixed)
     return add_affine_displacement(field, linear, fixed) if linear is not None else field
 
 
