@@ -220,3 +220,27 @@ def test_correlation_options_add_inputs_and_a_matching_expert_and_are_checked():
     assert all(gates.shape[2] == 5 for gates in output.routing.decoder_gates.values())
     with pytest.raises(InputError, match="matching_expert"):
         build_model("shmoareg", {**TINY, "matching_expert": True})
+
+
+def test_a_network_grown_with_the_correlation_predicts_what_it_grew_from_and_then_learns_to_use_it():
+    torch.manual_seed(0)
+    plain = build_model("shmoareg", TINY).eval()
+    for parameter in plain.parameters():  # trained-looking weights: the untrained heads predict almost nothing
+        parameter.data.normal_(0.0, 0.1)
+    grown = build_model("shmoareg", {**TINY, "correlation_radius": 1, "coarsest_correlation_radius": 2}).eval()
+    assert grown.can_grow_from(plain) and not plain.can_grow_from(grown)
+    assert not build_model("shmoareg", CORRELATED).can_grow_from(plain)  # a new gate output cannot start at zero
+    assert not build_model("shmoareg", {**TINY, "correlation_radius": 1, "head_dim": 4}).can_grow_from(plain)
+    grown.grow_from(plain)
+    fixed, moving = inputs()
+    with torch.no_grad():
+        expected, found = plain(fixed, moving).displacement, grown(fixed, moving).displacement
+    assert float(expected.abs().max()) > 0.1
+    torch.testing.assert_close(found, expected, rtol=1e-5, atol=1e-6)
+    output = grown.train()(fixed, moving)
+    output.displacement.pow(2).mean().backward()
+    cost_weights = [block[0].weight.grad[:, 2 * width:2 * width + (27 if index < 3 else 125)]
+                    for index, (block, width) in enumerate(zip(grown.fuse, TINY["channels"]))]
+    assert all(float(grad.abs().max()) > 0 for grad in cost_weights)
+    with pytest.raises(ValueError, match="without its correlation"):
+        plain.grow_from(grown)

@@ -141,6 +141,11 @@ def test_resume_without_a_checkpoint_continues_init_from_with_its_history(tmp_pa
     with pytest.raises(InputError, match="cannot continue from .* asks for"):
         train(dataclasses.replace(small_config(tmp_path / "third", 4, head_dim=4), init_from=str(source)),
               resume=True, **quiet)
+    grown = dataclasses.replace(small_config(tmp_path / "grown", 3, correlation_radius=1), init_from=str(source))
+    assert train(grown, resume=True, **quiet).step == 3
+    history = json.loads((tmp_path / "grown" / "checkpoints" / "latest.json").read_text())["history"]
+    source_end, grown_start = history["validation"][1:3]  # the grown network starts predicting the source's field
+    assert (source_end["step"], grown_start["step"]) == (2, 2) and grown_start["dice"] == source_end["dice"]
 
 
 def test_swap_ensemble_training_validates_the_ensemble_and_saves_the_plain_network(tmp_path):

@@ -144,6 +144,15 @@ class RegistrationNetwork(nn.Module):
         """The prediction for inputs whose sides are multiples of :meth:`size_multiple`."""
         raise NotImplementedError
 
+    def can_grow_from(self, source: "RegistrationNetwork") -> bool:
+        """Whether :meth:`grow_from` can start this network from ``source`` (none can, unless a subclass says)."""
+        return False
+
+    def grow_from(self, source: "RegistrationNetwork") -> None:
+        """Start from the weights of ``source``, a narrower form of this network (:meth:`can_grow_from`), so that
+        this network predicts what ``source`` predicts until training changes it."""
+        raise NotImplementedError(f"{self.name} cannot grow from another form of itself")
+
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> ModelOutput:
         """The prediction for inputs of any size (padded inside, cropped back)."""
         shape = tuple(fixed.shape[2:])

@@ -19,7 +19,7 @@ more expert that the per-voxel, per-axis gate can choose.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import torch
@@ -154,6 +154,28 @@ class SHMoARegNet(RegistrationNetwork):
             self.fuse.append(ConvBlock(2 * width + coarser + costs, width))
             self.heads.append(SpatiallyHeterogeneousMoE(width, config.experts, config.factorised_experts,
                                                         extra_experts=int(config.matching_expert)))
+
+    def can_grow_from(self, source: RegistrationNetwork) -> bool:
+        """True when ``source`` is this network without the local correlation (and without a matching expert)."""
+        if self.config.matching_expert or not isinstance(source, SHMoARegNet):
+            return False
+        return source.config == replace(self.config, correlation_radius=0, coarsest_correlation_radius=0) != self.config
+
+    def grow_from(self, source: RegistrationNetwork) -> None:
+        """Take ``source``'s weights (:meth:`can_grow_from`); each fusion's cost channels get zero weights, so
+        the correlation enters as training finds it useful and the first prediction is ``source``'s."""
+        if not self.can_grow_from(source):
+            raise ValueError("grow_from takes this SHMoAReg network without its correlation, nothing else")
+        state = source.state_dict()
+        for index, width in enumerate(self.config.channels):
+            key = f"fuse.{index}.0.weight"
+            narrow, grown = state[key], torch.zeros_like(self.state_dict()[key])
+            grown[:, :2 * width] = narrow[:, :2 * width]  # fixed and warped moving features
+            coarser = narrow.shape[1] - 2 * width  # the upsampled decoded features follow the costs
+            if coarser:
+                grown[:, -coarser:] = narrow[:, 2 * width:]
+            state[key] = grown
+        self.load_state_dict(state)
 
     def size_multiple(self) -> int:
         """The coarsest level's factor: each level halves the one before."""

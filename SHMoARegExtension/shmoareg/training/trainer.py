@@ -121,8 +121,12 @@ class _Trainer:
                              f"{wanted['config']}")
 
     def _adopt(self, loaded: nn.Module, metadata: dict[str, Any]) -> int:
-        """Take over a checkpoint's weights, time and history; returns its step."""
-        self.model.load_state_dict(loaded.state_dict())
+        """Take over a checkpoint's weights (grown into a wider form of it: ``RegistrationNetwork.grow_from``),
+        time and history; returns its step."""
+        if self.model.can_grow_from(loaded):
+            self.model.grow_from(loaded)
+        else:
+            self.model.load_state_dict(loaded.state_dict())
         self.seconds_before = float(metadata.get("seconds") or 0.0)
         history = metadata.get("history") or {"sessions": [_earlier_session(metadata)],
                                               "validation": self._logged_validation()}
@@ -144,11 +148,14 @@ class _Trainer:
             self.log(f"no checkpoint to resume from in {self.checkpoints}; starting at step 0")
             return 0
         loaded, metadata = resolve_model(source, self.device)
-        self._check_same_model(Path(metadata["weights_path"]), loaded)
+        grown = self.model.can_grow_from(loaded)
+        if not grown:
+            self._check_same_model(Path(metadata["weights_path"]), loaded)
         self.best = None  # validation pairs of this run may differ from the source's
         step = self._adopt(loaded, metadata)
-        self.log(f"no checkpoint in {self.checkpoints} yet: continuing {metadata['weights_path']} from step {step} "
-                 "(fresh optimiser state)")
+        how = " grown into this config (its new inputs start at zero weight)" if grown else ""
+        self.log(f"no checkpoint in {self.checkpoints} yet: continuing {metadata['weights_path']}{how} from step "
+                 f"{step} (fresh optimiser state)")
         return step
 
     def _restore(self, resume: bool) -> int:
